@@ -1,0 +1,276 @@
+//! The line wire: what nc and telnet users send and see.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+
+use crate::event::Event;
+
+/// The name prompt, sent without a newline so the cursor waits after it.
+pub const PROMPT: &str = "Enter your name: ";
+
+/// One item out of the [`LineDecoder`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line: the end of line (`\n` or `\r\n`) removed, invalid UTF-8 replaced with
+    /// U+FFFD. Control characters are still in it; the room removes them.
+    Text(String),
+    /// A line longer than the limit was discarded. Reported once per long line, as soon as the
+    /// decoder knows, even before its end arrives.
+    TooLong,
+}
+
+/// Splits a byte stream into lines, holding at most `max_line + 1` bytes of an unfinished line
+/// however much a peer sends without a newline.
+///
+/// "Incomplete" is a normal state: bytes without a newline stay buffered until the rest
+/// arrives. A line over the limit is skipped up to its newline, without being buffered.
+#[derive(Debug)]
+pub struct LineDecoder {
+    buf: Vec<u8>,
+    max_line: usize,
+    /// Inside a line already reported as too long: drop bytes until its newline.
+    discarding: bool,
+}
+
+impl LineDecoder {
+    /// A decoder for lines of at most `max_line` bytes, not counting the end of line.
+    pub fn new(max_line: usize) -> Self {
+        LineDecoder {
+            buf: Vec::new(),
+            max_line,
+            discarding: false,
+        }
+    }
+
+    /// Bytes held of a line whose end has not arrived yet.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Feeds bytes as they come off the wire; pushes every line they complete onto `out`.
+    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Line>) {
+        while let Some(nl) = memchr::memchr(b'\n', data) {
+            let head = &data[..nl];
+            data = &data[nl + 1..];
+            if self.discarding {
+                self.discarding = false;
+                continue;
+            }
+            let mut len = self.buf.len() + head.len();
+            let ends_with_cr = match head.last() {
+                Some(&last) => last == b'\r',
+                None => self.buf.last() == Some(&b'\r'),
+            };
+            if ends_with_cr {
+                len -= 1;
+            }
+            if len > self.max_line {
+                out.push(Line::TooLong);
+            } else if self.buf.is_empty() {
+                out.push(Line::Text(decode(&head[..len])));
+            } else {
+                self.buf.extend_from_slice(head);
+                self.buf.truncate(len);
+                out.push(Line::Text(decode(&self.buf)));
+            }
+            self.buf.clear();
+        }
+        if self.discarding || data.is_empty() {
+            return;
+        }
+        // One byte of slack: a line of exactly `max_line` bytes may still get its `\r`.
+        if self.buf.len() + data.len() > self.max_line + 1 {
+            self.buf.clear();
+            self.discarding = true;
+            out.push(Line::TooLong);
+        } else {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// The end of input: an unfinished last line (`printf hi | nc ...`) still counts.
+    pub fn finish(&mut self) -> Option<Line> {
+        let discarding = std::mem::take(&mut self.discarding);
+        if discarding || self.buf.is_empty() {
+            self.buf.clear();
+            return None;
+        }
+        if self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        let line = Line::Text(decode(&self.buf));
+        self.buf.clear();
+        Some(line)
+    }
+}
+
+fn decode(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Renders an event as the exact text of `PROTOCOL.md`: zero or more lines, each ending in
+/// `\n`, except the prompt which has none.
+pub fn encode(event: &Event) -> Bytes {
+    let mut out = String::new();
+    // `write!` into a String cannot fail; the results are ignored on purpose.
+    match event {
+        Event::Prompt => out.push_str(PROMPT),
+        Event::Full => out.push_str("Server is full, please try again later.\n"),
+        Event::Welcome {
+            name,
+            count,
+            online,
+        } => {
+            let _ = write!(out, "Welcome, {name}! Online ({count}): {}", online.join(", "));
+            if *count > online.len() {
+                let _ = write!(out, " and {} more", count - online.len());
+            }
+            out.push_str("\nType /help for the list of commands.\n");
+        }
+        Event::History { messages } => {
+            let _ = writeln!(out, "--- Recent messages ({}) ---", messages.len());
+            for m in messages {
+                let _ = writeln!(out, "{}: {}", m.from, m.text);
+            }
+            out.push_str("--- End of recent messages ---\n");
+        }
+        Event::Message(m) => {
+            let _ = writeln!(out, "{}: {}", m.from, m.text);
+        }
+        Event::Joined { name } => {
+            let _ = writeln!(out, "*** {name} has joined the chat ***");
+        }
+        Event::Left { name } => {
+            let _ = writeln!(out, "*** {name} has left the chat ***");
+        }
+        Event::Private { from, text } => {
+            let _ = writeln!(out, "[private] {from}: {text}");
+        }
+        Event::PrivateSent { to, text } => {
+            let _ = writeln!(out, "[private to {to}] {text}");
+        }
+        Event::Who { online } => {
+            let _ = writeln!(out, "Online ({}): {}", online.len(), online.join(", "));
+        }
+        Event::Help { commands } => {
+            out.push_str("Commands:\n");
+            for c in commands {
+                let _ = writeln!(out, "  {:<16} {}", c.usage, c.description);
+            }
+        }
+        Event::Error { message, .. } => {
+            out.push_str(message);
+            out.push('\n');
+        }
+        Event::Goodbye => out.push_str("Goodbye!\n"),
+        Event::IdleTimeout => out.push_str("Disconnected: idle timeout.\n"),
+        Event::Shutdown => out.push_str("*** Server is shutting down ***\n"),
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(dec: &mut LineDecoder, chunks: &[&[u8]]) -> Vec<Line> {
+        let mut out = Vec::new();
+        for c in chunks {
+            dec.feed(c, &mut out);
+        }
+        out
+    }
+
+    fn text(s: &str) -> Line {
+        Line::Text(s.into())
+    }
+
+    #[test]
+    fn splits_lines_across_and_within_chunks() {
+        let mut dec = LineDecoder::new(100);
+        let out = feed_all(&mut dec, &[b"hel", b"lo\nwor", b"ld\r\n\nlast"]);
+        assert_eq!(out, vec![text("hello"), text("world"), text("")]);
+        assert_eq!(dec.finish(), Some(text("last")));
+        assert_eq!(dec.finish(), None);
+    }
+
+    #[test]
+    fn crlf_split_between_chunks_is_one_end_of_line() {
+        let mut dec = LineDecoder::new(100);
+        assert_eq!(feed_all(&mut dec, &[b"hi\r", b"\n"]), vec![text("hi")]);
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_characters() {
+        let mut dec = LineDecoder::new(100);
+        let out = feed_all(&mut dec, &[b"caf\xc3", b"\xa9 \xff\xfe ok\n"]);
+        assert_eq!(out, vec![text("café \u{fffd}\u{fffd} ok")]);
+    }
+
+    #[test]
+    fn the_limit_is_inclusive_and_ignores_the_end_of_line() {
+        let mut dec = LineDecoder::new(4);
+        let out = feed_all(&mut dec, &[b"abcd\r\nabcde\nab", b"cd\r", b"\n"]);
+        assert_eq!(out, vec![text("abcd"), Line::TooLong, text("abcd")]);
+    }
+
+    #[test]
+    fn a_long_line_is_reported_once_and_skipped_without_buffering() {
+        let mut dec = LineDecoder::new(8);
+        let mut out = Vec::new();
+        dec.feed(b"0123456789", &mut out);
+        assert_eq!(out, vec![Line::TooLong]);
+        for _ in 0..1000 {
+            dec.feed(&[b'x'; 1000], &mut out);
+            assert_eq!(dec.buffered(), 0);
+        }
+        dec.feed(b"tail\nnext\n", &mut out);
+        assert_eq!(out, vec![Line::TooLong, text("next")]);
+    }
+
+    #[test]
+    fn an_unfinished_long_line_at_eof_is_not_a_line() {
+        let mut dec = LineDecoder::new(3);
+        assert_eq!(feed_all(&mut dec, &[b"abcdef"]), vec![Line::TooLong]);
+        assert_eq!(dec.finish(), None);
+    }
+
+    #[test]
+    fn renders_the_protocol_text() {
+        let e = |ev: Event| String::from_utf8(encode(&ev).to_vec()).unwrap();
+        assert_eq!(e(Event::Prompt), "Enter your name: ");
+        assert_eq!(
+            e(Event::Joined { name: "bob".into() }),
+            "*** bob has joined the chat ***\n"
+        );
+        assert_eq!(
+            e(Event::Private {
+                from: "bob".into(),
+                text: "hi".into()
+            }),
+            "[private] bob: hi\n"
+        );
+        assert_eq!(
+            e(Event::PrivateSent {
+                to: "Bob".into(),
+                text: "hi".into()
+            }),
+            "[private to Bob] hi\n"
+        );
+        assert_eq!(
+            e(Event::Who {
+                online: vec!["a".into(), "b".into()]
+            }),
+            "Online (2): a, b\n"
+        );
+        assert_eq!(
+            e(Event::Welcome {
+                name: "a".into(),
+                count: 3,
+                online: vec!["a".into(), "b".into()]
+            }),
+            "Welcome, a! Online (3): a, b and 1 more\nType /help for the list of commands.\n"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! What a user asks of the room, whichever wire it came over.
+//!
+//! An nc user types lines, which [`parse_line`] turns into [`Request`]s; the browser client
+//! parses its input box with the same function and sends the resulting `Request` as JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// One thing a user asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Take this name and enter the room (the first line on the line wire).
+    Join {
+        /// The name as typed; the room cleans and validates it.
+        name: String,
+    },
+    /// A public message to everyone else.
+    Say {
+        /// The message as typed.
+        text: String,
+    },
+    /// A private message: `/msg NAME TEXT`.
+    Msg {
+        /// Whom to send it to, compared case-insensitively.
+        to: String,
+        /// The message.
+        text: String,
+    },
+    /// `/who`: list who is online.
+    Who,
+    /// `/help`: list the commands.
+    Help,
+    /// `/quit`: say goodbye and leave.
+    Quit,
+}
+
+/// A typed line that is not a valid request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// A `/word` that is not a command; carries the word as typed.
+    UnknownCommand(String),
+    /// A known command with missing arguments; carries the usage line.
+    Usage(&'static str),
+}
+
+/// The commands, as `/help` lists them: usage and what it does.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("/msg NAME TEXT", "send TEXT to NAME only"),
+    ("/who", "list who is online"),
+    ("/help", "show this list"),
+    ("/quit", "leave the chat"),
+];
+
+/// The usage line of `/msg`.
+pub const MSG_USAGE: &str = "/msg NAME TEXT";
+
+/// Parses one typed line of a user who has joined.
+///
+/// Returns `Ok(None)` for a line with nothing to say (blank after trimming). A line starting
+/// with `/` is a command, whose name is matched case-insensitively; any other line is a
+/// public message, trimmed. Control characters are not this function's business: the room
+/// removes them from everything it relays.
+pub fn parse_line(line: &str) -> Result<Option<Request>, ParseError> {
+    let Some(rest) = line.strip_prefix('/') else {
+        let text = line.trim();
+        return Ok((!text.is_empty()).then(|| Request::Say {
+            text: text.to_owned(),
+        }));
+    };
+    let (word, args) = match rest.split_once(char::is_whitespace) {
+        Some((word, args)) => (word, args.trim()),
+        None => (rest.trim_end(), ""),
+    };
+    match word.to_ascii_lowercase().as_str() {
+        "msg" => {
+            let (to, text) = args
+                .split_once(char::is_whitespace)
+                .map(|(to, text)| (to, text.trim()))
+                .unwrap_or((args, ""));
+            if to.is_empty() || text.is_empty() {
+                return Err(ParseError::Usage(MSG_USAGE));
+            }
+            Ok(Some(Request::Msg {
+                to: to.to_owned(),
+                text: text.to_owned(),
+            }))
+        }
+        "who" => Ok(Some(Request::Who)),
+        "help" => Ok(Some(Request::Help)),
+        "quit" => Ok(Some(Request::Quit)),
+        _ => Err(ParseError::UnknownCommand(format!("/{word}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn say(text: &str) -> Result<Option<Request>, ParseError> {
+        Ok(Some(Request::Say { text: text.into() }))
+    }
+
+    #[test]
+    fn plain_lines_are_trimmed_messages_and_blank_lines_are_nothing() {
+        assert_eq!(parse_line("  hello there \r"), say("hello there"));
+        assert_eq!(parse_line("   "), Ok(None));
+        assert_eq!(parse_line(""), Ok(None));
+        assert_eq!(parse_line(" /quit"), say("/quit"));
+    }
+
+    #[test]
+    fn commands_ignore_case_and_extra_spaces() {
+        assert_eq!(parse_line("/quit"), Ok(Some(Request::Quit)));
+        assert_eq!(parse_line("/QUIT  "), Ok(Some(Request::Quit)));
+        assert_eq!(parse_line("/who"), Ok(Some(Request::Who)));
+        assert_eq!(parse_line("/help"), Ok(Some(Request::Help)));
+        assert_eq!(
+            parse_line("/msg  Bob   hi  there "),
+            Ok(Some(Request::Msg {
+                to: "Bob".into(),
+                text: "hi  there".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn msg_without_text_is_a_usage_error() {
+        assert_eq!(parse_line("/msg"), Err(ParseError::Usage(MSG_USAGE)));
+        assert_eq!(parse_line("/msg bob"), Err(ParseError::Usage(MSG_USAGE)));
+        assert_eq!(parse_line("/msg bob   "), Err(ParseError::Usage(MSG_USAGE)));
+    }
+
+    #[test]
+    fn unknown_commands_are_named() {
+        assert_eq!(
+            parse_line("/dance wildly"),
+            Err(ParseError::UnknownCommand("/dance".into()))
+        );
+        assert_eq!(parse_line("/"), Err(ParseError::UnknownCommand("/".into())));
+    }
+}

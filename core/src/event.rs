@@ -1,0 +1,150 @@
+//! What the room tells a user. One typed value per event; the codecs in [`crate::codec`]
+//! render it as nc text or as JSON, so every wire carries the same events.
+
+use serde::{Deserialize, Serialize};
+
+/// A public message with its place in the room's single order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// The room's sequence number: 1 for the first public message, one more for each after.
+    /// A client that remembers the last one it saw can tell a gap or a duplicate.
+    pub seq: u64,
+    /// The sender's name.
+    pub from: String,
+    /// The text, already cleaned.
+    pub text: String,
+}
+
+/// Something the room sends to one user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// Asks for a name.
+    Prompt,
+    /// The room is at `--max-users`; the connection is closed after this.
+    Full,
+    /// You are in: your name, and who is online (at most [`WELCOME_NAMES`] of them listed).
+    Welcome {
+        /// Your name as the room spells it.
+        name: String,
+        /// How many users are online, you included.
+        count: usize,
+        /// Their names, sorted; cut short in a large room (`/who` lists everyone).
+        online: Vec<String>,
+    },
+    /// The recent public messages, oldest first, sent once right after `Welcome`.
+    History {
+        /// The messages.
+        messages: Vec<ChatMessage>,
+    },
+    /// A public message.
+    Message(ChatMessage),
+    /// Someone entered the room.
+    Joined {
+        /// Who.
+        name: String,
+    },
+    /// Someone left the room.
+    Left {
+        /// Who.
+        name: String,
+    },
+    /// A private message to you.
+    Private {
+        /// The sender.
+        from: String,
+        /// The message.
+        text: String,
+    },
+    /// Your private message was delivered.
+    PrivateSent {
+        /// The recipient, as the room spells the name.
+        to: String,
+        /// The message.
+        text: String,
+    },
+    /// The answer to `/who`.
+    Who {
+        /// Everyone online, sorted.
+        online: Vec<String>,
+    },
+    /// The answer to `/help`.
+    Help {
+        /// Each command's usage and description.
+        commands: Vec<HelpEntry>,
+    },
+    /// Something you sent was refused; you stay connected.
+    Error {
+        /// What kind of refusal, for programs.
+        code: ErrorCode,
+        /// The sentence a person reads.
+        message: String,
+    },
+    /// The answer to `/quit`; the connection is closed after this.
+    Goodbye,
+    /// You were silent for `--idle-timeout`; the connection is closed after this.
+    IdleTimeout,
+    /// The server is stopping; the connection is closed after this.
+    Shutdown,
+}
+
+/// How many names the welcome lists before saying "and N more".
+pub const WELCOME_NAMES: usize = 50;
+
+/// One line of `/help`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelpEntry {
+    /// How to type it.
+    pub usage: String,
+    /// What it does.
+    pub description: String,
+}
+
+/// The kinds of refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A line or WebSocket message over `--max-line`; it was discarded.
+    LineTooLong,
+    /// The name breaks the name rules.
+    NameInvalid,
+    /// Someone online already has that name (compared case-insensitively).
+    NameTaken,
+    /// A `/word` that is not a command.
+    UnknownCommand,
+    /// A command with missing arguments.
+    Usage,
+    /// `/msg` to a name nobody online has.
+    NoSuchUser,
+    /// Flood control dropped your line.
+    TooFast,
+    /// A JSON message that is not a request.
+    BadRequest,
+    /// A request that needs a name, before joining.
+    NotJoined,
+    /// A second `join` after joining.
+    AlreadyJoined,
+}
+
+impl Event {
+    /// An error event with its code and sentence.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Event {
+        Event::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The `/help` answer, from [`crate::command::COMMANDS`].
+    pub fn help() -> Event {
+        Event::Help {
+            commands: crate::command::COMMANDS
+                .iter()
+                .map(|(usage, description)| HelpEntry {
+                    usage: (*usage).to_owned(),
+                    description: (*description).to_owned(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! `chat-core`: the chat room as a sans-IO state machine, and the codecs of its two wires.
+//!
+//! The room never touches a socket, a clock, a thread or a random generator. A driver (the
+//! tokio server, a blocking server, a simulation test) feeds it inputs that carry the time,
+//! drains the outputs it queues, and wakes it at its next deadline. That is what lets the same
+//! code run in tokio, in plain threads, in a browser and in a test that replays thousands of
+//! events in milliseconds. See [`Room`] for the contract and an example.
+//!
+//! # Layout
+//!
+//! - [`room`]: [`Room`], its inputs (`handle_*`), outputs ([`Output`]) and deadlines.
+//! - [`event`]: [`Event`], everything the room tells a user, as typed values.
+//! - [`command`]: [`Request`], everything a user asks, and [`parse_line`] for typed lines.
+//! - [`codec`]: the line wire (nc text, incremental bounded [`LineDecoder`]) and the JSON wire.
+//! - [`name`]: the name rules, shared with the browser client.
+//! - [`text`]: control-character stripping.
+//! - [`time`]: [`Timestamp`], the time drivers pass in.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod command;
+pub mod event;
+pub mod name;
+pub mod room;
+pub mod text;
+pub mod time;
+
+pub use codec::line::{Line, LineDecoder};
+pub use command::{ParseError, Request, parse_line};
+pub use event::{ChatMessage, ErrorCode, Event};
+pub use name::{NameError, name_key, validate_name};
+pub use room::{
+    CloseReason, Config, ConnId, Disconnect, FloodConfig, LeaveReason, LogRecord, Output, Room,
+    Wire,
+};
+pub use time::Timestamp;
