@@ -1,0 +1,141 @@
+//! The command line: every flag of `PROTOCOL.md`, each with an environment variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// One chat room, reachable with nc or telnet over TCP and from a browser over HTTP.
+///
+/// Every flag can also be set through the environment variable shown with it; a flag given on
+/// the command line wins.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "chat-server", version, about, long_about = None)]
+pub struct Config {
+    /// Line-protocol listener (nc, telnet). Port 0 picks a free port.
+    #[arg(
+        long,
+        env = "CHAT_TCP",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8888"
+    )]
+    pub tcp: String,
+
+    /// HTTP listener: the page, the wasm bundle and the /ws WebSocket. Port 0 picks a free port.
+    #[arg(
+        long,
+        env = "CHAT_HTTP",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub http: String,
+
+    /// Connections admitted at once, both transports together; one more gets "Server is full".
+    #[arg(long, env = "CHAT_MAX_USERS", value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_users: u32,
+
+    /// Seconds without a line before a connection is dropped; 0 never drops anyone.
+    #[arg(
+        long,
+        env = "CHAT_IDLE_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 300
+    )]
+    pub idle_timeout: u64,
+
+    /// Longest accepted line or WebSocket message, in bytes; a longer one is discarded.
+    #[arg(long, env = "CHAT_MAX_LINE", value_name = "BYTES", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
+    pub max_line: u32,
+
+    /// Public messages replayed to a user who joins.
+    #[arg(long, env = "CHAT_HISTORY", value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub history: u32,
+
+    /// Append the message log here, one JSON object per line (joins, leaves, public messages).
+    #[arg(long, env = "CHAT_LOG", value_name = "PATH")]
+    pub log: Option<PathBuf>,
+
+    /// Flood control: a burst of 20 lines, then 5 lines a second; faster lines are dropped
+    /// with a notice.
+    #[arg(long, env = "CHAT_FLOOD", value_name = "on|off", default_value = "on")]
+    pub flood: Switch,
+
+    /// Unsent output, in bytes, a connection may have queued before it is dropped as too slow.
+    #[arg(long, env = "CHAT_MAX_QUEUE", value_name = "BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue: u64,
+}
+
+/// `on` or `off`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+impl Config {
+    /// The defaults of `PROTOCOL.md`, listening where `tcp` and `http` say.
+    pub fn with_addrs(tcp: &str, http: &str) -> Self {
+        Config::parse_from(["chat-server", "--tcp", tcp, "--http", http])
+    }
+
+    /// What the room needs to know of it.
+    pub fn room_config(&self) -> chat_core::Config {
+        chat_core::Config {
+            max_users: self.max_users as usize,
+            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            max_line: self.max_line as usize,
+            history: self.history as usize,
+            flood: (self.flood == Switch::On).then(chat_core::FloodConfig::default),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_flags_are_consistent() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_those_of_the_protocol() {
+        let c = Config::try_parse_from(["chat-server"]).unwrap();
+        assert_eq!(c.tcp, "127.0.0.1:8888");
+        assert_eq!(c.http, "127.0.0.1:8080");
+        let room = c.room_config();
+        assert_eq!(room.max_users, 1024);
+        assert_eq!(room.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(room.max_line, 4096);
+        assert_eq!(room.history, 50);
+        assert!(room.flood.is_some());
+    }
+
+    #[test]
+    fn zero_idle_timeout_means_never_and_flood_can_be_off() {
+        let c = Config::try_parse_from(["x", "--idle-timeout", "0", "--flood", "off"]).unwrap();
+        assert_eq!(c.room_config().idle_timeout, None);
+        assert_eq!(c.room_config().flood, None);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_message() {
+        for args in [
+            &["x", "--max-users", "0"][..],
+            &["x", "--flood", "maybe"],
+            &["x", "--max-line", "-1"],
+            &["x", "--idle-timeout", "soon"],
+        ] {
+            let err = Config::try_parse_from(args).unwrap_err();
+            assert!(!err.to_string().is_empty());
+        }
+    }
+}

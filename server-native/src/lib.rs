@@ -1,0 +1,189 @@
+//! `chat-server`: the chat room of `chat-core`, served with tokio over TCP (nc, telnet) and
+//! HTTP.
+//!
+//! # Layout
+//!
+//! - [`config`]: the command-line flags and their environment variables.
+//! - [`run`] (this file): binds nothing itself; takes bound listeners and a shutdown future,
+//!   accepts connections, and shuts down gracefully. Tests bind `127.0.0.1:0` and call it.
+//! - `room_task`: the one task that owns the `Room`, feeds it and routes its outputs.
+//! - `connection`: one TCP connection: a line reader and a batching writer.
+//! - `http`: the HTTP listener's answers.
+//! - [`log`]: the message log, JSON Lines written by a thread of its own.
+//!
+//! The binary in `main.rs` only parses flags, binds, prints the addresses and waits for
+//! Ctrl-C or SIGTERM.
+
+pub mod config;
+mod connection;
+mod http;
+pub mod log;
+mod room_task;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_core::{ConnId, Room};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+use log::MessageLog;
+
+/// Connections accepted beyond `--max-users` at once, so that the room can tell them it is
+/// full; past that, the server stops accepting until some close.
+const ADMISSION_SLACK: usize = 64;
+/// HTTP requests served at once.
+const MAX_HTTP: usize = 256;
+/// How long shutdown waits for connections to take their last lines.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The longest pause after an accept error (out of file descriptors, say).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The server's bound listeners.
+pub struct Listeners {
+    /// The line-protocol listener.
+    pub tcp: TcpListener,
+    /// The HTTP listener.
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`; the error names the flag whose address failed.
+    pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let bind = |flag: &'static str, addr: String| async move {
+            TcpListener::bind(&addr).await.map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("cannot listen on {addr} (--{flag}): {err}"),
+                )
+            })
+        };
+        Ok(Listeners {
+            tcp: bind("tcp", config.tcp.clone()).await?,
+            http: bind("http", config.http.clone()).await?,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.tcp.local_addr()?, self.http.local_addr()?))
+    }
+}
+
+/// Serves the room on `listeners` until `shutdown` completes; then every client is told, the
+/// connections are closed and the message log is flushed before this returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let log = config.log.as_deref().map(MessageLog::open).transpose()?;
+    let (tcp_addr, _) = listeners.local_addrs()?;
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (room_tx, room_rx) = mpsc::channel(1024);
+
+    let room = Room::new(config.room_config());
+    let max_queue = usize::try_from(config.max_queue).unwrap_or(usize::MAX);
+    let room_task = room_task::run(room, room_rx, stop.clone(), log.as_ref(), max_queue);
+
+    let max_line = config.max_line as usize;
+    let admitted = Arc::new(Semaphore::new(config.max_users as usize + ADMISSION_SLACK));
+    let mut next_id = 0;
+    let tcp_tracker = tracker.clone();
+    // The closure owns the last sender: once accepting stops, the room's input can end.
+    let tcp = accept_loop(
+        listeners.tcp,
+        "tcp",
+        admitted,
+        &stop,
+        move |stream, peer, permit| {
+            next_id += 1;
+            let conn = ConnId(next_id);
+            let room = room_tx.clone();
+            tcp_tracker.spawn(async move {
+                connection::serve(stream, peer, conn, room, max_line).await;
+                drop(permit);
+            });
+        },
+    );
+    let http_slots = Arc::new(Semaphore::new(MAX_HTTP));
+    let http = accept_loop(
+        listeners.http,
+        "http",
+        http_slots,
+        &stop,
+        |stream, _, permit| {
+            let tcp_addr = tcp_addr.to_string();
+            tracker.spawn(async move {
+                http::serve(stream, tcp_addr).await;
+                drop(permit);
+            });
+        },
+    );
+
+    let signal = async {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    };
+    tokio::join!(room_task, tcp, http, signal);
+
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    if let Some(log) = log {
+        tokio::task::spawn_blocking(move || log.close())
+            .await
+            .map_err(io::Error::other)??;
+    }
+    Ok(())
+}
+
+/// Accepts connections until `stop`, holding one permit of `slots` per connection. Errors
+/// (out of file descriptors, say) are logged and retried after a pause that grows up to
+/// [`MAX_ACCEPT_BACKOFF`]; they never end the server.
+async fn accept_loop(
+    listener: TcpListener,
+    name: &'static str,
+    slots: Arc<Semaphore>,
+    stop: &CancellationToken,
+    mut spawn: impl FnMut(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit),
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
+                spawn(stream, peer, permit);
+            }
+            Err(err) => {
+                tracing::warn!(listener = name, %err, ?backoff, "accept failed; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}

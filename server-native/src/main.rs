@@ -1,0 +1,74 @@
+//! `chat-server`: parses flags, binds, prints where it listens, serves until Ctrl-C or
+//! SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use chat_server::{Config, Listeners};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> std::io::Result<()> {
+    let listeners = Listeners::bind(&config).await?;
+    let (tcp, http) = listeners.local_addrs()?;
+    // Scripts read these two lines to find the ports when they asked for port 0.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "tcp listening on {tcp}")?;
+    writeln!(stdout, "http listening on {http}")?;
+    stdout.flush()?;
+    drop(stdout);
+    tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}", tcp.ip(), tcp.port());
+    chat_server::run(config, listeners, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
