@@ -1,0 +1,347 @@
+//! The real `chat-server` binary as a user runs it: its printed addresses, its flags and
+//! environment variables, SIGTERM, and two real `nc` processes chatting through it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A running `chat-server` process, killed when dropped.
+struct Server {
+    child: Child,
+    tcp: String,
+    http: String,
+}
+
+impl Server {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start chat-server");
+        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = |prefix: &str| {
+            let mut line = String::new();
+            out.read_line(&mut line).expect("read the address line");
+            line.trim_end()
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("{line:?} starts with {prefix:?}"))
+                .to_owned()
+        };
+        let tcp = line("tcp listening on ");
+        let http = line("http listening on ");
+        Server { child, tcp, http }
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(start.elapsed() < WAIT, "the server did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain TCP client that reads everything the server sends into a string.
+struct Peer {
+    stream: TcpStream,
+    seen: String,
+}
+
+impl Peer {
+    fn connect(addr: &str) -> Peer {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Peer {
+            stream,
+            seen: String::new(),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+
+    /// Reads until what was received contains `want`.
+    fn expect(&mut self, want: &str) {
+        let mut buf = [0u8; 4096];
+        while !self.seen.contains(want) {
+            let n = self
+                .stream
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("waiting for {want:?} after {:?}: {e}", self.seen));
+            assert!(
+                n > 0,
+                "closed while waiting for {want:?} after {:?}",
+                self.seen
+            );
+            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    fn read_to_end(&mut self) -> String {
+        let mut rest = String::new();
+        self.stream.read_to_string(&mut rest).expect("read to end");
+        rest
+    }
+}
+
+#[test]
+fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
+    let log = std::env::temp_dir().join(format!("chat-sigterm-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let log_arg = log.to_str().unwrap();
+    let mut server = Server::start(
+        &[
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--log",
+            log_arg,
+            "--flood",
+            "off",
+        ],
+        &[],
+    );
+    assert!(server.tcp.starts_with("127.0.0.1:") && !server.tcp.ends_with(":0"));
+    assert!(server.http.starts_with("127.0.0.1:") && !server.http.ends_with(":0"));
+
+    let mut ann = Peer::connect(&server.tcp);
+    ann.expect("Enter your name: ");
+    ann.send("ann");
+    ann.expect("Welcome, ann!");
+    for i in 0..100 {
+        ann.send(&format!("note {i}"));
+    }
+    ann.send("/msg ann done"); // Answered only after the 100 notes were taken in.
+    ann.expect("[private to ann] done");
+
+    server.sigterm();
+    assert!(
+        ann.read_to_end()
+            .ends_with("*** Server is shutting down ***\n")
+    );
+    assert!(server.wait_exit().success());
+    let content = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let texts: Vec<String> = content
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+        .filter(|r| r["type"] == "message")
+        .map(|r| r["text"].as_str().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = (0..100).map(|i| format!("note {i}")).collect();
+    assert_eq!(texts, want);
+}
+
+#[test]
+fn environment_variables_set_the_flags() {
+    let server = Server::start(
+        &[],
+        &[
+            ("CHAT_TCP", "127.0.0.1:0"),
+            ("CHAT_HTTP", "127.0.0.1:0"),
+            ("CHAT_MAX_USERS", "1"),
+            ("CHAT_MAX_LINE", "10"),
+        ],
+    );
+    let mut first = Peer::connect(&server.tcp);
+    first.expect("Enter your name: ");
+    let mut second = Peer::connect(&server.tcp);
+    assert!(second.read_to_end().contains("Server is full"));
+    first.send("a_long_name_here");
+    first.expect("Error: line too long");
+}
+
+#[test]
+fn help_documents_every_flag_with_its_environment_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, var) in [
+        ("--tcp", "CHAT_TCP"),
+        ("--http", "CHAT_HTTP"),
+        ("--max-users", "CHAT_MAX_USERS"),
+        ("--idle-timeout", "CHAT_IDLE_TIMEOUT"),
+        ("--max-line", "CHAT_MAX_LINE"),
+        ("--history", "CHAT_HISTORY"),
+        ("--log", "CHAT_LOG"),
+        ("--flood", "CHAT_FLOOD"),
+        ("--max-queue", "CHAT_MAX_QUEUE"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(var),
+            "{flag} {var} in\n{help}"
+        );
+    }
+}
+
+#[test]
+fn an_address_in_use_is_a_clear_error_not_a_panic() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--tcp", &addr, "--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {addr} (--tcp)")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// An `nc` process whose output is collected by a thread, so reads can time out.
+struct Nc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    output: mpsc::Receiver<Vec<u8>>,
+    seen: String,
+}
+
+impl Nc {
+    fn connect(addr: &str) -> Nc {
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        let mut child = Command::new(nc_path())
+            .args([host, port])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start nc");
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Nc {
+            child,
+            stdin,
+            output,
+            seen: String::new(),
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits until the screen so far contains `want`; returns everything seen since the last
+    /// expectation was met.
+    fn expect(&mut self, want: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        while !self.seen.contains(want) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => panic!("nc never showed {want:?}; it showed {:?}", self.seen),
+            }
+        }
+        let end = self.seen.find(want).unwrap() + want.len();
+        self.seen.drain(..end).collect()
+    }
+}
+
+impl Drop for Nc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nc_path() -> PathBuf {
+    ["/usr/bin/nc", "/bin/nc", "/usr/local/bin/nc"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect(
+            "nc is installed (Debian: apt-get install netcat-openbsd; `cargo xtask test` does it)",
+        )
+}
+
+#[test]
+fn two_real_nc_users_chat() {
+    let server = Server::start(&["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"], &[]);
+    let mut alice = Nc::connect(&server.tcp);
+    alice.expect("Enter your name: ");
+    alice.type_line("alice");
+    alice.expect("Welcome, alice! Online (1): alice\nType /help for the list of commands.\n");
+
+    let mut bob = Nc::connect(&server.tcp);
+    bob.expect("Enter your name: ");
+    bob.type_line("Alice");
+    bob.expect("The name 'Alice' is already taken; choose another.\nEnter your name: ");
+    bob.type_line("bob");
+    bob.expect("Welcome, bob! Online (2): alice, bob\n");
+    alice.expect("*** bob has joined the chat ***\n");
+
+    alice.type_line("hi bob, how are you?");
+    bob.expect("alice: hi bob, how are you?\n");
+    bob.type_line("/msg alice fine, thanks");
+    alice.expect("[private] bob: fine, thanks\n");
+    bob.expect("[private to alice] fine, thanks\n");
+    bob.type_line("/help");
+    let help = bob.expect("/quit");
+    for command in ["/msg", "/who", "/help"] {
+        assert!(help.contains(command), "{help}");
+    }
+    bob.type_line("/quit");
+    bob.expect("Goodbye!\n");
+    let left = alice.expect("*** bob has left the chat ***\n");
+    assert!(
+        !left.contains("Goodbye"),
+        "only bob sees his goodbye: {left:?}"
+    );
+
+    // End of input from nc (Ctrl-D at a terminal) is a leave too.
+    let mut carol = Nc::connect(&server.tcp);
+    carol.expect("Enter your name: ");
+    carol.type_line("carol");
+    alice.expect("*** carol has joined the chat ***\n");
+    drop(carol.stdin.take());
+    let _ = Command::new("kill")
+        .args(["-INT", &carol.child.id().to_string()])
+        .status();
+    alice.expect("*** carol has left the chat ***\n");
+}
