@@ -70,7 +70,10 @@ mod tests {
 
     #[test]
     fn accepts_letters_digits_and_punctuation_and_trims() {
-        assert_eq!(validate_name("  alice_1.b-c \r").as_deref(), Ok("alice_1.b-c"));
+        assert_eq!(
+            validate_name("  alice_1.b-c \r").as_deref(),
+            Ok("alice_1.b-c")
+        );
         assert_eq!(validate_name("José").as_deref(), Ok("José"));
         assert_eq!(validate_name(&"x".repeat(32)).map(|n| n.len()), Ok(32));
     }

@@ -32,7 +32,10 @@ mod tests {
 
     #[test]
     fn removes_escape_sequences_bell_and_c1_but_keeps_tab_and_unicode() {
-        assert_eq!(strip_controls("\x1b[2Jhi\x07\tthere\u{9b}31m é ✓\x7f"), "[2Jhi\tthere31m é ✓");
+        assert_eq!(
+            strip_controls("\x1b[2Jhi\x07\tthere\u{9b}31m é ✓\x7f"),
+            "[2Jhi\tthere31m é ✓"
+        );
     }
 
     #[test]

@@ -53,7 +53,11 @@ mod tests {
 
     #[test]
     fn events_and_requests_round_trip() {
-        let events = [Event::help(), Event::Prompt, Event::Left { name: "x".into() }];
+        let events = [
+            Event::help(),
+            Event::Prompt,
+            Event::Left { name: "x".into() },
+        ];
         for e in events {
             let text = String::from_utf8(encode_event(&e).to_vec()).unwrap();
             assert_eq!(decode_event(&text).unwrap(), e);
@@ -67,7 +71,14 @@ mod tests {
 
     #[test]
     fn bad_requests_are_errors_not_panics() {
-        for bad in ["", "{", "[]", r#"{"type":"dance"}"#, r#"{"type":"say"}"#, "null"] {
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"type":"dance"}"#,
+            r#"{"type":"say"}"#,
+            "null",
+        ] {
             assert!(decode_request(bad).is_err(), "{bad}");
         }
         assert_eq!(decode_request(r#"{"type":"who"}"#).unwrap(), Request::Who);

@@ -122,7 +122,11 @@ pub fn encode(event: &Event) -> Bytes {
             count,
             online,
         } => {
-            let _ = write!(out, "Welcome, {name}! Online ({count}): {}", online.join(", "));
+            let _ = write!(
+                out,
+                "Welcome, {name}! Online ({count}): {}",
+                online.join(", ")
+            );
             if *count > online.len() {
                 let _ = write!(out, " and {} more", count - online.len());
             }
