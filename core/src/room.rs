@@ -330,12 +330,7 @@ impl Room {
         c.last_active = self.now;
         let joined = c.name.is_some();
         let text = match input {
-            line::Line::TooLong => {
-                if self.flood_allows(conn) {
-                    self.send(conn, &self.too_long());
-                }
-                return;
-            }
+            line::Line::TooLong => return self.refuse_too_long(conn),
             line::Line::Text(text) => text,
         };
         let request = if joined {
@@ -369,16 +364,15 @@ impl Room {
         };
         c.last_active = self.now;
         if text.len() > self.config.max_line {
-            if self.flood_allows(conn) {
-                self.send(conn, &self.too_long());
-            }
-            return;
+            return self.refuse_too_long(conn);
         }
         match json::decode_request(text) {
             Ok(request) => self.handle_request(conn, request),
             Err(err) => {
                 if self.flood_allows(conn) {
-                    let message = format!("Error: bad request: {err}");
+                    // serde quotes bits of the input: no control characters back either.
+                    let err = err.to_string();
+                    let message = format!("Error: bad request: {}", strip_controls(&err));
                     self.send(conn, &Event::error(ErrorCode::BadRequest, message));
                 }
             }
@@ -596,12 +590,20 @@ impl Room {
         true
     }
 
-    fn too_long(&self) -> Event {
+    /// A line or message over `max_line` was discarded: say so, and at the name prompt ask
+    /// again, as for any refused name.
+    fn refuse_too_long(&mut self, conn: ConnId) {
+        if !self.flood_allows(conn) {
+            return;
+        }
         let message = format!(
             "Error: line too long (the limit is {} bytes); it was discarded.",
             self.config.max_line
         );
-        Event::error(ErrorCode::LineTooLong, message)
+        self.send(conn, &Event::error(ErrorCode::LineTooLong, message));
+        if self.name_of(conn).is_none() {
+            self.send(conn, &Event::Prompt);
+        }
     }
 
     fn advance(&mut self, now: Timestamp) {
@@ -690,7 +692,11 @@ fn parse_error_event(err: ParseError) -> Event {
     match err {
         ParseError::UnknownCommand(word) => Event::error(
             ErrorCode::UnknownCommand,
-            format!("Unknown command '{word}'. Type /help for the list of commands."),
+            // The word is the user's own input: echo it without its control characters.
+            format!(
+                "Unknown command '{}'. Type /help for the list of commands.",
+                strip_controls(&word)
+            ),
         ),
         ParseError::Usage(usage) => Event::error(ErrorCode::Usage, format!("Usage: {usage}")),
     }

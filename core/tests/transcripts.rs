@@ -1,0 +1,1507 @@
+//! Transcript tests: every rule of `PROTOCOL.md`, as the exact text a user sees.
+//!
+//! Each test drives the room through the in-memory [`harness`], over the line wire unless it
+//! is about the JSON wire, and asserts what every connection received, line by line. Time is
+//! the harness's fake clock: five minutes of silence take no time at all.
+
+mod harness;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use chat_core::{
+    ChatMessage, CloseReason, Config, ErrorCode, Event, FloodConfig, LeaveReason, LogRecord, Wire,
+};
+use harness::{Harness, millis, mins, secs};
+use serde_json::json;
+
+const PROMPT: &str = "Enter your name: ";
+const HELP_HINT: &str = "Type /help for the list of commands.";
+
+fn with(config: Config) -> Harness {
+    Harness::new(config)
+}
+
+fn no_flood() -> Config {
+    Config {
+        flood: None,
+        ..Config::default()
+    }
+}
+
+fn has_forbidden_control(s: &str) -> bool {
+    s.chars().any(harness::is_forbidden_control)
+}
+
+fn message(seq: u64, from: &str, text: &str) -> ChatMessage {
+    ChatMessage {
+        seq,
+        from: from.into(),
+        text: text.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session: connecting, the prompt, a full room.
+
+#[test]
+fn a_new_connection_is_prompted_for_a_name_without_a_newline() {
+    let mut h = Harness::default();
+    let c = h.connect(Wire::Line);
+    assert_eq!(h.take(c), [PROMPT]);
+    assert!(!h.is_closed(c));
+}
+
+#[test]
+fn full_room_says_server_is_full_and_closes() {
+    let mut h = with(Config {
+        max_users: 2,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    // Still at the name prompt, but admitted: it counts.
+    let waiting = h.connect(Wire::Line);
+    assert_eq!(h.take(waiting), [PROMPT]);
+
+    let refused = h.connect(Wire::Line);
+    let got = h.take(refused);
+    assert_eq!(got, ["Server is full, please try again later."]);
+    assert!(got[0].contains("Server is full"));
+    assert_eq!(h.close_reason(refused), Some(CloseReason::Full));
+    assert!(h.take(alice).is_empty(), "nobody inside notices");
+    assert_eq!(h.room().len(), 2);
+
+    // A place frees up: the next one gets in.
+    h.drop_conn(waiting);
+    let next = h.connect(Wire::Line);
+    assert_eq!(h.take(next), [PROMPT]);
+}
+
+#[test]
+fn full_room_refuses_json_clients_too_counting_both_wires() {
+    let mut h = with(Config {
+        max_users: 2,
+        ..Config::default()
+    });
+    h.join("alice");
+    h.join_json("bob");
+    let refused = h.connect(Wire::Json);
+    assert_eq!(h.take_events(refused), [Event::Full]);
+    assert_eq!(h.close_reason(refused), Some(CloseReason::Full));
+    let refused = h.connect(Wire::Line);
+    assert_eq!(h.take(refused), ["Server is full, please try again later."]);
+    assert!(h.log().iter().all(|r| matches!(r, LogRecord::Join { .. })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names.
+
+#[test]
+fn name_is_trimmed() {
+    let mut h = Harness::default();
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.raw(c, b"   alice \t \r\n");
+    assert_eq!(h.take(c), ["Welcome, alice! Online (1): alice", HELP_HINT]);
+    assert_eq!(h.room().name_of(c), Some("alice"));
+}
+
+#[test]
+fn empty_name_is_rejected_with_a_reason_and_the_prompt_again() {
+    let mut h = Harness::default();
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    for empty in ["", "   ", "\t", "\x07\x1b"] {
+        h.line(c, empty);
+        assert_eq!(h.take(c), ["Name cannot be empty.", PROMPT], "{empty:?}");
+    }
+    h.line(c, "alice");
+    assert_eq!(h.take(c)[0], "Welcome, alice! Online (1): alice");
+}
+
+#[test]
+fn name_longer_than_32_characters_is_rejected_and_32_is_accepted() {
+    let mut h = Harness::default();
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.line(c, &"x".repeat(33));
+    assert_eq!(
+        h.take(c),
+        ["Name is too long: at most 32 characters.", PROMPT]
+    );
+    // Characters, not bytes: 32 two-byte letters are fine.
+    let name = "é".repeat(32);
+    h.line(c, &name);
+    assert_eq!(
+        h.take(c),
+        [
+            format!("Welcome, {name}! Online (1): {name}"),
+            HELP_HINT.into()
+        ]
+    );
+}
+
+#[test]
+fn name_with_characters_other_than_letters_digits_underscore_dash_and_dot_is_rejected() {
+    let mut h = Harness::default();
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.line(c, "bob smith");
+    assert_eq!(
+        h.take(c),
+        [
+            "Name cannot contain ' ': use letters, digits, '_', '-' and '.' only.",
+            PROMPT
+        ]
+    );
+    for (name, bad) in [
+        ("bob!", '!'),
+        ("a/b", '/'),
+        ("/who", '/'),
+        ("semi;colon", ';'),
+        ("at@home", '@'),
+        ("x:y", ':'),
+    ] {
+        h.line(c, name);
+        assert_eq!(
+            h.take(c),
+            [
+                format!("Name cannot contain {bad:?}: use letters, digits, '_', '-' and '.' only."),
+                PROMPT.into()
+            ],
+            "{name:?}"
+        );
+    }
+    assert_eq!(h.room().name_of(c), None);
+    h.line(c, "Zoë_2.0-beta");
+    assert_eq!(
+        h.take(c)[0],
+        "Welcome, Zoë_2.0-beta! Online (1): Zoë_2.0-beta"
+    );
+}
+
+#[test]
+fn duplicate_name_is_rejected_case_insensitively_and_prompts_again() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.line(c, "ALICE");
+    assert_eq!(
+        h.take(c),
+        ["The name 'ALICE' is already taken; choose another.", PROMPT]
+    );
+    h.line(c, "  alice ");
+    assert_eq!(
+        h.take(c),
+        ["The name 'alice' is already taken; choose another.", PROMPT]
+    );
+    assert!(
+        h.take(alice).is_empty(),
+        "failed attempts are not announced"
+    );
+    h.line(c, "alice2");
+    assert_eq!(h.take(c)[0], "Welcome, alice2! Online (2): alice, alice2");
+}
+
+#[test]
+fn a_name_is_free_again_once_its_user_has_left() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    h.line(alice, "/quit");
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.line(c, "Alice");
+    assert_eq!(h.take(c), ["Welcome, Alice! Online (1): Alice", HELP_HINT]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Joining: welcome, history, announcements.
+
+#[test]
+fn welcome_names_who_is_online_and_mentions_help() {
+    let mut h = Harness::default();
+    h.join("alice");
+    h.join("Bob");
+    let carol = h.connect(Wire::Line);
+    assert_eq!(h.take(carol), [PROMPT]);
+    h.line(carol, "carol");
+    let got = h.take(carol);
+    assert_eq!(
+        got,
+        [
+            "Welcome, carol! Online (3): alice, Bob, carol",
+            "Type /help for the list of commands."
+        ]
+    );
+    assert!(got.iter().any(|l| l.contains("/help")));
+}
+
+#[test]
+fn welcome_in_a_large_room_names_the_first_fifty_and_counts_the_rest() {
+    let mut h = Harness::default();
+    let names: Vec<String> = (0..60).map(|i| format!("u{i:02}")).collect();
+    for name in &names {
+        h.join(name);
+    }
+    let last = h.connect(Wire::Line);
+    h.take(last);
+    h.line(last, "zed");
+    let listed = names[..49].join(", ");
+    assert_eq!(
+        h.take(last),
+        [
+            format!("Welcome, zed! Online (61): {listed}, u49 and 11 more"),
+            HELP_HINT.into()
+        ]
+    );
+    // /who still lists everyone.
+    h.line(last, "/who");
+    assert_eq!(
+        h.take(last),
+        [format!("Online (61): {}, zed", names.join(", "))]
+    );
+}
+
+#[test]
+fn history_replays_the_last_n_public_messages_in_order() {
+    let mut h = with(Config {
+        history: 3,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    for (who, text) in [
+        (alice, "one"),
+        (bob, "two"),
+        (alice, "three"),
+        (bob, "four"),
+        (alice, "five"),
+    ] {
+        h.line(who, text);
+    }
+    let carol = h.connect(Wire::Line);
+    h.take(carol);
+    h.line(carol, "carol");
+    assert_eq!(
+        h.take(carol),
+        [
+            "Welcome, carol! Online (3): alice, bob, carol",
+            HELP_HINT,
+            "--- Recent messages (3) ---",
+            "alice: three",
+            "bob: four",
+            "alice: five",
+            "--- End of recent messages ---",
+        ]
+    );
+}
+
+#[test]
+fn history_keeps_messages_of_users_who_have_left() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    h.line(alice, "I was here");
+    h.line(alice, "/quit");
+    let bob = h.connect(Wire::Line);
+    h.take(bob);
+    h.line(bob, "bob");
+    assert_eq!(
+        h.take(bob)[2..],
+        [
+            "--- Recent messages (1) ---",
+            "alice: I was here",
+            "--- End of recent messages ---"
+        ]
+    );
+}
+
+#[test]
+fn history_never_replays_private_messages() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.line(alice, "public");
+    h.line(alice, "/msg bob secret");
+    h.line(bob, "/msg alice also secret");
+    let carol = h.connect(Wire::Line);
+    h.take(carol);
+    h.line(carol, "carol");
+    let got = h.take(carol);
+    assert_eq!(
+        got[2..],
+        [
+            "--- Recent messages (1) ---",
+            "alice: public",
+            "--- End of recent messages ---"
+        ]
+    );
+    assert!(!got.iter().any(|l| l.contains("secret")));
+}
+
+#[test]
+fn no_history_block_when_nothing_was_said_or_history_is_zero() {
+    let mut h = Harness::default();
+    h.join("alice");
+    let bob = h.connect(Wire::Line);
+    h.take(bob);
+    h.line(bob, "bob");
+    assert_eq!(
+        h.take(bob),
+        ["Welcome, bob! Online (2): alice, bob", HELP_HINT]
+    );
+
+    let mut h = with(Config {
+        history: 0,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    h.line(alice, "not kept");
+    let bob = h.connect(Wire::Line);
+    h.take(bob);
+    h.line(bob, "bob");
+    assert_eq!(
+        h.take(bob),
+        ["Welcome, bob! Online (2): alice, bob", HELP_HINT]
+    );
+}
+
+#[test]
+fn joining_is_announced_to_everyone_else_but_not_to_the_newcomer() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    assert_eq!(h.take(alice), ["*** bob has joined the chat ***"]);
+    // Someone at the name prompt has not joined: no announcement yet.
+    let carol = h.connect(Wire::Line);
+    assert!(h.take(alice).is_empty());
+    h.line(carol, "carol");
+    assert_eq!(h.take(alice), ["*** carol has joined the chat ***"]);
+    assert_eq!(h.take(bob), ["*** carol has joined the chat ***"]);
+    assert_eq!(
+        h.take(carol),
+        [
+            PROMPT,
+            "Welcome, carol! Online (3): alice, bob, carol",
+            HELP_HINT
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Talking.
+
+#[test]
+fn public_message_reaches_everyone_else_and_is_not_echoed_to_the_sender() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    let carol = h.join("carol");
+    h.clear();
+    h.raw(alice, b"hello everyone\n");
+    assert!(h.take(alice).is_empty(), "no echo on the line wire");
+    assert_eq!(h.take(bob), ["alice: hello everyone"]);
+    assert_eq!(h.take(carol), ["alice: hello everyone"]);
+}
+
+#[test]
+fn users_still_at_the_name_prompt_do_not_hear_the_conversation() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let waiting = h.connect(Wire::Line);
+    h.take(waiting);
+    h.line(alice, "hello");
+    assert!(h.take(waiting).is_empty());
+}
+
+#[test]
+fn empty_and_blank_lines_are_ignored() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.raw(alice, b"\n   \n\t\r\n\r\n");
+    assert!(h.take(alice).is_empty());
+    assert!(h.take(bob).is_empty());
+    assert_eq!(h.room().next_seq(), 1, "nothing was said");
+}
+
+#[test]
+fn messages_are_trimmed_but_keep_their_inner_spaces() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.raw(alice, b"   hi   there \t \r\n");
+    assert_eq!(h.take(bob), ["alice: hi   there"]);
+}
+
+#[test]
+fn a_line_not_starting_with_a_slash_is_a_message_even_if_it_looks_like_a_command() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.line(alice, "  /quit");
+    assert_eq!(h.take(bob), ["alice: /quit"]);
+    assert!(!h.is_closed(alice));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands.
+
+#[test]
+fn private_message_reaches_only_its_target_and_the_sender_gets_a_confirmation() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    let carol = h.join("carol");
+    h.clear();
+    h.line(alice, "/msg bob meet me at  noon ");
+    assert_eq!(h.take(bob), ["[private] alice: meet me at  noon"]);
+    assert_eq!(h.take(alice), ["[private to bob] meet me at  noon"]);
+    assert!(h.take(carol).is_empty());
+}
+
+#[test]
+fn private_message_to_an_unknown_name_says_no_user_named() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.line(alice, "/msg nobody hello?");
+    assert_eq!(h.take(alice), ["No user named 'nobody'."]);
+    assert!(h.take(bob).is_empty());
+    // Someone who left is unknown too.
+    h.line(bob, "/quit");
+    h.take(alice);
+    h.line(alice, "/msg bob still there?");
+    assert_eq!(h.take(alice), ["No user named 'bob'."]);
+}
+
+#[test]
+fn private_message_target_is_case_insensitive() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("Bob");
+    h.clear();
+    h.line(alice, "/msg bOB hi");
+    assert_eq!(h.take(bob), ["[private] alice: hi"]);
+    assert_eq!(
+        h.take(alice),
+        ["[private to Bob] hi"],
+        "the room's spelling"
+    );
+}
+
+#[test]
+fn msg_without_a_text_shows_its_usage() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    h.join("bob");
+    h.clear();
+    for line in ["/msg", "/msg bob", "/msg bob    "] {
+        h.line(alice, line);
+        assert_eq!(h.take(alice), ["Usage: /msg NAME TEXT"], "{line:?}");
+    }
+}
+
+#[test]
+fn who_lists_everyone_online_with_the_count() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    h.join("Bob");
+    h.join("carol");
+    let waiting = h.connect(Wire::Line); // not joined: not listed
+    h.take(waiting);
+    h.clear();
+    h.line(alice, "/who");
+    let got = h.take(alice);
+    assert_eq!(got, ["Online (3): alice, Bob, carol"]);
+    assert!(got[0].starts_with("Online (3):"));
+}
+
+#[test]
+fn help_lists_the_commands_one_per_line() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    h.line(alice, "/help");
+    assert_eq!(
+        h.take(alice),
+        [
+            "Commands:",
+            "  /msg NAME TEXT   send TEXT to NAME only",
+            "  /who             list who is online",
+            "  /help            show this list",
+            "  /quit            leave the chat",
+        ]
+    );
+}
+
+#[test]
+fn commands_are_case_insensitive() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.line(alice, "/WHO");
+    assert_eq!(h.take(alice), ["Online (2): alice, bob"]);
+    h.line(alice, "/Msg bob hi");
+    assert_eq!(h.take(bob), ["[private] alice: hi"]);
+    h.line(alice, "/QUIT");
+    assert_eq!(h.take(alice), ["[private to bob] hi", "Goodbye!"]);
+}
+
+#[test]
+fn quit_says_goodbye_and_closes_and_others_see_the_leave_line() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.line(bob, "/quit");
+    assert_eq!(h.take(bob), ["Goodbye!"]);
+    assert_eq!(h.close_reason(bob), Some(CloseReason::Quit));
+    assert_eq!(h.take(alice), ["*** bob has left the chat ***"]);
+    assert_eq!(h.room().online(), ["alice"]);
+}
+
+#[test]
+fn quit_at_the_name_prompt_says_goodbye_without_any_announcement() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.line(c, "/quit");
+    assert_eq!(h.take(c), ["Goodbye!"]);
+    assert_eq!(h.close_reason(c), Some(CloseReason::Quit));
+    assert!(h.take(alice).is_empty());
+    assert!(
+        h.log()
+            .iter()
+            .all(|r| !matches!(r, LogRecord::Leave { .. }))
+    );
+}
+
+#[test]
+fn unknown_command_gets_one_line_starting_with_unknown_command() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.line(alice, "/dance wildly");
+    let got = h.take(alice);
+    assert_eq!(
+        got,
+        ["Unknown command '/dance'. Type /help for the list of commands."]
+    );
+    assert!(got[0].starts_with("Unknown command"));
+    h.line(alice, "/");
+    let got = h.take(alice);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("Unknown command"));
+    assert!(h.take(bob).is_empty());
+    assert!(!h.is_closed(alice));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle timeout.
+
+#[test]
+fn idle_client_at_the_name_prompt_is_dropped_after_the_timeout() {
+    let mut h = Harness::default();
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.advance(mins(5) - millis(1));
+    assert!(h.take(c).is_empty());
+    assert!(!h.is_closed(c));
+    h.advance(millis(1));
+    assert_eq!(h.take(c), ["Disconnected: idle timeout."]);
+    assert_eq!(h.close_reason(c), Some(CloseReason::IdleTimeout));
+    assert!(h.room().is_empty());
+    assert_eq!(h.room().poll_timeout(), None);
+}
+
+#[test]
+fn idle_client_is_dropped_after_timeout_and_others_see_the_leave_line() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    // Bob talks every minute; Alice says nothing.
+    for minute in 1..=5 {
+        h.advance(mins(1));
+        h.line(bob, &format!("minute {minute}"));
+    }
+    let got = h.take(alice);
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("Disconnected: idle timeout.")
+    );
+    assert_eq!(got.len(), 5, "four messages, then the timeout: {got:?}");
+    assert_eq!(h.close_reason(alice), Some(CloseReason::IdleTimeout));
+    assert_eq!(h.take(bob), ["*** alice has left the chat ***"]);
+    assert!(!h.is_closed(bob));
+}
+
+#[test]
+fn activity_postpones_the_idle_timeout() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    h.advance(mins(4));
+    h.line(alice, "still here");
+    h.advance(mins(4));
+    h.line(alice, "/who"); // a command is a line too
+    h.advance(mins(4));
+    h.line(alice, ""); // and so is a blank line
+    h.advance(mins(5) - secs(1));
+    assert!(!h.is_closed(alice));
+    h.take(alice);
+    h.advance(secs(1));
+    assert_eq!(h.take(alice), ["Disconnected: idle timeout."]);
+}
+
+#[test]
+fn bytes_without_a_newline_are_not_a_line_and_do_not_postpone_the_timeout() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    h.advance(mins(4));
+    h.raw(alice, b"typing slowly...");
+    h.advance(mins(1));
+    assert_eq!(h.take(alice), ["Disconnected: idle timeout."]);
+}
+
+#[test]
+fn the_idle_timeout_follows_the_configuration_and_can_be_turned_off() {
+    let mut h = with(Config {
+        idle_timeout: Some(secs(10)),
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    h.advance(secs(10));
+    assert_eq!(h.take(alice), ["Disconnected: idle timeout."]);
+
+    let mut h = with(Config {
+        idle_timeout: None,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let waiting = h.connect(Wire::Line);
+    assert_eq!(h.room().poll_timeout(), None);
+    h.advance(mins(60 * 24 * 365));
+    assert!(!h.is_closed(alice) && !h.is_closed(waiting));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leaving without /quit.
+
+#[test]
+fn dropped_connection_is_announced_as_a_leave() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.drop_conn(bob);
+    assert_eq!(h.take(alice), ["*** bob has left the chat ***"]);
+    assert_eq!(h.room().online(), ["alice"]);
+}
+
+#[test]
+fn connection_too_slow_to_read_is_announced_as_a_leave() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.too_slow(bob);
+    assert_eq!(h.take(alice), ["*** bob has left the chat ***"]);
+    assert_eq!(
+        h.log(),
+        [LogRecord::Leave {
+            name: "bob".into(),
+            reason: LeaveReason::TooSlow
+        }]
+    );
+}
+
+#[test]
+fn end_of_input_at_the_name_prompt_closes_quietly() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.eof(c);
+    assert!(h.take(c).is_empty());
+    assert!(h.take(alice).is_empty());
+    assert_eq!(h.room().len(), 1);
+}
+
+#[test]
+fn end_of_input_delivers_an_unfinished_last_line_then_leaves() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.raw(bob, b"bye for now");
+    assert!(h.take(alice).is_empty(), "not a line until it ends");
+    h.eof(bob);
+    assert_eq!(
+        h.take(alice),
+        ["bob: bye for now", "*** bob has left the chat ***"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lines: length, line ends, UTF-8, control characters.
+
+#[test]
+fn line_too_long_is_discarded_with_one_error_and_the_user_stays_connected() {
+    let mut h = with(Config {
+        max_line: 16,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.raw(alice, b"this line is far too long for the limit\n");
+    let got = h.take(alice);
+    assert_eq!(
+        got,
+        ["Error: line too long (the limit is 16 bytes); it was discarded."]
+    );
+    assert!(got[0].starts_with("Error: line too long"));
+    assert!(h.take(bob).is_empty(), "nothing of it is relayed");
+    assert!(!h.is_closed(alice));
+    h.raw(alice, b"short again\n");
+    assert_eq!(h.take(bob), ["alice: short again"]);
+}
+
+#[test]
+fn line_too_long_arriving_in_pieces_gives_one_error_and_nothing_of_it_is_relayed() {
+    let mut h = with(Config {
+        max_line: 16,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    for _ in 0..100 {
+        h.raw(alice, b"0123456789");
+    }
+    h.raw(alice, b"tail of it\nafter\n");
+    let got = h.take(alice);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("Error: line too long"));
+    assert_eq!(h.take(bob), ["alice: after"]);
+}
+
+#[test]
+fn line_of_exactly_max_line_bytes_is_accepted_with_or_without_cr() {
+    let mut h = with(Config {
+        max_line: 16,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.raw(
+        alice,
+        b"0123456789abcdef\n0123456789ABCDEF\r\n0123456789abcdefg\n",
+    );
+    assert_eq!(
+        h.take(bob),
+        ["alice: 0123456789abcdef", "alice: 0123456789ABCDEF"]
+    );
+    let got = h.take(alice);
+    assert_eq!(got.len(), 1);
+    assert!(got[0].starts_with("Error: line too long"));
+}
+
+#[test]
+fn line_too_long_at_the_name_prompt_is_refused_with_the_prompt_again() {
+    let mut h = with(Config {
+        max_line: 16,
+        ..Config::default()
+    });
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.raw(c, &[b'x'; 40]);
+    h.raw(c, b"\n");
+    let got = h.take(c);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].starts_with("Error: line too long"));
+    assert_eq!(got[1], "Enter your name: ", "asked again, as for any refused name");
+    h.raw(c, b"alice\n");
+    assert_eq!(h.take(c)[0], "Welcome, alice! Online (1): alice");
+}
+
+#[test]
+fn telnet_crlf_line_endings_are_removed() {
+    let mut h = Harness::default();
+    let alice = h.connect(Wire::Line);
+    h.raw(alice, b"alice\r\n");
+    assert_eq!(h.room().name_of(alice), Some("alice"));
+    let bob = h.join("bob");
+    h.raw(alice, b"hi\r");
+    h.raw(alice, b"\n");
+    assert_eq!(h.take(bob), ["alice: hi"]);
+}
+
+#[test]
+fn invalid_utf8_becomes_replacement_characters_and_does_not_close() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.raw(alice, b"caf\xc3");
+    h.raw(alice, b"\xa9 \xff\xfe ok\n");
+    assert_eq!(h.take(bob), ["alice: café \u{fffd}\u{fffd} ok"]);
+    assert!(!h.is_closed(alice));
+    assert!(h.take(alice).is_empty());
+}
+
+#[test]
+fn invalid_utf8_in_a_name_is_refused_as_a_character_that_is_not_allowed() {
+    let mut h = Harness::default();
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.raw(c, b"b\xffb\n");
+    assert_eq!(
+        h.take(c),
+        [
+            "Name cannot contain '\u{fffd}': use letters, digits, '_', '-' and '.' only.",
+            PROMPT
+        ]
+    );
+}
+
+#[test]
+fn control_characters_are_removed_from_messages() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.raw(
+        alice,
+        "\x1b[2J\x1b[31mred\x07 bell \u{9b}31m c1 \x7fdel\ttab \x00nul\x08\n".as_bytes(),
+    );
+    let got = h.take(bob);
+    assert_eq!(got, ["alice: [2J[31mred bell 31m c1 del\ttab nul"]);
+    assert!(!has_forbidden_control(&got[0]));
+}
+
+#[test]
+fn a_message_of_only_control_characters_is_ignored() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.raw(alice, b"\x1b\x07 \x1b\n");
+    assert!(h.take(bob).is_empty());
+    assert!(h.take(alice).is_empty());
+    assert_eq!(h.room().next_seq(), 1);
+}
+
+#[test]
+fn control_characters_are_removed_from_names() {
+    let mut h = Harness::default();
+    let bob = h.join("bob");
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.raw(c, b"al\x1bice\x07\n");
+    assert_eq!(h.take(c)[0], "Welcome, alice! Online (2): alice, bob");
+    assert_eq!(h.take(bob), ["*** alice has joined the chat ***"]);
+    // An escape sequence leaves printable debris, which the name rules refuse.
+    let d = h.connect(Wire::Line);
+    h.take(d);
+    h.raw(d, b"\x1b[31mmallory\n");
+    assert_eq!(
+        h.take(d),
+        [
+            "Name cannot contain '[': use letters, digits, '_', '-' and '.' only.",
+            PROMPT
+        ]
+    );
+}
+
+#[test]
+fn control_characters_are_removed_from_private_messages_and_their_targets() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.raw(alice, b"/msg b\x07ob \x1b]0;pwned\x07hi\n");
+    assert_eq!(h.take(bob), ["[private] alice: ]0;pwnedhi"]);
+    assert_eq!(h.take(alice), ["[private to bob] ]0;pwnedhi"]);
+    h.raw(alice, b"/msg \x1b[1mnobody hi\n");
+    assert_eq!(h.take(alice), ["No user named '[1mnobody'."]);
+}
+
+#[test]
+fn replies_never_echo_control_characters_back() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    h.raw(alice, b"/da\x1b[2Jnce\n");
+    let got = h.take(alice);
+    assert_eq!(
+        got,
+        ["Unknown command '/da[2Jnce'. Type /help for the list of commands."]
+    );
+    let json = h.join_json("bob");
+    h.json(json, r#"{"type":"\u001b[2J"}"#);
+    let got = h.take_events(json);
+    assert!(
+        matches!(&got[..], [Event::Error { code: ErrorCode::BadRequest, message }]
+            if !has_forbidden_control(message)),
+        "{got:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flood control.
+
+#[test]
+fn a_pasted_burst_of_a_few_lines_all_arrive() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    let paste: String = (1..=10).map(|i| format!("pasted line {i}\n")).collect();
+    h.raw(alice, paste.as_bytes());
+    let expected: Vec<String> = (1..=10)
+        .map(|i| format!("alice: pasted line {i}"))
+        .collect();
+    assert_eq!(h.take(bob), expected);
+    assert!(h.take(alice).is_empty(), "the sender notices nothing");
+}
+
+#[test]
+fn a_person_typing_a_line_a_second_never_notices_flood_control() {
+    // Bob only reads; without this he would time out long before the end.
+    let mut h = with(Config {
+        idle_timeout: None,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    for i in 0..500 {
+        h.line(alice, &format!("line {i}"));
+        h.advance(secs(1));
+    }
+    assert_eq!(h.take(bob).len(), 500);
+    assert!(h.take(alice).is_empty());
+}
+
+#[test]
+fn a_flood_is_dropped_with_one_error_and_after_waiting_the_user_can_talk_again() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    let flood: String = (0..100).map(|i| format!("spam {i}\n")).collect();
+    h.raw(alice, flood.as_bytes());
+
+    let got = h.take(bob);
+    assert!(
+        (10..100).contains(&got.len()),
+        "a paste gets through, a flood does not: {} lines",
+        got.len()
+    );
+    let first: Vec<String> = (0..got.len()).map(|i| format!("alice: spam {i}")).collect();
+    assert_eq!(got, first, "what gets through is the start, in order");
+    let told = h.take(alice);
+    assert_eq!(
+        told,
+        ["Error: you are sending too fast; slow down. Lines are dropped until you do."]
+    );
+    assert!(told[0].starts_with("Error:"));
+    assert!(!h.is_closed(alice));
+
+    h.advance(secs(10));
+    h.line(alice, "sorry");
+    assert_eq!(h.take(bob), ["alice: sorry"]);
+    assert!(h.take(alice).is_empty());
+}
+
+#[test]
+fn quit_is_honoured_even_while_flooding() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    let flood: String = (0..100).map(|i| format!("spam {i}\n")).collect();
+    h.raw(alice, flood.as_bytes());
+    h.clear();
+    h.line(alice, "/quit");
+    assert_eq!(h.take(alice), ["Goodbye!"]);
+    assert_eq!(h.take(bob), ["*** alice has left the chat ***"]);
+}
+
+#[test]
+fn flood_control_off_lets_everything_through() {
+    let mut h = with(no_flood());
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    let flood: String = (0..1000).map(|i| format!("spam {i}\n")).collect();
+    h.raw(alice, flood.as_bytes());
+    let expected: Vec<String> = (0..1000).map(|i| format!("alice: spam {i}")).collect();
+    assert_eq!(h.take(bob), expected);
+    assert!(h.take(alice).is_empty());
+}
+
+#[test]
+fn flood_control_follows_its_configuration() {
+    let mut h = with(Config {
+        flood: Some(FloodConfig {
+            burst: 3,
+            interval: secs(1),
+        }),
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.advance(secs(10));
+    h.clear();
+    for i in 0..5 {
+        h.line(alice, &format!("{i}"));
+    }
+    assert_eq!(h.take(bob), ["alice: 0", "alice: 1", "alice: 2"]);
+    assert_eq!(h.take(alice).len(), 1);
+    h.advance(secs(1));
+    h.line(alice, "again");
+    assert_eq!(h.take(bob), ["alice: again"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown.
+
+#[test]
+fn shutdown_tells_everyone_then_closes_every_connection() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join_json("bob");
+    let waiting = h.connect(Wire::Line);
+    h.clear();
+    h.shutdown();
+    assert_eq!(h.take(alice), ["*** Server is shutting down ***"]);
+    assert_eq!(h.take(waiting), ["*** Server is shutting down ***"]);
+    assert_eq!(h.take_events(bob), [Event::Shutdown]);
+    for c in [alice, bob, waiting] {
+        assert_eq!(h.close_reason(c), Some(CloseReason::Shutdown));
+    }
+    assert!(h.room().is_empty());
+    assert_eq!(h.room().poll_timeout(), None);
+    assert_eq!(
+        h.log(),
+        [
+            LogRecord::Leave {
+                name: "alice".into(),
+                reason: LeaveReason::Shutdown
+            },
+            LogRecord::Leave {
+                name: "bob".into(),
+                reason: LeaveReason::Shutdown
+            },
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The JSON wire.
+
+#[test]
+fn json_client_is_prompted_and_joins_with_a_join_object() {
+    let mut h = Harness::default();
+    h.join("alice");
+    let bob = h.connect(Wire::Json);
+    assert_eq!(h.take(bob), [r#"{"type":"prompt"}"#]);
+    h.json(bob, r#"{"type":"join","name":"  bob "}"#);
+    assert_eq!(
+        h.take_events(bob),
+        [Event::Welcome {
+            name: "bob".into(),
+            count: 2,
+            online: vec!["alice".into(), "bob".into()]
+        }]
+    );
+}
+
+#[test]
+fn json_name_errors_come_back_as_error_objects_then_the_prompt() {
+    let mut h = Harness::default();
+    h.join("alice");
+    let c = h.connect(Wire::Json);
+    h.take(c);
+    h.json(c, r#"{"type":"join","name":"ALICE"}"#);
+    assert_eq!(
+        h.take_events(c),
+        [
+            Event::error(
+                ErrorCode::NameTaken,
+                "The name 'ALICE' is already taken; choose another."
+            ),
+            Event::Prompt
+        ]
+    );
+    h.json(c, r#"{"type":"join","name":"a b"}"#);
+    let got = h.take_events(c);
+    assert!(
+        matches!(
+            &got[..],
+            [
+                Event::Error {
+                    code: ErrorCode::NameInvalid,
+                    ..
+                },
+                Event::Prompt
+            ]
+        ),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn json_sender_gets_its_own_message_back_once_with_its_seq() {
+    let mut h = Harness::default();
+    let alice = h.join_json("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.json(
+        alice,
+        &json!({"type": "say", "text": "  hello  "}).to_string(),
+    );
+    assert_eq!(
+        h.take_events(alice),
+        [Event::Message(message(1, "alice", "hello"))]
+    );
+    assert_eq!(h.take(bob), ["alice: hello"]);
+    h.json(alice, r#"{"type":"say","text":"again"}"#);
+    assert_eq!(
+        h.take(alice),
+        [r#"{"type":"message","seq":2,"from":"alice","text":"again"}"#]
+    );
+}
+
+#[test]
+fn line_and_json_users_see_each_others_messages() {
+    let mut h = Harness::default();
+    let line = h.join("liner");
+    let json = h.join_json("jason");
+    assert_eq!(
+        h.take(line),
+        ["*** jason has joined the chat ***"],
+        "joins cross wires"
+    );
+    h.line(line, "hi from nc");
+    assert_eq!(
+        h.take_events(json),
+        [Event::Message(message(1, "liner", "hi from nc"))]
+    );
+    h.json(json, r#"{"type":"say","text":"hi from the browser"}"#);
+    assert_eq!(h.take(line), ["jason: hi from the browser"]);
+    h.line(line, "/quit");
+    assert_eq!(
+        h.take_events(json),
+        [
+            Event::Message(message(2, "jason", "hi from the browser")),
+            Event::Left {
+                name: "liner".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn json_private_messages_who_and_help() {
+    let mut h = Harness::default();
+    let alice = h.join_json("alice");
+    let bob = h.join("Bob");
+    h.clear();
+    h.json(alice, r#"{"type":"msg","to":"bob","text":"psst"}"#);
+    assert_eq!(h.take(bob), ["[private] alice: psst"]);
+    assert_eq!(
+        h.take_events(alice),
+        [Event::PrivateSent {
+            to: "Bob".into(),
+            text: "psst".into()
+        }]
+    );
+    h.line(bob, "/msg ALICE back");
+    assert_eq!(
+        h.take_events(alice),
+        [Event::Private {
+            from: "Bob".into(),
+            text: "back".into()
+        }]
+    );
+    h.json(alice, r#"{"type":"msg","to":"carol","text":"hi"}"#);
+    assert_eq!(
+        h.take_events(alice),
+        [Event::error(
+            ErrorCode::NoSuchUser,
+            "No user named 'carol'."
+        )]
+    );
+    h.json(alice, r#"{"type":"who"}"#);
+    assert_eq!(
+        h.take_events(alice),
+        [Event::Who {
+            online: vec!["alice".into(), "Bob".into()]
+        }]
+    );
+    h.json(alice, r#"{"type":"help"}"#);
+    assert_eq!(h.take_events(alice), [Event::help()]);
+}
+
+#[test]
+fn json_history_replay_carries_the_sequence_numbers() {
+    let mut h = with(Config {
+        history: 2,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    for text in ["a", "b", "c"] {
+        h.line(alice, text);
+    }
+    let bob = h.connect(Wire::Json);
+    h.take(bob);
+    h.json(bob, r#"{"type":"join","name":"bob"}"#);
+    let got = h.take_events(bob);
+    assert_eq!(
+        got[1..],
+        [Event::History {
+            messages: vec![message(2, "alice", "b"), message(3, "alice", "c")]
+        }]
+    );
+}
+
+#[test]
+fn bad_json_gets_a_bad_request_error_and_the_client_stays_connected() {
+    let mut h = Harness::default();
+    let alice = h.join_json("alice");
+    let bob = h.join("bob");
+    h.clear();
+    for bad in [
+        "not json",
+        "{",
+        "[]",
+        "null",
+        r#"{"type":"dance"}"#,
+        r#"{"type":"say"}"#,
+        r#"{"type":"msg","to":"bob"}"#,
+    ] {
+        let got = h.take_events(alice);
+        assert!(got.is_empty(), "{got:?}");
+        h.json(alice, bad);
+        let got = h.take_events(alice);
+        assert!(
+            matches!(&got[..], [Event::Error { code: ErrorCode::BadRequest, message }]
+                if message.starts_with("Error: bad request")),
+            "{bad}: {got:?}"
+        );
+        assert!(!h.is_closed(alice));
+    }
+    h.json(alice, r#"{"type":"say","text":"still here"}"#);
+    assert_eq!(h.take(bob), ["alice: still here"]);
+}
+
+#[test]
+fn json_message_over_max_line_is_refused_with_line_too_long() {
+    let mut h = with(Config {
+        max_line: 64,
+        ..Config::default()
+    });
+    let alice = h.join_json("alice");
+    let bob = h.join("bob");
+    h.clear();
+    let long = json!({"type": "say", "text": "x".repeat(64)}).to_string();
+    h.json(alice, &long);
+    let got = h.take_events(alice);
+    assert_eq!(
+        got,
+        [Event::error(
+            ErrorCode::LineTooLong,
+            "Error: line too long (the limit is 64 bytes); it was discarded."
+        )]
+    );
+    assert!(h.take(bob).is_empty());
+    h.json(alice, r#"{"type":"say","text":"short"}"#);
+    assert_eq!(h.take(bob), ["alice: short"]);
+}
+
+#[test]
+fn json_requests_before_joining_and_a_second_join_are_refused() {
+    let mut h = Harness::default();
+    let c = h.connect(Wire::Json);
+    h.take(c);
+    h.json(c, r#"{"type":"say","text":"hi"}"#);
+    assert_eq!(
+        h.take_events(c),
+        [Event::error(
+            ErrorCode::NotJoined,
+            "Error: choose a name first."
+        )]
+    );
+    h.json(c, r#"{"type":"join","name":"alice"}"#);
+    h.take(c);
+    h.json(c, r#"{"type":"join","name":"other"}"#);
+    assert_eq!(
+        h.take_events(c),
+        [Event::error(
+            ErrorCode::AlreadyJoined,
+            "Error: you have already joined as alice."
+        )]
+    );
+    assert_eq!(h.room().name_of(c), Some("alice"));
+}
+
+#[test]
+fn json_quit_says_goodbye_and_closes() {
+    let mut h = Harness::default();
+    let alice = h.join_json("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.json(alice, r#"{"type":"quit"}"#);
+    assert_eq!(h.take_events(alice), [Event::Goodbye]);
+    assert_eq!(h.close_reason(alice), Some(CloseReason::Quit));
+    assert_eq!(h.take(bob), ["*** alice has left the chat ***"]);
+}
+
+#[test]
+fn json_text_and_names_lose_their_control_characters_too() {
+    let mut h = Harness::default();
+    let bob = h.join("bob");
+    let c = h.connect(Wire::Json);
+    h.json(c, r#"{"type":"join","name":"al\u001bice\u0007"}"#);
+    assert_eq!(h.room().name_of(c), Some("alice"));
+    h.clear();
+    h.json(c, r#"{"type":"say","text":"\u001b[2Jhi\nthere\u009b"}"#);
+    assert_eq!(h.take(bob), ["alice: [2Jhithere"]);
+    assert_eq!(
+        h.take_events(c),
+        [Event::Message(message(1, "alice", "[2Jhithere"))]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sequence numbers and the message log.
+
+#[test]
+fn sequence_numbers_increase_by_one_per_public_message() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    let watcher = h.join_json("watcher");
+    h.clear();
+    h.line(alice, "first");
+    h.line(alice, "/msg bob private ones have no number");
+    h.line(bob, "second");
+    h.line(alice, "   ");
+    h.line(alice, "/who");
+    h.line(alice, "/nope");
+    h.json(watcher, r#"{"type":"say","text":"third"}"#);
+    let seqs: Vec<(u64, String)> = h
+        .take_events(watcher)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some((m.seq, m.text)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [
+            (1, "first".to_owned()),
+            (2, "second".to_owned()),
+            (3, "third".to_owned())
+        ]
+    );
+    assert_eq!(h.room().next_seq(), 4);
+}
+
+#[test]
+fn log_records_joins_with_peer_address_messages_with_seq_and_leaves_with_reason() {
+    let mut h = Harness::default();
+    let home = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+    let alice = h.connect_from(Wire::Line, home);
+    h.line(alice, "nobody here!"); // refused names are not logged
+    h.line(alice, "alice");
+    let bob = h.join_json("bob");
+    let carol = h.join("carol");
+    let dave = h.join("dave");
+    h.line(alice, "hello");
+    h.json(bob, r#"{"type":"say","text":"hi alice"}"#);
+    h.line(carol, "/quit");
+    h.drop_conn(dave);
+    h.advance(mins(5));
+    assert_eq!(
+        h.log(),
+        [
+            LogRecord::Join {
+                name: "alice".into(),
+                peer: Some(home)
+            },
+            LogRecord::Join {
+                name: "bob".into(),
+                peer: None
+            },
+            LogRecord::Join {
+                name: "carol".into(),
+                peer: None
+            },
+            LogRecord::Join {
+                name: "dave".into(),
+                peer: None
+            },
+            LogRecord::Message(message(1, "alice", "hello")),
+            LogRecord::Message(message(2, "bob", "hi alice")),
+            LogRecord::Leave {
+                name: "carol".into(),
+                reason: LeaveReason::Quit
+            },
+            LogRecord::Leave {
+                name: "dave".into(),
+                reason: LeaveReason::Dropped
+            },
+            LogRecord::Leave {
+                name: "alice".into(),
+                reason: LeaveReason::IdleTimeout
+            },
+            LogRecord::Leave {
+                name: "bob".into(),
+                reason: LeaveReason::IdleTimeout
+            },
+        ]
+    );
+}
+
+#[test]
+fn private_messages_are_never_logged() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join_json("bob");
+    h.log();
+    h.line(alice, "/msg bob secret");
+    h.json(bob, r#"{"type":"msg","to":"alice","text":"secret too"}"#);
+    assert_eq!(h.log(), []);
+}
+
+#[test]
+fn log_records_are_one_json_object_per_line() {
+    let records = [
+        LogRecord::Join {
+            name: "alice".into(),
+            peer: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        },
+        LogRecord::Message(message(1, "alice", "multi\nline?")),
+        LogRecord::Leave {
+            name: "alice".into(),
+            reason: LeaveReason::IdleTimeout,
+        },
+    ];
+    for record in records {
+        let text = serde_json::to_string(&record).unwrap();
+        assert!(!text.contains('\n'), "{text}");
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(value["type"].is_string(), "{text}");
+        assert_eq!(serde_json::from_str::<LogRecord>(&text).unwrap(), record);
+    }
+}
