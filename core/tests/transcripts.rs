@@ -827,7 +827,10 @@ fn line_too_long_at_the_name_prompt_is_refused_with_the_prompt_again() {
     let got = h.take(c);
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(got[0].starts_with("Error: line too long"));
-    assert_eq!(got[1], "Enter your name: ", "asked again, as for any refused name");
+    assert_eq!(
+        got[1], "Enter your name: ",
+        "asked again, as for any refused name"
+    );
     h.raw(c, b"alice\n");
     assert_eq!(h.take(c)[0], "Welcome, alice! Online (1): alice");
 }
