@@ -1,6 +1,6 @@
 //! Pure codecs: bytes to requests and events to bytes, for each wire.
 //!
-//! - [`line`]: the nc / telnet text protocol of `PROTOCOL.md`, with an incremental,
+//! - [`line`](mod@line): the nc / telnet text protocol of `PROTOCOL.md`, with an incremental,
 //!   bounded line decoder.
 //! - [`json`]: the WebSocket protocol, one JSON object per message, for the same events.
 
