@@ -6,8 +6,9 @@
 //!   formatting, lints, the core's wasm build and dependency tree, and runs every test.
 
 use std::env;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 /// Crates that would mean native I/O slipped into the sans-IO core.
 const FORBIDDEN_IN_CORE: &[&str] = &["tokio", "mio", "socket2", "getrandom"];
@@ -85,9 +86,44 @@ fn test() -> Result {
         .status()
         .map_err(|e| format!("cannot run cargo doc: {e}"))?;
     check(status.success(), "cargo doc found broken documentation")?;
-    // Last, so that the test runner's summary closes the output.
+    // Last, so that the summary of the tests closes the output.
     step("tests");
-    cargo(&["test", "--workspace"])
+    run_tests()
+}
+
+/// Runs every test, echoing the output, and closes with one line adding up all test binaries.
+fn run_tests() -> Result {
+    let mut child = Command::new(cargo_bin())
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("cannot read cargo test's output: {e}"))?;
+        println!("{line}");
+        if let Some(counts) = line.strip_prefix("test result: ") {
+            passed += count(counts, " passed");
+            failed += count(counts, " failed");
+            ignored += count(counts, " ignored");
+        }
+    }
+    let status = child.wait().map_err(|e| format!("cargo test: {e}"))?;
+    println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
+    check(status.success() && failed == 0, "some tests failed")?;
+    check(passed > 0, "no test ran")
+}
+
+/// The number before `label` in a `test result:` line (`ok. 3 passed; 0 failed; ...`).
+fn count(counts: &str, label: &str) -> u64 {
+    counts
+        .split(';')
+        .find_map(|part| part.trim_end().strip_suffix(label))
+        .and_then(|n| n.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn check_core_tree() -> Result {
