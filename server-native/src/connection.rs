@@ -19,9 +19,12 @@ use crate::room_task::{Outbox, RoomInput};
 const READ_CHUNK: usize = 4096;
 /// How many queued bytes the writer gathers into one write.
 const WRITE_BATCH: usize = 64 * 1024;
-/// After the room closes a connection, how long unread input is drained so that the close is
-/// a clean FIN and the peer gets its last lines (closing with unread input sends a reset).
+/// After the room closes a connection, unread input is drained for at most this long, so that
+/// the close is a clean FIN and the peer gets its last lines: closing a socket with unread
+/// input sends a reset, which can destroy what the peer has not read yet.
 const LINGER: Duration = Duration::from_secs(2);
+/// The drain ends early once the peer has been silent this long (nc never closes by itself).
+const LINGER_QUIET: Duration = Duration::from_millis(250);
 
 /// Serves one accepted TCP connection until either side ends it.
 pub async fn serve(
@@ -143,11 +146,16 @@ async fn write_frames(
     wr.shutdown().await
 }
 
-/// Drains and discards input for a little while after our FIN, until the peer closes too.
+/// Drains and discards input after our FIN until the peer closes too, falls silent, or
+/// [`LINGER`] has passed.
 async fn linger(stream: &mut TcpStream) {
     let mut sink = [0u8; 1024];
     let _ = tokio::time::timeout(LINGER, async {
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        while let Ok(Ok(n)) = tokio::time::timeout(LINGER_QUIET, stream.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
     })
     .await;
 }

@@ -134,6 +134,7 @@ pub async fn run(
         stop.cancel();
     };
     tokio::join!(room_task, tcp, http, signal);
+    tracing::debug!("room stopped; waiting for connections to close");
 
     tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
@@ -142,6 +143,7 @@ pub async fn run(
     {
         tracing::warn!("some connections did not close in time");
     }
+    tracing::debug!("connections closed");
     if let Some(log) = log {
         tokio::task::spawn_blocking(move || log.close())
             .await

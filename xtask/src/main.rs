@@ -47,14 +47,26 @@ fn run(server_args: &[String]) -> Result {
     let binary = target_dir().join("release").join("chat-server");
     step(&format!("starting {}", binary.display()));
     eprintln!("chat with: nc 127.0.0.1 8888   (stop the server with Ctrl-C)");
-    let status = Command::new(&binary)
-        .args(server_args)
-        .status()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    status
-        .success()
-        .then_some(())
-        .ok_or_else(|| format!("chat-server exited with {status}"))
+    let mut server = Command::new(&binary);
+    server.args(server_args);
+    // Become the server, so that Ctrl-C reaches it alone and the shell waits for its
+    // graceful shutdown.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let err = server.exec();
+        Err(format!("cannot start {}: {err}", binary.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = server
+            .status()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        check(
+            status.success(),
+            &format!("chat-server exited with {status}"),
+        )
+    }
 }
 
 fn test() -> Result {
