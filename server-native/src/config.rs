@@ -79,11 +79,6 @@ pub enum Switch {
 }
 
 impl Config {
-    /// The defaults of `PROTOCOL.md`, listening where `tcp` and `http` say.
-    pub fn with_addrs(tcp: &str, http: &str) -> Self {
-        Config::parse_from(["chat-server", "--tcp", tcp, "--http", http])
-    }
-
     /// What the room needs to know of it.
     pub fn room_config(&self) -> chat_core::Config {
         chat_core::Config {

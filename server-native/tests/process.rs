@@ -345,3 +345,66 @@ fn two_real_nc_users_chat() {
         .status();
     alice.expect("*** carol has left the chat ***\n");
 }
+
+#[test]
+fn running_out_of_file_descriptors_delays_newcomers_but_never_stops_the_server() {
+    // A low descriptor limit for the server alone: a few dozen sockets exhaust it.
+    let script = format!(
+        "ulimit -n 48 && exec {} --tcp 127.0.0.1:0 --http 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_chat-server")
+    );
+    let mut child = Command::new("bash")
+        .args(["-c", &script])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chat-server under bash");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let tcp = first
+        .trim_end()
+        .strip_prefix("tcp listening on ")
+        .unwrap()
+        .to_owned();
+    let mut stderr = child.stderr.take().unwrap();
+    let warnings = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = stderr.read_to_string(&mut all);
+        all
+    });
+    let mut server = Server {
+        child,
+        tcp: tcp.clone(),
+        http: String::new(),
+    };
+
+    let mut alice = Peer::connect(&tcp);
+    alice.expect("Enter your name: ");
+    alice.send("alice");
+    alice.expect("Welcome, alice!");
+    let mut bob = Peer::connect(&tcp);
+    bob.expect("Enter your name: ");
+    bob.send("bob");
+    bob.expect("Welcome, bob!");
+
+    // Far more connections than descriptors: the kernel queues them, accept fails.
+    let crowd: Vec<TcpStream> = (0..80).map(|_| TcpStream::connect(&tcp).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    alice.send("still chatting");
+    bob.expect("alice: still chatting");
+
+    drop(crowd);
+    let mut late = Peer::connect(&tcp);
+    late.expect("Enter your name: ");
+    late.send("late");
+    late.expect("Welcome, late! Online (3): alice, bob, late");
+    bob.expect("*** late has joined the chat ***");
+
+    server.sigterm();
+    assert!(server.wait_exit().success());
+    let warnings = warnings.join().unwrap();
+    assert!(warnings.contains("accept failed"), "{warnings}");
+    assert!(!warnings.contains("panicked"), "{warnings}");
+}
