@@ -265,9 +265,15 @@ impl Room {
 
     /// The names of everyone who has joined, sorted case-insensitively.
     pub fn online(&self) -> Vec<String> {
+        self.roster(usize::MAX)
+    }
+
+    /// The first `limit` names of the sorted roster.
+    fn roster(&self, limit: usize) -> Vec<String> {
         self.names
             .values()
             .filter_map(|id| self.conns.get(id).and_then(|c| c.name.clone()))
+            .take(limit)
             .collect()
     }
 
@@ -492,11 +498,10 @@ impl Room {
             c.name = Some(name.clone());
             peer = c.peer;
         }
-        let online = self.online();
         let welcome = Event::Welcome {
             name: name.clone(),
-            count: online.len(),
-            online: online.into_iter().take(WELCOME_NAMES).collect(),
+            count: self.names.len(),
+            online: self.roster(WELCOME_NAMES),
         };
         self.send(conn, &welcome);
         if !self.history.is_empty() {
