@@ -481,16 +481,12 @@ impl Room {
     fn join(&mut self, conn: ConnId, raw: &str) {
         let name = match validate_name(raw) {
             Ok(name) => name,
-            Err(err) => {
-                self.send(conn, &Event::error(ErrorCode::NameInvalid, err.to_string()));
-                return self.send(conn, &Event::Prompt);
-            }
+            Err(err) => return self.refuse(conn, ErrorCode::NameInvalid, err.to_string()),
         };
         let key = name_key(&name);
         if self.names.contains_key(&key) {
             let message = format!("The name '{name}' is already taken; choose another.");
-            self.send(conn, &Event::error(ErrorCode::NameTaken, message));
-            return self.send(conn, &Event::Prompt);
+            return self.refuse(conn, ErrorCode::NameTaken, message);
         }
         self.names.insert(key, conn);
         let mut peer = None;
@@ -543,8 +539,8 @@ impl Room {
         let to = strip_controls(to);
         let to = to.trim();
         if to.is_empty() || text.is_empty() {
-            let message = format!("Usage: {}", crate::command::MSG_USAGE);
-            return self.send(conn, &Event::error(ErrorCode::Usage, message));
+            let usage = parse_error_event(ParseError::Usage(crate::command::MSG_USAGE));
+            return self.send(conn, &usage);
         }
         let target = self.names.get(&name_key(to)).copied();
         let Some((target, target_name)) = target.and_then(|id| {
@@ -595,8 +591,7 @@ impl Room {
         true
     }
 
-    /// A line or message over `max_line` was discarded: say so, and at the name prompt ask
-    /// again, as for any refused name.
+    /// A line or message over `max_line` was discarded: say so.
     fn refuse_too_long(&mut self, conn: ConnId) {
         if !self.flood_allows(conn) {
             return;
@@ -605,7 +600,12 @@ impl Room {
             "Error: line too long (the limit is {} bytes); it was discarded.",
             self.config.max_line
         );
-        self.send(conn, &Event::error(ErrorCode::LineTooLong, message));
+        self.refuse(conn, ErrorCode::LineTooLong, message);
+    }
+
+    /// Tells `conn` why what it sent was refused; at the name prompt, asks for a name again.
+    fn refuse(&mut self, conn: ConnId, code: ErrorCode, message: String) {
+        self.send(conn, &Event::error(code, message));
         if self.name_of(conn).is_none() {
             self.send(conn, &Event::Prompt);
         }
