@@ -97,7 +97,7 @@ pub async fn run(
     let admitted = Arc::new(Semaphore::new(config.max_users as usize + ADMISSION_SLACK));
     let mut next_id = 0;
     let tcp_tracker = tracker.clone();
-    // The closure owns the last sender: once accepting stops, the room's input can end.
+    // Each connection gets a clone of the room's sender; the room itself stops on `stop`.
     let tcp = accept_loop(
         listeners.tcp,
         "tcp",

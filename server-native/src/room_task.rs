@@ -40,7 +40,8 @@ pub enum RoomInput {
 pub struct Outbox {
     pub frames: mpsc::UnboundedSender<Bytes>,
     pub queued: Arc<AtomicUsize>,
-    /// Cancelled to drop the connection at once, without flushing (too slow, shutdown stuck).
+    /// Cancelled to drop the connection at once, without flushing what is queued: the peer
+    /// does not read it anyway.
     pub abort: CancellationToken,
 }
 
@@ -166,24 +167,20 @@ impl Router<'_> {
         let queued = outbox.queued.load(Ordering::Acquire);
         // One frame always fits in an empty queue, so a large history replay is never a
         // reason to drop anyone; beyond that, the bound holds.
-        let too_slow = queued > 0 && queued + len > self.max_queue;
-        if !too_slow {
+        let why = if queued > 0 && queued + len > self.max_queue {
+            tracing::info!(?conn, queued, "dropping a connection that does not read");
+            Disconnect::TooSlow
+        } else {
             // Counted before the writer can see the frame, so its subtraction never underflows.
             outbox.queued.fetch_add(len, Ordering::AcqRel);
-        }
-        if too_slow || outbox.frames.send(data).is_err() {
-            if let Some(outbox) = self.outboxes.remove(&conn) {
-                outbox.abort.cancel();
+            match outbox.frames.send(data) {
+                Ok(()) => return,
+                Err(_) => Disconnect::Dropped, // The writer has already gone.
             }
-            if too_slow {
-                tracing::info!(?conn, queued, "dropping a connection that does not read");
-            }
-            let why = if too_slow {
-                Disconnect::TooSlow
-            } else {
-                Disconnect::Dropped
-            };
-            room.handle_disconnect(now, conn, why);
+        };
+        if let Some(outbox) = self.outboxes.remove(&conn) {
+            outbox.abort.cancel();
         }
+        room.handle_disconnect(now, conn, why);
     }
 }
