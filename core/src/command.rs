@@ -13,6 +13,10 @@ pub enum Request {
     Join {
         /// The name as typed; the room cleans and validates it.
         name: String,
+        /// Where a reconnecting client left off: the room then replays only the public
+        /// messages it missed (see [`Resume`]). Absent on a first join and on the line wire.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<Resume>,
     },
     /// A public message to everyone else.
     Say {
@@ -32,6 +36,16 @@ pub enum Request {
     Help,
     /// `/quit`: say goodbye and leave.
     Quit,
+}
+
+/// The last public message a client saw, named by the room's numbering: the `epoch` of the
+/// welcome it got and the `seq` of the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The `epoch` from the client's last welcome.
+    pub epoch: u64,
+    /// The highest `seq` the client has seen (0 if none).
+    pub seq: u64,
 }
 
 /// A typed line that is not a valid request.

@@ -31,11 +31,19 @@ pub enum Event {
         count: usize,
         /// Their names, sorted; cut short in a large room (`/who` lists everyone).
         online: Vec<String>,
+        /// Names this run of the room's message numbering: `seq`s are comparable only within
+        /// one epoch. A client that reconnects sends it back with the last `seq` it saw.
+        epoch: u64,
     },
-    /// The recent public messages, oldest first, sent once right after `Welcome`.
+    /// The recent public messages, oldest first, sent once right after `Welcome`. After a
+    /// join that resumes, only the messages after the resume point (and nothing if none).
     History {
         /// The messages.
         messages: Vec<ChatMessage>,
+        /// True when messages between the resume point and the first one listed are gone
+        /// (the room keeps only `--history` of them, or it restarted): the client missed some.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        gap: bool,
     },
     /// A public message.
     Message(ChatMessage),

@@ -27,7 +27,7 @@ pub mod text;
 pub mod time;
 
 pub use codec::line::{Line, LineDecoder};
-pub use command::{ParseError, Request, parse_line};
+pub use command::{ParseError, Request, Resume, parse_line};
 pub use event::{ChatMessage, ErrorCode, Event};
 pub use name::{NameError, name_key, validate_name};
 pub use room::{

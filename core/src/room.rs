@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{json, line};
-use crate::command::{ParseError, Request, parse_line};
+use crate::command::{ParseError, Request, Resume, parse_line};
 use crate::event::{ChatMessage, ErrorCode, Event, WELCOME_NAMES};
 use crate::name::{name_key, validate_name};
 use crate::text::{clean_message, strip_controls};
@@ -41,6 +41,10 @@ pub struct Config {
     pub history: usize,
     /// Flood control; `None` turns it off.
     pub flood: Option<FloodConfig>,
+    /// Names this run of the message numbering (sent in every welcome). A driver that starts
+    /// the numbering afresh should pick a new value, such as its start time in milliseconds,
+    /// so that a client's resume point from an earlier run is not mistaken for one of this run.
+    pub epoch: u64,
 }
 
 impl Default for Config {
@@ -51,6 +55,7 @@ impl Default for Config {
             max_line: 4096,
             history: 50,
             flood: Some(FloodConfig::default()),
+            epoch: 0,
         }
     }
 }
@@ -357,7 +362,10 @@ impl Room {
         } else if matches!(parse_line(&text), Ok(Some(Request::Quit))) {
             Request::Quit
         } else {
-            Request::Join { name: text }
+            Request::Join {
+                name: text,
+                resume: None,
+            }
         };
         self.handle_request(conn, request);
     }
@@ -456,7 +464,7 @@ impl Room {
                 self.send(conn, &Event::Goodbye);
                 self.close(conn, CloseReason::Quit, LeaveReason::Quit);
             }
-            (Request::Join { name }, None) => self.join(conn, &name),
+            (Request::Join { name, resume }, None) => self.join(conn, &name, resume),
             (Request::Join { .. }, Some(name)) => self.send(
                 conn,
                 &Event::error(
@@ -478,7 +486,7 @@ impl Room {
         }
     }
 
-    fn join(&mut self, conn: ConnId, raw: &str) {
+    fn join(&mut self, conn: ConnId, raw: &str, resume: Option<Resume>) {
         let name = match validate_name(raw) {
             Ok(name) => name,
             Err(err) => return self.refuse(conn, ErrorCode::NameInvalid, err.to_string()),
@@ -498,15 +506,33 @@ impl Room {
             name: name.clone(),
             count: self.names.len(),
             online: self.roster(WELCOME_NAMES),
+            epoch: self.config.epoch,
         };
         self.send(conn, &welcome);
-        if !self.history.is_empty() {
-            let messages = self.history.iter().cloned().collect();
-            self.send(conn, &Event::History { messages });
+        if let Some(history) = self.history_for(resume) {
+            self.send(conn, &history);
         }
         self.broadcast(&Event::Joined { name: name.clone() }, |id, _| id != conn);
         self.outputs
             .push_back(Output::Log(LogRecord::Join { name, peer }));
+    }
+
+    /// What a joining client is replayed: the whole ring on a first join; after a resume, the
+    /// messages past its resume point, and whether some it missed are no longer held.
+    fn history_for(&self, resume: Option<Resume>) -> Option<Event> {
+        let from_here = resume.filter(|r| r.epoch == self.config.epoch && r.seq < self.next_seq);
+        let (messages, gap): (Vec<ChatMessage>, bool) = match (resume, from_here) {
+            (None, _) => (self.history.iter().cloned().collect(), false),
+            (Some(_), Some(r)) => {
+                let oldest_held = self.history.front().map_or(self.next_seq, |m| m.seq);
+                let missed = self.history.iter().filter(|m| m.seq > r.seq).cloned();
+                (missed.collect(), oldest_held > r.seq + 1)
+            }
+            // A resume point from another run of the numbering (or from its future): the
+            // recent messages, and a warning that the client may have missed others.
+            (Some(_), None) => (self.history.iter().cloned().collect(), true),
+        };
+        (!messages.is_empty() || gap).then_some(Event::History { messages, gap })
     }
 
     fn say(&mut self, conn: ConnId, from: String, text: &str) {

@@ -1,6 +1,7 @@
 //! `docs/protocol.md` stays true: every JSON example under "Requests" is a request, every one
 //! under "Events" an event, and each re-encodes to exactly the same text.
 
+use std::collections::BTreeSet;
 use chat_core::codec::json;
 
 /// The JSON examples of the doc, each with the heading it stands under.
@@ -25,22 +26,26 @@ fn json_examples() -> Vec<(String, String)> {
 
 #[test]
 fn every_json_example_in_the_protocol_doc_is_exact() {
-    let (mut requests, mut events) = (0, 0);
+    let (mut requests, mut events) = (BTreeSet::new(), BTreeSet::new());
+    let tag = |example: &str| {
+        let value: serde_json::Value = serde_json::from_str(example).expect(example);
+        value["type"].as_str().expect(example).to_owned()
+    };
     for (heading, example) in json_examples() {
         if heading.starts_with("Requests") {
             let request = json::decode_request(&example)
                 .unwrap_or_else(|e| panic!("{example} is not a request: {e}"));
             assert_eq!(json::encode_request(&request), example);
-            requests += 1;
+            requests.insert(tag(&example));
         } else if heading.starts_with("Events") {
             let event = json::decode_event(&example)
                 .unwrap_or_else(|e| panic!("{example} is not an event: {e}"));
             assert_eq!(&json::encode_event(&event)[..], example.as_bytes());
-            events += 1;
+            events.insert(tag(&example));
         }
     }
-    assert_eq!(requests, 6, "one example per request");
-    assert_eq!(events, 15, "one example per event");
+    assert_eq!(requests.len(), 6, "an example of every request: {requests:?}");
+    assert_eq!(events.len(), 15, "an example of every event: {events:?}");
 }
 
 #[test]

@@ -302,6 +302,9 @@ struct Sim<'t> {
     totals: Totals,
 }
 
+/// The epoch the simulated room numbers its messages in.
+const EPOCH: u64 = 42;
+
 impl<'t> Sim<'t> {
     fn new(seed: u64, trace: &'t mut VecDeque<String>) -> Self {
         let mut rng = Rng(seed);
@@ -323,6 +326,7 @@ impl<'t> Sim<'t> {
             max_line: rng.range(64, 160) as usize,
             history: rng.range(0, 6) as usize,
             flood,
+            epoch: EPOCH,
         };
         trace.push_back(format!("seed {seed}: {config:?}"));
         Sim {
@@ -1001,6 +1005,7 @@ impl<'t> Sim<'t> {
                         name: name.clone(),
                         count: online.len(),
                         online,
+                        epoch: EPOCH,
                     }],
                 );
                 let keep = self.config.history.min(self.messages.len());
@@ -1009,7 +1014,13 @@ impl<'t> Sim<'t> {
                         .iter()
                         .map(|s| s.message.clone())
                         .collect();
-                    o.to(actor, Event::History { messages });
+                    o.to(
+                        actor,
+                        Event::History {
+                            messages,
+                            gap: false,
+                        },
+                    );
                 }
                 for other in self.joined() {
                     o.to(other, Event::Joined { name: name.clone() });
@@ -1230,7 +1241,7 @@ impl<'t> Sim<'t> {
 
     fn check_history(&self, events: &[Event]) {
         for event in events {
-            if let Event::History { messages } = event {
+            if let Event::History { messages, .. } = event {
                 for m in messages {
                     self.known(m);
                 }
@@ -1267,6 +1278,7 @@ impl<'t> Sim<'t> {
                             name: name.into(),
                             count: count.parse().expect(l),
                             online: list.split(", ").map(String::from).collect(),
+                            epoch: EPOCH,
                         }
                     } else if let Some(rest) = l.strip_prefix("--- Recent messages (") {
                         let n: usize = rest.strip_suffix(") ---").expect(l).parse().expect(l);
@@ -1274,7 +1286,10 @@ impl<'t> Sim<'t> {
                             .map(|_| self.resolve(conn, lines.next().expect("history entry")))
                             .collect();
                         assert_eq!(lines.next(), Some("--- End of recent messages ---"));
-                        Event::History { messages }
+                        Event::History {
+                            messages,
+                            gap: false,
+                        }
                     } else if let Some(name) = between(l, "*** ", " has joined the chat ***") {
                         Event::Joined { name: name.into() }
                     } else if let Some(name) = between(l, "*** ", " has left the chat ***") {

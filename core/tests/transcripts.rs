@@ -1122,7 +1122,8 @@ fn json_client_is_prompted_and_joins_with_a_join_object() {
         [Event::Welcome {
             name: "bob".into(),
             count: 2,
-            online: vec!["alice".into(), "bob".into()]
+            online: vec!["alice".into(), "bob".into()],
+            epoch: 0,
         }]
     );
 }
@@ -1271,7 +1272,8 @@ fn json_history_replay_carries_the_sequence_numbers() {
     assert_eq!(
         got[1..],
         [Event::History {
-            messages: vec![message(2, "alice", "b"), message(3, "alice", "c")]
+            messages: vec![message(2, "alice", "b"), message(3, "alice", "c")],
+            gap: false,
         }]
     );
 }
@@ -1507,4 +1509,143 @@ fn log_records_are_one_json_object_per_line() {
         assert!(value["type"].is_string(), "{text}");
         assert_eq!(serde_json::from_str::<LogRecord>(&text).unwrap(), record);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resuming after a reconnect (JSON wire)
+
+/// A new JSON client sends `join`; returns the events after its welcome (from epoch 9).
+fn rejoin_after(h: &mut Harness, join: &str) -> Vec<Event> {
+    let bob = h.connect(Wire::Json);
+    h.take(bob);
+    h.json(bob, join);
+    let mut got = h.take_events(bob);
+    assert!(
+        matches!(got.first(), Some(Event::Welcome { epoch: 9, .. })),
+        "{got:?}"
+    );
+    got.remove(0);
+    got
+}
+
+fn resumable(history: usize) -> Harness {
+    with(Config {
+        history,
+        epoch: 9,
+        ..Config::default()
+    })
+}
+
+#[test]
+fn a_resume_replays_exactly_the_messages_after_the_last_one_seen() {
+    let mut h = resumable(10);
+    let alice = h.join("alice");
+    for text in ["a", "b", "c", "d"] {
+        h.line(alice, text);
+    }
+    let got = rejoin_after(
+        &mut h,
+        r#"{"type":"join","name":"bob","resume":{"epoch":9,"seq":2}}"#,
+    );
+    assert_eq!(
+        got,
+        [Event::History {
+            messages: vec![message(3, "alice", "c"), message(4, "alice", "d")],
+            gap: false,
+        }]
+    );
+}
+
+#[test]
+fn a_resume_with_nothing_missed_sends_no_history() {
+    let mut h = resumable(10);
+    let alice = h.join("alice");
+    h.line(alice, "a");
+    let got = rejoin_after(
+        &mut h,
+        r#"{"type":"join","name":"bob","resume":{"epoch":9,"seq":1}}"#,
+    );
+    assert_eq!(got, []);
+}
+
+#[test]
+fn a_resume_from_before_the_history_window_is_marked_as_a_gap() {
+    let mut h = resumable(2);
+    let alice = h.join("alice");
+    for text in ["a", "b", "c", "d"] {
+        h.line(alice, text);
+    }
+    // Bob saw seq 1; 2 has fallen out of the ring of 2.
+    let got = rejoin_after(
+        &mut h,
+        r#"{"type":"join","name":"bob","resume":{"epoch":9,"seq":1}}"#,
+    );
+    assert_eq!(
+        got,
+        [Event::History {
+            messages: vec![message(3, "alice", "c"), message(4, "alice", "d")],
+            gap: true,
+        }]
+    );
+    // Carol saw up to 2: 3 and 4 are all she missed, and both are held.
+    let got = rejoin_after(
+        &mut h,
+        r#"{"type":"join","name":"carol","resume":{"epoch":9,"seq":2}}"#,
+    );
+    assert_eq!(got, []);
+}
+
+#[test]
+fn a_resume_from_another_epoch_gets_the_recent_history_and_a_gap() {
+    let mut h = resumable(10);
+    let alice = h.join("alice");
+    h.line(alice, "after the restart");
+    let got = rejoin_after(
+        &mut h,
+        r#"{"type":"join","name":"bob","resume":{"epoch":8,"seq":1}}"#,
+    );
+    assert_eq!(
+        got,
+        [Event::History {
+            messages: vec![message(1, "alice", "after the restart")],
+            gap: true,
+        }]
+    );
+}
+
+#[test]
+fn a_resume_point_the_room_never_reached_is_treated_as_another_epoch() {
+    let mut h = resumable(10);
+    let alice = h.join("alice");
+    h.line(alice, "only one");
+    let got = rejoin_after(
+        &mut h,
+        r#"{"type":"join","name":"bob","resume":{"epoch":9,"seq":5}}"#,
+    );
+    assert_eq!(
+        got,
+        [Event::History {
+            messages: vec![message(1, "alice", "only one")],
+            gap: true,
+        }]
+    );
+}
+
+#[test]
+fn with_history_off_a_resume_that_missed_messages_reports_the_gap() {
+    let mut h = resumable(0);
+    let alice = h.join("alice");
+    h.line(alice, "a");
+    h.line(alice, "b");
+    let got = rejoin_after(
+        &mut h,
+        r#"{"type":"join","name":"bob","resume":{"epoch":9,"seq":1}}"#,
+    );
+    assert_eq!(
+        got,
+        [Event::History {
+            messages: vec![],
+            gap: true,
+        }]
+    );
 }

@@ -121,6 +121,7 @@ pub fn encode(event: &Event) -> Bytes {
             name,
             count,
             online,
+            ..
         } => {
             let _ = write!(
                 out,
@@ -132,7 +133,7 @@ pub fn encode(event: &Event) -> Bytes {
             }
             out.push_str("\nType /help for the list of commands.\n");
         }
-        Event::History { messages } => {
+        Event::History { messages, .. } => {
             let _ = writeln!(out, "--- Recent messages ({}) ---", messages.len());
             for m in messages {
                 let _ = writeln!(out, "{}: {}", m.from, m.text);
@@ -272,7 +273,8 @@ mod tests {
             e(Event::Welcome {
                 name: "a".into(),
                 count: 3,
-                online: vec!["a".into(), "b".into()]
+                online: vec!["a".into(), "b".into()],
+                epoch: 7,
             }),
             "Welcome, a! Online (3): a, b and 1 more\nType /help for the list of commands.\n"
         );
