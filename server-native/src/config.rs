@@ -1,7 +1,7 @@
 //! The command line: every flag of `PROTOCOL.md`, each with an environment variable.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, ValueEnum};
 
@@ -79,14 +79,19 @@ pub enum Switch {
 }
 
 impl Config {
-    /// What the room needs to know of it.
+    /// What the room needs to know of it. The message numbering's epoch is the current time
+    /// in milliseconds, so every start of the server numbers afresh under a new epoch.
     pub fn room_config(&self) -> chat_core::Config {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
         chat_core::Config {
             max_users: self.max_users as usize,
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
             max_line: self.max_line as usize,
             history: self.history as usize,
             flood: (self.flood == Switch::On).then(chat_core::FloodConfig::default),
+            epoch,
         }
     }
 }
