@@ -1,0 +1,1 @@
+//! The browser client (work in progress).
