@@ -1,7 +1,8 @@
 //! A seeded, deterministic simulation of many users on both wires.
 //!
 //! Each seed drives the room through thousands of random steps: connections, good, bad and
-//! duplicate names, public and private messages, commands, quits, drops, lines too long,
+//! duplicate names, JSON joins that resume from any point (of this epoch or another), public
+//! and private messages, commands, quits, drops, lines too long,
 //! invalid UTF-8, control characters, and jumps of the fake clock past the idle timeout, with
 //! flood control on for some seeds and off for others. The simulation keeps its own model of
 //! the room and, after every step, compares what every connection received (parsed back from
@@ -33,7 +34,7 @@ use std::time::{Duration, Instant};
 use chat_core::command::COMMANDS;
 use chat_core::{
     ChatMessage, CloseReason, Config, ConnId, ErrorCode, Event, FloodConfig, LeaveReason,
-    LogRecord, Timestamp, Wire, validate_name,
+    LogRecord, Request, Resume, Timestamp, Wire, validate_name,
 };
 use harness::{Harness, is_forbidden_control};
 
@@ -247,9 +248,13 @@ enum Effect {
 /// What a line or JSON message means, as the simulation intends it.
 #[derive(Clone, Debug)]
 enum Ask {
-    Name(String),
+    /// A name, and for a JSON join perhaps a resume point.
+    Name(String, Option<Resume>),
     Say(String),
-    Msg { to: String, text: String },
+    Msg {
+        to: String,
+        text: String,
+    },
     Who,
     Help,
     Unknown,
@@ -568,10 +573,25 @@ impl<'t> Sim<'t> {
         let decoded = String::from_utf8_lossy(&name).into_owned();
         self.note(format!("{actor:?} tries the name {decoded:?}"));
         match wire {
-            Wire::Line => self.send(actor, &name, Ask::Name(decoded)),
+            Wire::Line => self.send(actor, &name, Ask::Name(decoded, None)),
             Wire::Json => {
-                let request = serde_json::json!({"type": "join", "name": decoded}).to_string();
-                self.send(actor, request.as_bytes(), Ask::Name(decoded));
+                // Some joins resume, as a reconnecting browser does: from this run's numbering
+                // or (rarely) another, at any point up to one past the last message.
+                let resume = self.rng.chance(40).then(|| Resume {
+                    epoch: if self.rng.chance(85) {
+                        EPOCH
+                    } else {
+                        EPOCH + 1
+                    },
+                    seq: self.rng.below(self.messages.len() + 2) as u64,
+                });
+                let request = Request::Join {
+                    name: decoded.clone(),
+                    resume,
+                };
+                let request = chat_core::codec::json::encode_request(&request);
+                self.note(format!("{actor:?} resumes from {resume:?}"));
+                self.send(actor, request.as_bytes(), Ask::Name(decoded, resume));
             }
         }
     }
@@ -684,7 +704,7 @@ impl<'t> Sim<'t> {
             // At the name prompt a line is a name, whatever it looks like.
             (Wire::Line, false, _) => {
                 let line = self.rng.pick(&["", " ", "/who", "/help"]);
-                (line.to_owned(), Ask::Name(line.to_owned()))
+                (line.to_owned(), Ask::Name(line.to_owned(), None))
             }
             (Wire::Line, true, 0) => (
                 self.rng.pick(&["/who", "/WHO", "/who extra"]).into(),
@@ -982,7 +1002,7 @@ impl<'t> Sim<'t> {
                 self.expect_leave(&mut o, actor, LeaveReason::Quit, &[]);
                 (o, Effect::Gone)
             }
-            Ask::Name(raw) => {
+            Ask::Name(raw, resume) => {
                 assert!(me.is_none(), "model bug: a name from a joined user");
                 let name = match validate_name(raw) {
                     Ok(name) => name,
@@ -1009,18 +1029,24 @@ impl<'t> Sim<'t> {
                     }],
                 );
                 let keep = self.config.history.min(self.messages.len());
-                if keep > 0 {
-                    let messages = self.messages[self.messages.len() - keep..]
-                        .iter()
-                        .map(|s| s.message.clone())
-                        .collect();
-                    o.to(
-                        actor,
-                        Event::History {
-                            messages,
-                            gap: false,
-                        },
-                    );
+                let held = &self.messages[self.messages.len() - keep..];
+                let next_seq = self.messages.len() as u64 + 1;
+                let (from, gap) = match resume {
+                    None => (0, false),
+                    // Resumable: what came after the point; a gap if some of it is not held.
+                    Some(r) if r.epoch == EPOCH && r.seq < next_seq => {
+                        let oldest = held.first().map_or(next_seq, |s| s.message.seq);
+                        (r.seq, oldest > r.seq + 1)
+                    }
+                    Some(_) => (0, true),
+                };
+                let messages: Vec<ChatMessage> = held
+                    .iter()
+                    .filter(|s| s.message.seq > from)
+                    .map(|s| s.message.clone())
+                    .collect();
+                if !messages.is_empty() || gap {
+                    o.to(actor, Event::History { messages, gap });
                 }
                 for other in self.joined() {
                     o.to(other, Event::Joined { name: name.clone() });
