@@ -1,0 +1,388 @@
+//! Headless Chromium drives the real page served by the real server, together with real `nc`
+//! users: chatting in every direction, names refused with the reason, a server restart, and a
+//! short disconnect that loses nothing. Each scenario leaves a screenshot in `target/e2e/`.
+//!
+//! The scenarios run one at a time (a Chromium is heavy for a small machine), whatever
+//! `--test-threads` says.
+
+use std::time::Duration;
+
+use chat_tests::{
+    Browser, PageState, Proxy, Server, bounded, browser_installed, require, web_root,
+};
+use tokio::sync::Mutex;
+
+/// One browser scenario at a time.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// Waits for reconnecting, whose back-off grows up to 4 s between attempts.
+const RECONNECT: Duration = Duration::from_secs(20);
+
+/// The page's notice when a resumed history says messages are gone.
+const GAP_NOTICE: &str = "were missed";
+
+/// The prerequisites of every browser test; `None` when they are missing and skipping is
+/// allowed.
+fn prerequisites(test: &str) -> Option<std::path::PathBuf> {
+    browser_installed(test)?;
+    web_root(test)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_in_every_direction() {
+    let test = "chat_in_every_direction";
+    let root = require!(prerequisites(test));
+    let _serial = SERIAL.lock().await;
+    bounded(test, async {
+        let server = Server::with_page(&root, &["--flood", "off"]).await;
+        let (a, b) = tokio::join!(
+            Browser::start("browser alice"),
+            Browser::start("browser bob")
+        );
+
+        // alice joins in a browser, then carol with nc, then bob in a browser.
+        let joined = a.open_and_join(&server.url(), "alice").await;
+        assert!(
+            joined.users.contains(&"alice".to_owned()),
+            "alice is in her own user list:\n{joined}"
+        );
+        let (mut carol, welcome) = server.nc_join("carol").await;
+        assert_eq!(welcome, "Welcome, carol! Online (2): alice, carol");
+        a.wait_until("carol's join", |s| s.has("joined", &["carol"]))
+            .await;
+        b.open_and_join(&server.url(), "bob").await;
+        carol.expect("*** bob has joined the chat ***\n").await;
+        a.wait_until("bob's join", |s| s.has("joined", &["bob"]))
+            .await;
+
+        // Public messages: each sender sees its own as `own`, the others as `message`.
+        a.say("hello from alice").await;
+        a.wait_until("alice's own message", |s| {
+            s.has("own", &["alice", "hello from alice"])
+        })
+        .await;
+        b.wait_until("alice's message at bob", |s| {
+            s.has("message", &["alice", "hello from alice"])
+        })
+        .await;
+        carol.expect("alice: hello from alice\n").await;
+
+        b.say("hi from bob").await;
+        b.wait_until("bob's own message", |s| {
+            s.has("own", &["bob", "hi from bob"])
+        })
+        .await;
+        a.wait_until("bob's message at alice", |s| {
+            s.has("message", &["bob", "hi from bob"])
+        })
+        .await;
+        carol.expect("bob: hi from bob\n").await;
+
+        carol.type_line("hey from carol");
+        for (page, who) in [(&a, "alice"), (&b, "bob")] {
+            page.wait_until(&format!("carol's message at {who}"), |s| {
+                s.has("message", &["carol", "hey from carol"])
+            })
+            .await;
+        }
+
+        // Private messages in every direction.
+        a.say("/msg bob psst").await;
+        b.wait_until("alice's private message to bob", |s| {
+            s.has("private", &["alice", "psst"])
+        })
+        .await;
+        a.wait_until("alice's private message as sent", |s| {
+            s.has("private-sent", &["bob", "psst"])
+        })
+        .await;
+
+        b.say("/msg carol ok from bob").await;
+        carol.expect("[private] bob: ok from bob\n").await;
+        b.wait_until("bob's private message to carol as sent", |s| {
+            s.has("private-sent", &["carol", "ok from bob"])
+        })
+        .await;
+
+        carol.type_line("/msg alice hi");
+        carol.expect("[private to alice] hi\n").await;
+        a.wait_until("carol's private message to alice", |s| {
+            s.has("private", &["carol", "hi"])
+        })
+        .await;
+
+        carol.type_line("/msg bob back at you");
+        carol.expect("[private to bob] back at you\n").await;
+        b.wait_until("carol's private message to bob", |s| {
+            s.has("private", &["carol", "back at you"])
+        })
+        .await;
+
+        a.say("/msg carol yo").await;
+        let seen = carol.expect("[private] alice: yo\n").await;
+        assert!(
+            !seen.contains("psst"),
+            "carol never sees alice's private message to bob: {seen:?}"
+        );
+        a.wait_until("alice's private message to carol as sent", |s| {
+            s.has("private-sent", &["carol", "yo"])
+        })
+        .await;
+        let at_b = b.state().await;
+        assert!(
+            !at_b
+                .entries
+                .iter()
+                .any(|e| e.is("private") && e.text.ends_with("yo")),
+            "bob never sees alice's private message to carol:\n{at_b}"
+        );
+
+        // The user list holds everyone; clicking a name starts a private message.
+        a.wait_until("alice, bob and carol in the user list", |s| {
+            ["alice", "bob", "carol"]
+                .iter()
+                .all(|n| s.users.iter().any(|u| u == n))
+        })
+        .await;
+        a.click_user("carol").await;
+        a.wait_until("`/msg carol ` in the input after clicking carol", |s| {
+            s.input == "/msg carol "
+        })
+        .await;
+        a.say("/who").await; // Replaces the input's text.
+        a.wait_until("the answer to /who", |s| {
+            s.has("system", &["alice", "bob", "carol"])
+        })
+        .await;
+
+        // Leaving: bob quits from his page, carol from nc.
+        b.say("/quit").await;
+        carol.expect("*** bob has left the chat ***\n").await;
+        a.wait_until("bob's leave", |s| s.has("left", &["bob"]))
+            .await;
+        carol.type_line("/quit");
+        carol.expect("Goodbye!\n").await;
+        let at_a = a
+            .wait_until("carol's leave and a user list of alice alone", |s| {
+                s.has("left", &["carol"]) && s.users == ["alice"]
+            })
+            .await;
+        b.wait_until("bob's page no longer joined after /quit", |s| {
+            !s.is_joined()
+        })
+        .await;
+
+        check_public_order(&at_a);
+        a.screenshot(test).await;
+        b.close().await;
+        a.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_refused_with_the_reason() {
+    let test = "names_are_refused_with_the_reason";
+    let root = require!(prerequisites(test));
+    let _serial = SERIAL.lock().await;
+    bounded(test, async {
+        let server = Server::with_page(&root, &[]).await;
+        let (mut alice, _) = server.nc_join("alice").await;
+        let page = Browser::start("browser").await;
+        page.open(&server.url()).await;
+        page.wait_open().await;
+
+        // Refused by the page itself, with the core's reason; nothing joins.
+        for (name, reason) in [
+            ("bob smith", "Name cannot contain ' '"),
+            ("<b>", "Name cannot contain '<'"),
+        ] {
+            page.submit_name(name).await;
+            let shown = page
+                .wait_until(&format!("the reason {name:?} is refused"), |s| {
+                    s.name_error.contains(reason)
+                })
+                .await;
+            assert!(!shown.is_joined(), "{name:?} did not join:\n{shown}");
+        }
+
+        // Taken: the server's sentence.
+        page.submit_name("Alice").await;
+        let shown = page
+            .wait_until("the server's refusal of a taken name", |s| {
+                s.name_error == "The name 'Alice' is already taken; choose another."
+            })
+            .await;
+        assert!(!shown.is_joined(), "Alice did not join:\n{shown}");
+
+        // A good name joins.
+        page.submit_name("bob").await;
+        page.wait_until(
+            "joined as bob with no error shown, alice and bob in the user list",
+            |s| {
+                s.is_joined()
+                    && s.chat_hidden == Some(false)
+                    && s.name_error.is_empty()
+                    && s.users == ["alice", "bob"]
+            },
+        )
+        .await;
+        let seen = alice.expect("*** bob has joined the chat ***\n").await;
+        assert!(
+            !seen.contains("joined"),
+            "no refused name ever joined: {seen:?}"
+        );
+        page.screenshot(test).await;
+        page.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_after_a_server_restart() {
+    let test = "the_page_reconnects_after_a_server_restart";
+    let root = require!(prerequisites(test));
+    let _serial = SERIAL.lock().await;
+    bounded(test, async {
+        let mut server = Server::with_page(&root, &[]).await;
+        let page = Browser::start("browser").await;
+        page.open_and_join(&server.url(), "alice").await;
+        page.say("before the restart").await;
+        page.wait_until("alice's own message", |s| {
+            s.has("own", &["before the restart"])
+        })
+        .await;
+
+        server.stop().await;
+        page.wait_until("the shutdown notice and a status that is not open", |s| {
+            s.mentions("shutting down") && !s.status_is("open")
+        })
+        .await;
+
+        server.start_again().await;
+        // The page rejoins by itself: an nc user who comes in sees alice, now or on arrival.
+        let (mut carol, welcome) = server.nc_join("carol").await;
+        if !welcome.contains("alice") {
+            carol.expect("*** alice has joined the chat ***\n").await;
+        }
+        page.wait_until_for(RECONNECT, "the page open and joined again", |s| {
+            s.status_is("open") && s.is_joined()
+        })
+        .await;
+        carol.type_line("/who");
+        carol.expect("Online (2): alice, carol\n").await;
+
+        carol.type_line("welcome back");
+        page.wait_until("carol's message after the restart", |s| {
+            s.has("message", &["carol", "welcome back"])
+        })
+        .await;
+        page.say("glad to be back").await;
+        carol.expect("alice: glad to be back\n").await;
+
+        let shown = page.state().await;
+        assert_eq!(
+            shown.count("own", &["before the restart"]),
+            1,
+            "the old messages stay, once:\n{shown}"
+        );
+        page.screenshot(test).await;
+        page.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_disconnect_loses_nothing() {
+    let test = "a_short_disconnect_loses_nothing";
+    let root = require!(prerequisites(test));
+    let _serial = SERIAL.lock().await;
+    bounded(test, async {
+        let server = Server::with_page(&root, &["--flood", "off"]).await;
+        // The browser reaches the server through a proxy that can cut it off. The page's
+        // origin is the proxy's; so is the Host header the server compares it with.
+        let proxy = Proxy::start(server.http).await;
+        let page = Browser::start("browser").await;
+        page.open_and_join(&proxy.url(), "alice").await;
+        let (mut carol, _) = server.nc_join("carol").await;
+        page.wait_until("carol's join", |s| s.has("joined", &["carol"]))
+            .await;
+
+        carol.type_line("m1");
+        page.wait_until("m1", |s| s.has("message", &["carol", "m1"]))
+            .await;
+
+        proxy.cut();
+        carol.expect("*** alice has left the chat ***\n").await;
+        page.wait_until("the page noticing the drop", |s| !s.status_is("open"))
+            .await;
+        for m in ["m2", "m3", "m4", "m5"] {
+            carol.type_line(m);
+        }
+        // The room has them (its answer to /who comes after them), while alice is away.
+        carol.type_line("/who");
+        carol.expect("Online (1): carol\n").await;
+        let before = proxy.accepted();
+        proxy.restore();
+
+        carol.expect("*** alice has joined the chat ***\n").await;
+        assert!(
+            proxy.accepted() > before,
+            "the page came back through the proxy"
+        );
+        page.wait_until_for(RECONNECT, "m1 to m5 after the reconnect", |s| {
+            s.status_is("open")
+                && ["m1", "m2", "m3", "m4", "m5"]
+                    .iter()
+                    .all(|m| s.has("message", &["carol", m]))
+        })
+        .await;
+        // Anything late (a duplicate, a gap notice) has had time to arrive.
+        carol.type_line("m6");
+        let shown = page
+            .wait_until("m6", |s| s.has("message", &["carol", "m6"]))
+            .await;
+
+        let texts: Vec<&str> = shown
+            .entries
+            .iter()
+            .filter(|e| e.is("message"))
+            .map(|e| e.text.as_str())
+            .collect();
+        for m in ["m1", "m2", "m3", "m4", "m5", "m6"] {
+            assert_eq!(
+                texts.iter().filter(|t| t.ends_with(m)).count(),
+                1,
+                "{m} shown exactly once:\n{shown}"
+            );
+        }
+        let order: Vec<&str> = texts
+            .iter()
+            .filter_map(|t| {
+                ["m1", "m2", "m3", "m4", "m5", "m6"]
+                    .into_iter()
+                    .find(|m| t.ends_with(m))
+            })
+            .collect();
+        assert_eq!(
+            order,
+            ["m1", "m2", "m3", "m4", "m5", "m6"],
+            "in order:\n{shown}"
+        );
+        assert!(!shown.mentions(GAP_NOTICE), "no gap notice:\n{shown}");
+        check_public_order(&shown);
+        page.screenshot(test).await;
+        page.close().await;
+    })
+    .await;
+}
+
+/// Public messages (those with a `data-seq`) are shown in strictly increasing `seq` order,
+/// each once.
+fn check_public_order(state: &PageState) {
+    let seqs: Vec<u64> = state.entries.iter().filter_map(|e| e.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "data-seq strictly increasing: {seqs:?}\n{state}"
+    );
+}
