@@ -1,18 +1,29 @@
-//! `cargo xtask`: the project's two everyday commands, with nothing but cargo needed.
+//! `cargo xtask`: the project's everyday commands, with nothing but cargo needed.
 //!
-//! - `cargo xtask run [-- SERVER FLAGS]`: builds the server in release mode and starts it
-//!   with its defaults (nc on 127.0.0.1:8888, the page on http://127.0.0.1:8080).
+//! - `cargo xtask run [-- SERVER FLAGS]`: builds the browser client's site and the server in
+//!   release mode and starts it with its defaults (nc on 127.0.0.1:8888, the page on
+//!   http://127.0.0.1:8080).
 //! - `cargo xtask test`: installs what the tests need when it is missing, then checks
-//!   formatting, lints, the core's wasm build and dependency tree, and runs every test.
+//!   formatting, lints, the core's wasm build and dependency tree, builds the site, and runs
+//!   every test.
+//! - `cargo xtask site`: builds the browser client into `target/site/` (the page of `www/`,
+//!   the wasm module and its wasm-bindgen glue), installing the wasm-bindgen CLI of the
+//!   version in `Cargo.lock` if it is missing.
 
 use std::env;
-use std::io::{BufRead, BufReader};
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::time::Instant;
 
 /// Crates that would mean native I/O slipped into the sans-IO core.
 const FORBIDDEN_IN_CORE: &[&str] = &["tokio", "mio", "socket2", "getrandom"];
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
+/// The cargo profile of the browser client (small before fast; see the workspace manifest).
+const WASM_PROFILE: &str = "wasm-release";
+/// The variable that tells the server (and the end-to-end tests) where the site is.
+const WEB_ROOT_VAR: &str = "CHAT_WEB_ROOT";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -21,10 +32,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("test") | Some("ci") => test(),
+        Some("site") => site().map(drop),
         _ => {
             eprintln!(
-                "usage:\n  cargo xtask run [-- SERVER FLAGS]   build and start the server\n  \
-                 cargo xtask test                    install what is missing, run every check and test"
+                "usage:\n  cargo xtask run [-- SERVER FLAGS]   build the site and start the server\n  \
+                 cargo xtask test                    install what is missing, run every check and test\n  \
+                 cargo xtask site                    build the browser client into target/site"
             );
             return ExitCode::from(2);
         }
@@ -43,12 +56,18 @@ fn run(server_args: &[String]) -> Result {
         Some("--") => &server_args[1..],
         _ => server_args,
     };
+    let site = site()?;
+    step("server");
     cargo(&["build", "--release", "-p", "chat-server"])?;
     let binary = target_dir().join("release").join("chat-server");
     step(&format!("starting {}", binary.display()));
-    eprintln!("chat with: nc 127.0.0.1 8888   (stop the server with Ctrl-C)");
+    eprintln!(
+        "open http://127.0.0.1:8080 in a browser, or chat with: nc 127.0.0.1 8888   \
+         (stop the server with Ctrl-C)"
+    );
     let mut server = Command::new(&binary);
-    server.args(server_args);
+    // Through the environment, so that a `--web-root` among the user's flags still wins.
+    server.env(WEB_ROOT_VAR, &site).args(server_args);
     // Become the server, so that Ctrl-C reaches it alone and the shell waits for its
     // graceful shutdown.
     #[cfg(unix)]
@@ -74,7 +93,8 @@ fn test() -> Result {
     ensure_rustup_component("rustfmt", &["fmt", "--version"])?;
     ensure_rustup_component("clippy", &["clippy", "--version"])?;
     ensure_wasm_target()?;
-    ensure_nc()?;
+    ensure_debian_tools()?;
+    ensure_python_websockets()?;
 
     step("formatting");
     cargo(&["fmt", "--all", "--check"])?;
@@ -83,6 +103,17 @@ fn test() -> Result {
         "clippy",
         "--workspace",
         "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // The client's DOM layer is compiled for wasm32 only.
+    cargo(&[
+        "clippy",
+        "-p",
+        "chat-web",
+        "--target",
+        WASM_TARGET,
         "--",
         "-D",
         "warnings",
@@ -98,34 +129,221 @@ fn test() -> Result {
         .status()
         .map_err(|e| format!("cannot run cargo doc: {e}"))?;
     check(status.success(), "cargo doc found broken documentation")?;
+    // The end-to-end tests drive a browser on the page.
+    let site = site()?;
     // Last, so that the summary of the tests closes the output.
     step("tests");
-    run_tests()
+    run_tests(&site)
 }
 
+/// Builds the browser client and assembles the site: the files of `www/` beside the wasm
+/// module and its JS glue. Returns the site's absolute path.
+fn site() -> Result<PathBuf> {
+    step("site: the browser client");
+    ensure_wasm_target()?;
+    let wasm_bindgen = ensure_wasm_bindgen()?;
+    cargo(&[
+        "build",
+        "-p",
+        "chat-web",
+        "--target",
+        WASM_TARGET,
+        "--profile",
+        WASM_PROFILE,
+        // wasm-bindgen reads the wasm features from a custom section that `strip = true`
+        // removes; it strips the names itself below.
+        "--config",
+        "profile.wasm-release.strip=false",
+    ])?;
+    let wasm = target_dir()
+        .join(WASM_TARGET)
+        .join(WASM_PROFILE)
+        .join("chat_web.wasm");
+    let site = std::path::absolute(target_dir().join("site"))
+        .map_err(|e| format!("cannot resolve the site's path: {e}"))?;
+    fs::create_dir_all(&site).map_err(|e| format!("cannot create {}: {e}", site.display()))?;
+    let status = Command::new(&wasm_bindgen)
+        .args(["--target", "web", "--no-typescript"])
+        .args(["--remove-name-section", "--remove-producers-section"])
+        .arg("--out-dir")
+        .arg(&site)
+        .arg(&wasm)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", wasm_bindgen.display()))?;
+    check(status.success(), "wasm-bindgen failed")?;
+    copy_dir(&root().join("www"), &site)?;
+    let module = site.join("chat_web_bg.wasm");
+    let bytes = fs::read(&module).map_err(|e| format!("cannot read {}: {e}", module.display()))?;
+    let shown = site.strip_prefix(root()).unwrap_or(&site);
+    println!(
+        "site: {} (chat_web_bg.wasm {} bytes, {} gzip)",
+        shown.display(),
+        grouped(bytes.len()),
+        grouped(gzip(&bytes)?.len())
+    );
+    Ok(site)
+}
+
+/// Copies the files under `from` into `to`, keeping the folders.
+fn copy_dir(from: &Path, to: &Path) -> Result {
+    let entries = fs::read_dir(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+        let (source, dest) = (entry.path(), to.join(entry.file_name()));
+        if source.is_dir() {
+            fs::create_dir_all(&dest)
+                .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+            copy_dir(&source, &dest)?;
+        } else {
+            fs::copy(&source, &dest)
+                .map_err(|e| format!("cannot copy {}: {e}", source.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder
+        .write_all(bytes)
+        .and_then(|()| encoder.finish())
+        .map_err(|e| format!("gzip: {e}"))
+}
+
+/// `1234567` as `1 234 567`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The wasm-bindgen CLI must be the very version of the `wasm-bindgen` crate in Cargo.lock:
+/// finds it on the PATH or in cargo's bin folder, or installs it from crates.io.
+fn ensure_wasm_bindgen() -> Result<PathBuf> {
+    let version = locked_version("wasm-bindgen")?;
+    let installed = cargo_home().join("bin").join("wasm-bindgen");
+    for candidate in [PathBuf::from("wasm-bindgen"), installed.clone()] {
+        if wasm_bindgen_version(&candidate).as_deref() == Some(version.as_str()) {
+            return Ok(candidate);
+        }
+    }
+    eprintln!(
+        "installing wasm-bindgen-cli {version}, the version in Cargo.lock (a few minutes, once)"
+    );
+    let started = Instant::now();
+    let exact = format!("={version}");
+    let install = ["install", "wasm-bindgen-cli", "--version", &exact];
+    if cargo(&[&install[..], &["--locked"]].concat()).is_err() {
+        // The CLI's own lock file may name a dependency the registry no longer serves.
+        eprintln!("retrying without --locked");
+        cargo(&install)?;
+    }
+    eprintln!(
+        "installed wasm-bindgen-cli {version} in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    check(
+        wasm_bindgen_version(&installed).as_deref() == Some(version.as_str()),
+        &format!("{} is not wasm-bindgen {version}", installed.display()),
+    )?;
+    Ok(installed)
+}
+
+/// The version `wasm-bindgen --version` reports (`wasm-bindgen 0.2.130`), if it runs.
+fn wasm_bindgen_version(binary: &Path) -> Option<String> {
+    let out = Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().nth(1)?;
+    out.status.success().then(|| version.to_owned())
+}
+
+/// The version of `package` that Cargo.lock pins.
+fn locked_version(package: &str) -> Result<String> {
+    let path = root().join("Cargo.lock");
+    let lock =
+        fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let name_line = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == name_line {
+            let version = lines
+                .next()
+                .and_then(|l| l.strip_prefix("version = \""))
+                .and_then(|v| v.strip_suffix('"'));
+            if let Some(version) = version {
+                return Ok(version.to_owned());
+            }
+        }
+    }
+    Err(format!("Cargo.lock has no {package}"))
+}
+
+/// The end-to-end tests' package: the only one told where the site is.
+const E2E_PACKAGE: &str = "chat-tests";
+
 /// Runs every test, echoing the output, and closes with one line adding up all test binaries.
-fn run_tests() -> Result {
-    let mut child = Command::new(cargo_bin())
-        .args(["test", "--workspace", "--no-fail-fast"])
+///
+/// The end-to-end tests find the site in `CHAT_WEB_ROOT`, the variable the server reads too;
+/// the other tests run without it, so that a server they start has its defaults.
+fn run_tests(site: &Path) -> Result {
+    let mut totals = Totals::default();
+    let rest = cargo_test(
+        &["--workspace", "--exclude", E2E_PACKAGE],
+        None,
+        &mut totals,
+    )?;
+    let e2e = cargo_test(&["-p", E2E_PACKAGE], Some(site), &mut totals)?;
+    let Totals {
+        passed,
+        failed,
+        ignored,
+    } = totals;
+    println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
+    check(rest && e2e && failed == 0, "some tests failed")?;
+    check(passed > 0, "no test ran")
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// One `cargo test` over `packages`, echoed and added to `totals`; whether it succeeded.
+fn cargo_test(packages: &[&str], web_root: Option<&Path>, totals: &mut Totals) -> Result<bool> {
+    let mut command = Command::new(cargo_bin());
+    command
+        .arg("test")
+        .args(packages)
+        .arg("--no-fail-fast")
+        .env_remove(WEB_ROOT_VAR)
         .current_dir(root())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::piped());
+    if let Some(site) = web_root {
+        command.env(WEB_ROOT_VAR, site);
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run cargo test: {e}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let (mut passed, mut failed, mut ignored) = (0, 0, 0);
     for line in BufReader::new(stdout).lines() {
         let line = line.map_err(|e| format!("cannot read cargo test's output: {e}"))?;
         println!("{line}");
         if let Some(counts) = line.strip_prefix("test result: ") {
-            passed += count(counts, " passed");
-            failed += count(counts, " failed");
-            ignored += count(counts, " ignored");
+            totals.passed += count(counts, " passed");
+            totals.failed += count(counts, " failed");
+            totals.ignored += count(counts, " ignored");
         }
     }
     let status = child.wait().map_err(|e| format!("cargo test: {e}"))?;
-    println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
-    check(status.success() && failed == 0, "some tests failed")?;
-    check(passed > 0, "no test ran")
+    Ok(status.success())
 }
 
 /// The number before `label` in a `test result:` line (`ok. 3 passed; 0 failed; ...`).
@@ -201,24 +419,68 @@ fn ensure_wasm_target() -> Result {
     install(&["rustup", "target", "add", WASM_TARGET])
 }
 
-fn ensure_nc() -> Result {
-    if ["/usr/bin/nc", "/bin/nc", "/usr/local/bin/nc"]
+/// Debian packages the end-to-end tests drive: the real nc, and Chromium with its WebDriver.
+/// Each is a file that shows it installed, and the package that installs it.
+const DEBIAN_TOOLS: &[(&[&str], &str)] = &[
+    (
+        &["/usr/bin/nc", "/bin/nc", "/usr/local/bin/nc"],
+        "netcat-openbsd",
+    ),
+    (&["/usr/bin/chromium"], "chromium"),
+    (&["/usr/bin/chromedriver"], "chromium-driver"),
+];
+
+fn ensure_debian_tools() -> Result {
+    let missing: Vec<&str> = DEBIAN_TOOLS
         .iter()
-        .any(|p| Path::new(p).exists())
-    {
+        .filter(|(paths, _)| !paths.iter().any(|p| Path::new(p).exists()))
+        .map(|&(_, package)| package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    let how = "apt-get update && apt-get install -y netcat-openbsd";
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let how = format!("apt-get update && apt-get install -y {}", missing.join(" "));
     check(
-        is_root && Path::new("/usr/bin/apt-get").exists(),
-        &format!("the tests drive the real nc; install it as root with: {how}"),
+        is_root() && Path::new("/usr/bin/apt-get").exists(),
+        &format!("the end-to-end tests need them; install them as root with: {how}"),
     )?;
     install(&["apt-get", "update", "-qq"])?;
-    install(&["apt-get", "install", "-y", "-qq", "netcat-openbsd"])
+    install(&[&["apt-get", "install", "-y", "-qq"][..], &missing].concat())
+}
+
+/// Python's `websockets`, for the tests' WebSocket client the project did not write.
+fn ensure_python_websockets() -> Result {
+    let python = env::var("CHAT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_it = || {
+        Command::new(&python)
+            .args(["-c", "import websockets"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_it() {
+        return Ok(());
+    }
+    // pip where the interpreter takes packages (pyenv, a venv); Debian's package where pip is
+    // refused for the system's Python.
+    let pip = install(&[&python, "-m", "pip", "install", "--quiet", "websockets"]);
+    if pip.is_err() && is_root() && Path::new("/usr/bin/apt-get").exists() {
+        install(&["apt-get", "install", "-y", "-qq", "python3-websockets"])?;
+    }
+    check(
+        has_it(),
+        &format!(
+            "`{python}` cannot import websockets; install it with: {python} -m pip install websockets"
+        ),
+    )
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 fn install(command: &[&str]) -> Result {
@@ -261,6 +523,13 @@ fn root() -> PathBuf {
         .parent()
         .expect("xtask sits inside the workspace")
         .to_path_buf()
+}
+
+fn cargo_home() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from(".cargo"))
 }
 
 fn target_dir() -> PathBuf {

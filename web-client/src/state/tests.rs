@@ -1,0 +1,577 @@
+//! What a user of the page sees and what the page does, event by event, through the JSON the
+//! server really sends.
+
+use super::*;
+
+const EPOCH: u64 = 1_763_790_000_000;
+
+/// The lines appended to the log, as the user reads them.
+fn lines(effects: &[Effect]) -> Vec<(Kind, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Append(entry) => Some((entry.kind, entry.text())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sent(effects: &[Effect]) -> Vec<Request> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn timer(effects: &[Effect]) -> Option<(u32, u32)> {
+    effects.iter().find_map(|e| match e {
+        Effect::Timer { delay_ms, token } => Some((*delay_ms, *token)),
+        _ => None,
+    })
+}
+
+fn join(name: &str, resume: Option<Resume>) -> Request {
+    Request::Join {
+        name: name.into(),
+        resume,
+    }
+}
+
+fn system(text: &str) -> (Kind, String) {
+    (Kind::System, text.into())
+}
+
+fn welcome(name: &str, online: &[&str], epoch: u64) -> String {
+    let online: Vec<String> = online.iter().map(|n| format!("{n:?}")).collect();
+    format!(
+        r#"{{"type":"welcome","name":"{name}","count":{},"online":[{}],"epoch":{epoch}}}"#,
+        online.len(),
+        online.join(",")
+    )
+}
+
+fn message(seq: u64, from: &str, text: &str) -> String {
+    format!(r#"{{"type":"message","seq":{seq},"from":"{from}","text":"{text}"}}"#)
+}
+
+/// A client joined as alice with bob online, its welcome's effects drained.
+fn joined_alice() -> ClientState {
+    let mut c = ClientState::new();
+    assert_eq!(c.start(), vec![Effect::Connect]);
+    assert_eq!(c.opened(), vec![]);
+    assert_eq!(sent(&c.submit_name("alice")), vec![join("alice", None)]);
+    c.received(&welcome("alice", &["alice", "bob"], EPOCH));
+    c
+}
+
+#[test]
+fn before_joining_the_page_connects_and_shows_the_name_form() {
+    let mut c = ClientState::new();
+    assert_eq!(c.start(), vec![Effect::Connect]);
+    assert_eq!(
+        (c.status_text().as_str(), c.status_state()),
+        ("Connecting…", "connecting")
+    );
+    assert!(c.show_join_form() && !c.show_chat() && !c.joined());
+    assert_eq!(c.opened(), vec![]);
+    assert_eq!(
+        (c.status_text().as_str(), c.status_state()),
+        ("Connected", "open")
+    );
+    assert!(c.received(r#"{"type":"prompt"}"#).is_empty());
+}
+
+#[test]
+fn invalid_names_are_refused_as_typed_and_never_sent() {
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    c.name_typed("bob smith");
+    assert_eq!(
+        c.name_error(),
+        "Name cannot contain ' ': use letters, digits, '_', '-' and '.' only."
+    );
+    c.name_typed("bob");
+    assert_eq!(c.name_error(), "");
+    c.name_typed("");
+    assert_eq!(
+        c.name_error(),
+        "",
+        "an empty box is not an error while typing"
+    );
+    assert_eq!(c.submit_name("   "), vec![Effect::Focus(Field::Name)]);
+    assert_eq!(c.name_error(), "Name cannot be empty.");
+    let long = "x".repeat(33);
+    assert!(sent(&c.submit_name(&long)).is_empty());
+    assert_eq!(c.name_error(), "Name is too long: at most 32 characters.");
+}
+
+#[test]
+fn a_name_submitted_while_connecting_is_sent_once_the_socket_opens() {
+    let mut c = ClientState::new();
+    c.start();
+    assert!(c.submit_name("  alice ").is_empty());
+    assert_eq!(sent(&c.opened()), vec![join("alice", None)]);
+    // Pressing Join again while the answer is on its way sends nothing more.
+    assert!(c.submit_name("alice").is_empty());
+}
+
+#[test]
+fn the_welcome_shows_the_chat_the_roster_and_moves_the_focus() {
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    c.submit_name("alice");
+    let fx = c.received(&welcome("alice", &["alice", "Bob"], EPOCH));
+    assert_eq!(
+        lines(&fx),
+        vec![system(
+            "Welcome, alice! Online (2): alice, Bob\nType /help for the list of commands."
+        )]
+    );
+    assert!(fx.contains(&Effect::Focus(Field::Message)));
+    assert!(c.joined() && c.show_chat() && !c.show_join_form());
+    assert_eq!(c.roster(), ["alice", "Bob"]);
+    assert_eq!(c.count(), 2);
+    assert_eq!(
+        c.resume(),
+        Some(Resume {
+            epoch: EPOCH,
+            seq: 0
+        })
+    );
+}
+
+#[test]
+fn the_servers_refusal_of_a_name_is_shown_on_the_form() {
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    c.submit_name("Alice");
+    let fx = c.received(
+        r#"{"type":"error","code":"name_taken","message":"The name 'Alice' is already taken; choose another."}"#,
+    );
+    assert_eq!(timer(&fx), None, "a first join is not retried");
+    assert_eq!(
+        c.name_error(),
+        "The name 'Alice' is already taken; choose another."
+    );
+    assert!(c.show_join_form() && !c.joined());
+    // The connection stays at the prompt: another name goes out on it at once.
+    assert_eq!(sent(&c.submit_name("Alice2")), vec![join("Alice2", None)]);
+}
+
+#[test]
+fn a_full_server_is_said_on_the_form_and_not_retried_by_itself() {
+    let mut c = ClientState::new();
+    c.start();
+    c.submit_name("alice");
+    c.opened();
+    c.received(r#"{"type":"full"}"#);
+    assert_eq!(c.name_error(), "Server is full, please try again later.");
+    assert!(c.closed(0.5).is_empty());
+    assert_eq!(
+        (c.status_text().as_str(), c.status_state()),
+        ("Disconnected", "closed")
+    );
+    assert!(c.show_join_form());
+    // Trying again is the user's call.
+    assert_eq!(c.submit_name("alice"), vec![Effect::Connect]);
+}
+
+#[test]
+fn history_and_messages_appear_in_order_with_your_own_marked() {
+    let mut c = joined_alice();
+    let fx = c.received(
+        r#"{"type":"history","messages":[{"seq":1,"from":"bob","text":"hi"},{"seq":2,"from":"Alice","text":"earlier me"}]}"#,
+    );
+    assert_eq!(
+        lines(&fx),
+        vec![
+            (Kind::Message, "bob: hi".into()),
+            (Kind::Own, "Alice: earlier me".into())
+        ]
+    );
+    let fx = c.received(&message(3, "alice", "hello"));
+    let Effect::Append(entry) = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!((entry.kind, entry.seq), (Kind::Own, Some(3)));
+    assert_eq!(entry.parts[0], span("from", "alice"));
+    assert_eq!(entry.parts[2], span("text", "hello"));
+    assert_eq!(
+        lines(&c.received(&message(4, "bob", "<b>not bold</b>"))),
+        vec![(Kind::Message, "bob: <b>not bold</b>".into())]
+    );
+    assert_eq!(
+        c.resume(),
+        Some(Resume {
+            epoch: EPOCH,
+            seq: 4
+        })
+    );
+}
+
+#[test]
+fn a_message_seen_already_is_dropped() {
+    let mut c = joined_alice();
+    assert_eq!(lines(&c.received(&message(5, "bob", "once"))).len(), 1);
+    assert!(c.received(&message(5, "bob", "once")).is_empty());
+    assert!(c.received(&message(4, "bob", "older")).is_empty());
+    assert_eq!(lines(&c.received(&message(6, "bob", "next"))).len(), 1);
+}
+
+#[test]
+fn joins_and_leaves_keep_the_roster_sorted_and_counted() {
+    let mut c = joined_alice();
+    let v = c.roster_version();
+    assert_eq!(
+        lines(&c.received(r#"{"type":"joined","name":"Carol"}"#)),
+        vec![(Kind::Joined, "Carol joined the chat".into())]
+    );
+    assert_eq!(c.roster(), ["alice", "bob", "Carol"]);
+    assert_eq!(c.count(), 3);
+    assert!(c.roster_version() > v);
+    assert_eq!(
+        lines(&c.received(r#"{"type":"left","name":"bob"}"#)),
+        vec![(Kind::Left, "bob left the chat".into())]
+    );
+    assert_eq!(c.roster(), ["alice", "Carol"]);
+    assert_eq!(c.count(), 2);
+}
+
+#[test]
+fn private_messages_name_the_other_side() {
+    let mut c = joined_alice();
+    assert_eq!(
+        lines(&c.received(r#"{"type":"private","from":"bob","text":"psst"}"#)),
+        vec![(Kind::Private, "Private from bob: psst".into())]
+    );
+    assert_eq!(
+        lines(&c.received(r#"{"type":"private_sent","to":"bob","text":"hi"}"#)),
+        vec![(Kind::PrivateSent, "Private to bob: hi".into())]
+    );
+}
+
+#[test]
+fn answers_and_refusals_read_as_for_nc_users() {
+    let mut c = joined_alice();
+    assert_eq!(
+        lines(&c.received(r#"{"type":"who","online":["alice","bob"]}"#)),
+        vec![system("Online (2): alice, bob")]
+    );
+    let help = lines(&c.apply(Event::help()));
+    assert_eq!(help.len(), 1);
+    assert!(
+        help[0]
+            .1
+            .starts_with("Commands:\n  /msg NAME TEXT   send TEXT to NAME only\n")
+    );
+    assert_eq!(
+        lines(&c.received(
+            r#"{"type":"error","code":"no_such_user","message":"No user named 'zed'."}"#
+        )),
+        vec![system("No user named 'zed'.")]
+    );
+    assert!(c.joined(), "a refusal keeps you in");
+    assert_eq!(
+        lines(&c.received("not json")),
+        vec![system(
+            "The server sent something this client does not understand."
+        )]
+    );
+}
+
+#[test]
+fn a_big_room_is_listed_in_full_by_a_silent_who() {
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    c.submit_name("alice");
+    let names: Vec<String> = (0..60).map(|i| format!("u{i:02}")).collect();
+    let listed: Vec<String> = names[..50].iter().map(|n| format!("{n:?}")).collect();
+    let fx = c.received(&format!(
+        r#"{{"type":"welcome","name":"alice","count":61,"online":["alice",{}],"epoch":1}}"#,
+        listed[..49].join(",")
+    ));
+    assert_eq!(sent(&fx), vec![Request::Who]);
+    assert_eq!(c.count(), 61);
+    assert_eq!(c.roster().len(), 50);
+    // Someone not listed leaves before the answer: the count still drops.
+    c.received(r#"{"type":"left","name":"u59"}"#);
+    assert_eq!(c.count(), 60);
+    let mut all = vec!["alice".to_owned()];
+    all.extend(names[..59].iter().cloned());
+    let answer = format!(
+        r#"{{"type":"who","online":[{}]}}"#,
+        all.iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(
+        lines(&c.received(&answer)).is_empty(),
+        "the asked-for answer is not shown"
+    );
+    assert_eq!(c.roster().len(), 60);
+    assert_eq!(c.count(), 60);
+    // The user's own /who is shown.
+    assert_eq!(lines(&c.received(&answer)).len(), 1);
+}
+
+#[test]
+fn typed_lines_become_requests_or_refusals() {
+    let mut c = joined_alice();
+    assert_eq!(
+        c.submit_message("/msg Bob hi"),
+        vec![
+            Effect::Send(Request::Msg {
+                to: "Bob".into(),
+                text: "hi".into()
+            }),
+            Effect::ClearMessage
+        ]
+    );
+    assert_eq!(sent(&c.submit_message("/who")), vec![Request::Who]);
+    assert_eq!(
+        sent(&c.submit_message("hello all")),
+        vec![Request::Say {
+            text: "hello all".into()
+        }]
+    );
+    assert!(c.submit_message("   ").is_empty());
+    let fx = c.submit_message("/dance");
+    assert_eq!(
+        lines(&fx),
+        vec![system(
+            "Unknown command '/dance'. Type /help for the list of commands."
+        )]
+    );
+    assert!(
+        !fx.contains(&Effect::ClearMessage),
+        "the box keeps a line to fix"
+    );
+    assert_eq!(
+        lines(&c.submit_message("/msg bob")),
+        vec![system("Usage: /msg NAME TEXT")]
+    );
+}
+
+#[test]
+fn a_dropped_connection_rejoins_with_the_same_name_and_resumes() {
+    let mut c = joined_alice();
+    c.received(&message(3, "bob", "before"));
+    let fx = c.closed(1.0);
+    assert_eq!(lines(&fx), vec![system(LOST_NOTICE)]);
+    let (delay, token) = timer(&fx).expect("a reconnect is scheduled");
+    assert_eq!(delay, 250);
+    assert_eq!(
+        (c.status_text().as_str(), c.status_state()),
+        ("Reconnecting in 1 s…", "connecting")
+    );
+    assert!(!c.joined() && !c.show_join_form() && c.show_chat());
+    assert!(lines(&c.submit_message("are you there?")) == vec![system(NOT_JOINED_NOTICE)]);
+    assert_eq!(c.timer_fired(token), vec![Effect::Connect]);
+    assert_eq!(
+        sent(&c.opened()),
+        vec![join(
+            "alice",
+            Some(Resume {
+                epoch: EPOCH,
+                seq: 3
+            })
+        )]
+    );
+    let fx = c.received(&welcome("alice", &["alice", "bob"], EPOCH));
+    assert_eq!(lines(&fx), vec![system(REJOINED_NOTICE)]);
+    assert!(
+        !fx.contains(&Effect::Focus(Field::Message)),
+        "no focus stolen"
+    );
+    assert!(c.joined());
+    let fx = c.received(
+        r#"{"type":"history","messages":[{"seq":3,"from":"bob","text":"before"},{"seq":4,"from":"bob","text":"missed"}]}"#,
+    );
+    assert_eq!(lines(&fx), vec![(Kind::Message, "bob: missed".into())]);
+}
+
+#[test]
+fn reconnects_back_off_doubling_to_four_seconds() {
+    let mut c = joined_alice();
+    let mut delays = Vec::new();
+    for _ in 0..7 {
+        let (delay, token) = timer(&c.closed(1.0)).unwrap();
+        delays.push(delay);
+        assert_eq!(c.timer_fired(token), vec![Effect::Connect]);
+        assert_eq!(sent(&c.opened()).len(), 1, "each attempt joins again");
+    }
+    assert_eq!(delays, [250, 500, 1000, 2000, 4000, 4000, 4000]);
+    assert_eq!(c.status_text(), "Connected");
+    c.received(&welcome("alice", &["alice"], EPOCH));
+    let (delay, _) = timer(&c.closed(1.0)).unwrap();
+    assert_eq!(delay, 250, "a success starts the back-off afresh");
+}
+
+#[test]
+fn backoff_jitters_within_the_lower_half() {
+    assert_eq!(backoff_ms(1, 0.0), 125);
+    assert_eq!(backoff_ms(3, 0.5), 750);
+    assert_eq!(backoff_ms(100, 0.0), 2000);
+    assert_eq!(backoff_ms(100, 1.0), 4000);
+}
+
+#[test]
+fn a_stale_timer_does_nothing() {
+    let mut c = joined_alice();
+    let (_, token) = timer(&c.closed(0.0)).unwrap();
+    // The user chooses to join now rather than wait: the old timer no longer counts.
+    assert_eq!(c.timer_fired(token.wrapping_sub(1)), vec![]);
+    c.timer_fired(token);
+    assert_eq!(c.timer_fired(token), vec![], "a timer fires once");
+}
+
+#[test]
+fn a_gap_in_the_resumed_history_is_said() {
+    let mut c = joined_alice();
+    c.received(&message(3, "bob", "a"));
+    c.closed(0.0);
+    c.opened();
+    c.received(&welcome("alice", &["alice", "bob"], EPOCH));
+    let fx = c.received(
+        r#"{"type":"history","messages":[{"seq":60,"from":"bob","text":"still there?"}],"gap":true}"#,
+    );
+    assert_eq!(
+        lines(&fx),
+        vec![
+            system(GAP_NOTICE),
+            (Kind::Message, "bob: still there?".into())
+        ]
+    );
+}
+
+#[test]
+fn a_new_epoch_starts_the_numbering_afresh() {
+    let mut c = joined_alice();
+    c.received(&message(7, "bob", "old run"));
+    c.closed(0.0);
+    c.opened();
+    c.received(&welcome("alice", &["alice"], EPOCH + 1));
+    assert_eq!(
+        c.resume(),
+        Some(Resume {
+            epoch: EPOCH + 1,
+            seq: 0
+        })
+    );
+    let fx = c.received(
+        r#"{"type":"history","messages":[{"seq":1,"from":"bob","text":"new run"}],"gap":true}"#,
+    );
+    assert_eq!(
+        lines(&fx),
+        vec![system(GAP_NOTICE), (Kind::Message, "bob: new run".into())]
+    );
+}
+
+#[test]
+fn a_rejoin_refused_as_taken_is_retried_then_given_up() {
+    let mut c = joined_alice();
+    c.closed(0.0);
+    c.opened();
+    let taken = r#"{"type":"error","code":"name_taken","message":"The name 'alice' is already taken; choose another."}"#;
+    for _ in 0..NAME_TAKEN_RETRIES {
+        let (_, token) = timer(&c.received(taken)).expect("retried later");
+        assert_eq!(c.status_text(), "Rejoining…");
+        assert!(!c.show_join_form(), "no form while retrying");
+        assert_eq!(sent(&c.timer_fired(token)).len(), 1);
+    }
+    let fx = c.received(taken);
+    assert_eq!(timer(&fx), None);
+    assert!(fx.contains(&Effect::Focus(Field::Name)));
+    assert!(c.show_join_form() && !c.joined());
+    assert_eq!(
+        c.name_error(),
+        "The name 'alice' is already taken; choose another."
+    );
+}
+
+#[test]
+fn quit_says_goodbye_and_does_not_reconnect() {
+    let mut c = joined_alice();
+    assert_eq!(sent(&c.submit_message("/quit")), vec![Request::Quit]);
+    let fx = c.received(r#"{"type":"goodbye"}"#);
+    assert_eq!(lines(&fx), vec![system("Goodbye!")]);
+    assert!(fx.contains(&Effect::Focus(Field::Name)));
+    assert!(!c.joined() && c.show_join_form() && c.show_chat());
+    assert_eq!(
+        (c.roster().len(), c.count()),
+        (0, 0),
+        "who is online is unknown now"
+    );
+    assert!(c.closed(0.0).is_empty(), "no reconnect, no notice");
+    assert_eq!(
+        (c.status_text().as_str(), c.status_state()),
+        ("Disconnected", "closed")
+    );
+    // Joining again is one click, and resumes so nothing is shown twice.
+    assert_eq!(c.submit_name("alice"), vec![Effect::Connect]);
+    assert_eq!(
+        sent(&c.opened()),
+        vec![join(
+            "alice",
+            Some(Resume {
+                epoch: EPOCH,
+                seq: 0
+            })
+        )]
+    );
+}
+
+#[test]
+fn an_idle_timeout_does_not_reconnect() {
+    let mut c = joined_alice();
+    assert_eq!(
+        lines(&c.received(r#"{"type":"idle_timeout"}"#)),
+        vec![system("Disconnected: idle timeout.")]
+    );
+    assert!(c.closed(0.0).is_empty());
+    assert_eq!(c.status_state(), "closed");
+    assert!(c.show_join_form());
+}
+
+#[test]
+fn a_shutdown_reconnects_until_the_server_is_back() {
+    let mut c = joined_alice();
+    assert_eq!(
+        lines(&c.received(r#"{"type":"shutdown"}"#)),
+        vec![system("*** Server is shutting down ***")]
+    );
+    let fx = c.closed(0.0);
+    assert!(timer(&fx).is_some());
+    assert_eq!(c.status_state(), "connecting");
+    assert_eq!(
+        c.roster(),
+        ["alice", "bob"],
+        "kept until the rejoin's welcome"
+    );
+    assert!(!c.show_join_form());
+}
+
+#[test]
+fn the_form_page_reconnects_by_itself_after_a_drop_but_not_after_an_idle_timeout() {
+    let mut c = ClientState::new();
+    c.start();
+    assert!(timer(&c.closed(0.0)).is_some(), "server not up yet: retry");
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    assert!(
+        c.received(r#"{"type":"idle_timeout"}"#).is_empty(),
+        "nothing to log yet"
+    );
+    assert!(c.closed(0.0).is_empty());
+    assert_eq!(c.status_text(), "Disconnected");
+    assert_eq!(c.submit_name("alice"), vec![Effect::Connect]);
+}
