@@ -67,6 +67,28 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_QUEUE", value_name = "BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_queue: u64,
+
+    /// Serve the browser client's files from this directory (`/` is its index.html). Without
+    /// it, `/` is a page that says how to get the web client and how to chat with nc.
+    #[arg(long, env = "CHAT_WEB_ROOT", value_name = "DIR")]
+    pub web_root: Option<PathBuf>,
+
+    /// Also accept WebSocket handshakes from pages of this origin (e.g.
+    /// `https://chat.example.org`); repeatable, comma-separated in the variable; `*` accepts
+    /// any. Always accepted: no Origin (non-browser clients) and the server's own page.
+    #[arg(
+        long,
+        env = "CHAT_ALLOW_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allow_origin: Vec<String>,
+
+    /// Seconds between WebSocket pings; a peer that sends nothing, not even a pong, for two of
+    /// them is dropped. 0 turns pings off.
+    #[arg(long, env = "CHAT_WS_PING", value_name = "SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub ws_ping: u64,
 }
 
 /// `on` or `off`.
@@ -117,6 +139,25 @@ mod tests {
         assert_eq!(room.max_line, 4096);
         assert_eq!(room.history, 50);
         assert!(room.flood.is_some());
+        assert_eq!(c.web_root, None);
+        assert!(c.allow_origin.is_empty());
+        assert_eq!(c.ws_ping, 20);
+    }
+
+    #[test]
+    fn origins_repeat_and_split_on_commas() {
+        let c = Config::try_parse_from([
+            "x",
+            "--allow-origin",
+            "http://a.example,https://b.example",
+            "--allow-origin",
+            "*",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.allow_origin,
+            ["http://a.example", "https://b.example", "*"]
+        );
     }
 
     #[test]

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::room_task::{Outbox, RoomInput};
 
 /// How much one read takes off the socket.
-const READ_CHUNK: usize = 4096;
+pub const READ_CHUNK: usize = 4096;
 /// How many queued bytes the writer gathers into one write.
-const WRITE_BATCH: usize = 64 * 1024;
+pub const WRITE_BATCH: usize = 64 * 1024;
 /// After the room closes a connection, unread input is drained for at most this long, so that
 /// the close is a clean FIN and the peer gets its last lines: closing a socket with unread
 /// input sends a reset, which can destroy what the peer has not read yet.
@@ -41,6 +41,7 @@ pub async fn serve(
         frames,
         queued: queued.clone(),
         abort: abort.clone(),
+        close: None,
     };
     let open = RoomInput::Open {
         conn,
@@ -148,7 +149,7 @@ async fn write_frames(
 
 /// Drains and discards input after our FIN until the peer closes too, falls silent, or
 /// [`LINGER`] has passed.
-async fn linger(stream: &mut TcpStream) {
+pub async fn linger(stream: &mut (impl AsyncRead + Unpin)) {
     let mut sink = [0u8; 1024];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(Ok(n)) = tokio::time::timeout(LINGER_QUIET, stream.read(&mut sink)).await {

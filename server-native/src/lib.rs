@@ -1,5 +1,5 @@
 //! `chat-server`: the chat room of `chat-core`, served with tokio over TCP (nc, telnet) and
-//! HTTP.
+//! HTTP (the browser page, and WebSocket on `/ws`).
 //!
 //! # Layout
 //!
@@ -8,7 +8,10 @@
 //!   accepts connections, and shuts down gracefully. Tests bind `127.0.0.1:0` and call it.
 //! - `room_task`: the one task that owns the `Room`, feeds it and routes its outputs.
 //! - `connection`: one TCP connection: a line reader and a batching writer.
-//! - `http`: the HTTP listener's answers.
+//! - `http`: the HTTP listener's answers, and the `/ws` upgrade.
+//! - `websocket`: the upgrade's checks and one WebSocket connection: a reader and a batching
+//!   writer with keepalive pings, in the same room as the TCP connections.
+//! - `files`: the static files of `--web-root`.
 //! - [`log`]: the message log, JSON Lines written by a thread of its own.
 //!
 //! The binary in `main.rs` only parses flags, binds, prints the addresses and waits for
@@ -16,14 +19,17 @@
 
 pub mod config;
 mod connection;
+mod files;
 mod http;
 pub mod log;
 mod room_task;
+mod websocket;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_core::{ConnId, Room};
@@ -95,35 +101,54 @@ pub async fn run(
 
     let max_line = config.max_line as usize;
     let admitted = Arc::new(Semaphore::new(config.max_users as usize + ADMISSION_SLACK));
-    let mut next_id = 0;
+    // Connection ids, unique across both listeners.
+    let next_id = Arc::new(AtomicU64::new(1));
+    let new_id = move || ConnId(next_id.fetch_add(1, Ordering::Relaxed));
     let tcp_tracker = tracker.clone();
+    let tcp_room = room_tx.clone();
+    let tcp_id = new_id.clone();
     // Each connection gets a clone of the room's sender; the room itself stops on `stop`.
     let tcp = accept_loop(
         listeners.tcp,
         "tcp",
-        admitted,
+        admitted.clone(),
         &stop,
         move |stream, peer, permit| {
-            next_id += 1;
-            let conn = ConnId(next_id);
-            let room = room_tx.clone();
+            let conn = tcp_id();
+            let room = tcp_room.clone();
             tcp_tracker.spawn(async move {
                 connection::serve(stream, peer, conn, room, max_line).await;
                 drop(permit);
             });
         },
     );
+    let site = Arc::new(http::Site {
+        tcp_addr: tcp_addr.to_string(),
+        web_root: config.web_root.clone(),
+        ws: websocket::Settings {
+            max_line,
+            ping: (config.ws_ping > 0).then(|| Duration::from_secs(config.ws_ping)),
+            origins: websocket::Origins::new(&config.allow_origin),
+        },
+        admitted,
+    });
     let http_slots = Arc::new(Semaphore::new(MAX_HTTP));
     let http = accept_loop(
         listeners.http,
         "http",
         http_slots,
         &stop,
-        |stream, _, permit| {
-            let tcp_addr = tcp_addr.to_string();
+        |stream, peer, permit| {
+            let site = site.clone();
+            let room = room_tx.clone();
+            let new_id = new_id.clone();
             tracker.spawn(async move {
-                http::serve(stream, tcp_addr).await;
+                let upgraded = http::serve(stream, &site).await;
+                // A WebSocket holds a place among the admitted connections, not an HTTP slot.
                 drop(permit);
+                if let Some(upgraded) = upgraded {
+                    websocket::serve(upgraded, peer, new_id(), room, &site.ws).await;
+                }
             });
         },
     );

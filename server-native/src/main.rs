@@ -41,7 +41,8 @@ async fn serve(config: Config) -> std::io::Result<()> {
     writeln!(stdout, "http listening on {http}")?;
     stdout.flush()?;
     drop(stdout);
-    tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}", tcp.ip(), tcp.port());
+    tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a browser: http://{http}/",
+        tcp.ip(), tcp.port());
     chat_server::run(config, listeners, shutdown_signal()).await
 }
 

@@ -8,9 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use chat_core::{ConnId, Disconnect, Line, Output, Room, Timestamp, Wire};
-use tokio::sync::mpsc;
+use chat_core::codec::json;
+use chat_core::{
+    CloseReason, ConnId, Disconnect, ErrorCode, Event, Line, Output, Room, Timestamp, Wire,
+};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::MessageLog;
@@ -30,6 +34,11 @@ pub enum RoomInput {
     },
     /// A line from a line-wire connection.
     Line { conn: ConnId, line: Line },
+    /// A text message from a JSON-wire (WebSocket) connection.
+    Json { conn: ConnId, text: Utf8Bytes },
+    /// A binary message from a WebSocket connection: the JSON wire has none, so it is refused
+    /// with a `bad_request` error and the connection stays.
+    Binary { conn: ConnId },
     /// The connection ended on its side.
     Disconnect { conn: ConnId, why: Disconnect },
 }
@@ -43,7 +52,14 @@ pub struct Outbox {
     /// Cancelled to drop the connection at once, without flushing what is queued: the peer
     /// does not read it anyway.
     pub abort: CancellationToken,
+    /// Told why, just before `frames` closes, when the room closes the connection; for a
+    /// transport (WebSocket) whose close says why.
+    pub close: Option<oneshot::Sender<CloseReason>>,
 }
+
+/// What a binary WebSocket message gets back.
+const BINARY_REFUSED: &str =
+    "Error: bad request: binary messages are not supported; send each request as JSON text.";
 
 /// The room's clock: `Timestamp`s count from `epoch`.
 #[derive(Clone, Copy, Debug)]
@@ -133,6 +149,11 @@ impl Router<'_> {
                 room.handle_open(now, conn, wire, peer);
             }
             RoomInput::Line { conn, line } => room.handle_line(now, conn, line),
+            RoomInput::Json { conn, text } => room.handle_json(now, conn, &text),
+            RoomInput::Binary { conn } => {
+                let refusal = Event::error(ErrorCode::BadRequest, BINARY_REFUSED);
+                self.send(room, now, conn, json::encode_event(&refusal));
+            }
             RoomInput::Disconnect { conn, why } => {
                 self.outboxes.remove(&conn);
                 room.handle_disconnect(now, conn, why);
@@ -148,7 +169,11 @@ impl Router<'_> {
                 Output::Close { conn, reason } => {
                     tracing::debug!(?conn, ?reason, "closing");
                     // Dropping the sender lets the writer flush what is queued, then close.
-                    self.outboxes.remove(&conn);
+                    if let Some(mut outbox) = self.outboxes.remove(&conn) {
+                        if let Some(close) = outbox.close.take() {
+                            let _ = close.send(reason);
+                        }
+                    }
                 }
                 Output::Log(record) => {
                     if let Some(log) = self.log {

@@ -182,6 +182,51 @@ fn environment_variables_set_the_flags() {
     first.expect("Error: line too long");
 }
 
+/// One request to the HTTP listener; the whole response.
+fn http_request(addr: &str, request: &str) -> String {
+    let mut peer = Peer::connect(addr);
+    peer.stream.write_all(request.as_bytes()).unwrap();
+    peer.read_to_end()
+}
+
+#[test]
+fn the_web_root_and_allowed_origins_come_from_the_environment() {
+    let root = std::env::temp_dir().join(format!("chat-env-www-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("index.html"), "<p>the web client</p>").unwrap();
+    let server = Server::start(
+        &["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        &[
+            ("CHAT_WEB_ROOT", root.to_str().unwrap()),
+            ("CHAT_ALLOW_ORIGIN", "https://a.example, https://b.example"),
+        ],
+    );
+    let page = http_request(&server.http, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(page.ends_with("\r\n\r\n<p>the web client</p>"), "{page}");
+    let upgrade = |origin: &str| {
+        http_request(
+            &server.http,
+            &format!(
+                "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Origin: {origin}\r\n\r\n"
+            ),
+        )
+    };
+    // An accepted handshake stays open: shut our side so the server closes too.
+    let mut peer = Peer::connect(&server.http);
+    peer.stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Origin: https://b.example\r\n\r\n",
+        )
+        .unwrap();
+    peer.expect("HTTP/1.1 101 Switching Protocols\r\n");
+    assert!(upgrade("https://c.example").starts_with("HTTP/1.1 403 Forbidden\r\n"));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[test]
 fn help_documents_every_flag_with_its_environment_variable() {
     let out = Command::new(env!("CARGO_BIN_EXE_chat-server"))
@@ -200,6 +245,9 @@ fn help_documents_every_flag_with_its_environment_variable() {
         ("--log", "CHAT_LOG"),
         ("--flood", "CHAT_FLOOD"),
         ("--max-queue", "CHAT_MAX_QUEUE"),
+        ("--web-root", "CHAT_WEB_ROOT"),
+        ("--allow-origin", "CHAT_ALLOW_ORIGIN"),
+        ("--ws-ping", "CHAT_WS_PING"),
     ] {
         assert!(
             help.contains(flag) && help.contains(var),

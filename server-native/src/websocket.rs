@@ -1,0 +1,584 @@
+//! WebSocket on `/ws`: the upgrade, checked by hand on the request head the HTTP listener
+//! parsed, and then one connection carrying the core's JSON wire, one event per text message.
+//!
+//! A connection is a reader and a writer, like a TCP one (`connection.rs`), over the two halves
+//! of one `WebSocketStream`. The reader hands each text message to the room; the writer drains
+//! the same kind of outbox as TCP (pre-encoded `Bytes`, counted in `queued`, bounded by
+//! `--max-queue`), feeding whatever is queued and flushing once, and sends the keepalive pings.
+//! Whoever ends first decides how the connection closes (see [`Settings`] and `docs/protocol.md`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_core::{CloseReason, ConnId, Disconnect, Wire};
+use futures_util::stream::{FusedStream, SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{READ_CHUNK, WRITE_BATCH, linger};
+use crate::http::Head;
+use crate::room_task::{Outbox, RoomInput};
+
+/// How long a closing connection waits for the peer to answer its close frame (or, when the
+/// peer closed first, for the last frames to go out). Well within the shutdown grace period.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// How WebSocket connections behave; the same for all of them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--max-line`: the room refuses a longer message with `line_too_long`.
+    pub max_line: usize,
+    /// `--ws-ping`: the keepalive interval; `None` sends no pings and never declares a peer
+    /// dead.
+    pub ping: Option<Duration>,
+    /// Who may open a connection from a browser page.
+    pub origins: Origins,
+}
+
+impl Settings {
+    /// The largest message (or frame) read at all: four times `--max-line` plus 1 KiB. Up to
+    /// it, a message over `--max-line` is read whole, the room refuses it with `line_too_long`
+    /// and the connection stays, like an overlong line on TCP; past it, the reader stops and
+    /// the connection is closed with 1009 (message too big), so that nobody can make the server
+    /// buffer megabytes.
+    pub fn hard_cap(&self) -> usize {
+        self.max_line.saturating_mul(4).saturating_add(1024)
+    }
+
+    fn config(&self) -> WebSocketConfig {
+        WebSocketConfig::default()
+            // Allocated up front for every connection: small, like a TCP read.
+            .read_buffer_size(READ_CHUNK)
+            // Frames fed between two flushes gather up to this much before being written.
+            .write_buffer_size(WRITE_BATCH)
+            .max_message_size(Some(self.hard_cap()))
+            .max_frame_size(Some(self.hard_cap()))
+    }
+}
+
+/// The origin policy: a handshake without `Origin` (not a browser) or from the server's own
+/// page (`http://` + the request's `Host`) is accepted, and so is one from an origin given
+/// with `--allow-origin` (`*`: any). Compared without regard to case.
+#[derive(Debug, Clone, Default)]
+pub struct Origins {
+    any: bool,
+    allowed: Vec<String>,
+}
+
+impl Origins {
+    pub fn new(allowed: &[String]) -> Origins {
+        let mut origins = Origins::default();
+        for origin in allowed {
+            let origin = origin.trim().trim_end_matches('/');
+            if origin == "*" {
+                origins.any = true;
+            } else if !origin.is_empty() {
+                origins.allowed.push(origin.to_ascii_lowercase());
+            }
+        }
+        origins
+    }
+
+    /// `Ok` when a handshake with this `Origin` and `Host` may proceed; otherwise one line that
+    /// says why not.
+    pub fn check(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), String> {
+        let Some(origin) = origin else {
+            return Ok(());
+        };
+        let origin = origin.trim();
+        let own = host.map(|host| format!("http://{}", host.trim()));
+        if self.any
+            || own
+                .as_deref()
+                .is_some_and(|own| own.eq_ignore_ascii_case(origin))
+            || self
+                .allowed
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+        {
+            return Ok(());
+        }
+        let own = own.unwrap_or_else(|| "this server's own page".to_owned());
+        Err(format!(
+            "WebSocket connections from pages of origin {origin:?} are not allowed, only from \
+             {own}; start the server with --allow-origin {origin:?} to accept them."
+        ))
+    }
+}
+
+/// A refused upgrade: the status, an extra header if any, and a one-line reason.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub header: Option<(&'static str, &'static str)>,
+    pub reason: String,
+}
+
+fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        header: None,
+        reason: reason.into(),
+    }
+}
+
+/// Checks a request for `/ws` as RFC 6455 says a server must and returns the
+/// `Sec-WebSocket-Accept` value, or why it is refused.
+pub fn check_upgrade(head: &Head, origins: &Origins) -> Result<String, Refusal> {
+    if head.method != "GET" {
+        return Err(Refusal {
+            status: 405,
+            header: Some(("Allow", "GET")),
+            reason: "The WebSocket endpoint takes only GET with an Upgrade.".into(),
+        });
+    }
+    if !head.has_token("upgrade", "websocket") {
+        return Err(Refusal {
+            status: 426,
+            header: Some(("Upgrade", "websocket")),
+            reason: "This is the chat's WebSocket endpoint: connect with a WebSocket client \
+                     (the header Upgrade: websocket is missing)."
+                .into(),
+        });
+    }
+    if head.version != 1 {
+        return Err(refuse(400, "A WebSocket upgrade needs HTTP/1.1."));
+    }
+    if !head.has_token("connection", "upgrade") {
+        return Err(refuse(
+            400,
+            "A WebSocket upgrade needs the header Connection: Upgrade.",
+        ));
+    }
+    match head.get("sec-websocket-version") {
+        None => {
+            return Err(refuse(
+                400,
+                "A WebSocket upgrade needs the header Sec-WebSocket-Version: 13.",
+            ));
+        }
+        Some(version) if version.trim() == "13" => {}
+        Some(_) => {
+            // RFC 6455, 4.4: name the versions this server speaks.
+            return Err(Refusal {
+                status: 426,
+                header: Some(("Sec-WebSocket-Version", "13")),
+                reason: "Only WebSocket version 13 is supported.".into(),
+            });
+        }
+    }
+    let key = match head.get("sec-websocket-key").map(str::trim) {
+        Some(key) if is_valid_key(key) => key,
+        _ => {
+            return Err(refuse(
+                400,
+                "A WebSocket upgrade needs a Sec-WebSocket-Key of 16 bytes in base64.",
+            ));
+        }
+    };
+    origins
+        .check(head.get("origin"), head.get("host"))
+        .map_err(|reason| refuse(403, reason))?;
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+/// A nonce of 16 bytes in base64: 22 characters of the alphabet, then `==`.
+fn is_valid_key(key: &str) -> bool {
+    key.len() == 24
+        && key.ends_with("==")
+        && key.as_bytes()[..22]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+/// A connection that has been answered `101 Switching Protocols`.
+pub struct Upgraded {
+    pub stream: TcpStream,
+    /// Bytes the client sent after its request head, already read: the start of its frames.
+    pub leftover: Vec<u8>,
+    /// Its place among the connections admitted at once (`--max-users` and some slack).
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// How the reader ended.
+#[derive(Debug)]
+enum ReadEnd {
+    /// The peer closed (a close frame, whose answer tungstenite has queued, or end of input).
+    Closed,
+    /// Nothing at all, not even a pong, for two ping intervals.
+    Dead,
+    /// The peer broke the protocol, sent a message past the hard cap, or the socket failed.
+    Failed(WsError),
+    /// The room has stopped (the server is shutting down).
+    RoomGone,
+}
+
+/// How the connection ended, which decides the close frame.
+#[derive(Debug)]
+enum End {
+    /// The room closed it, saying why (`None`: the room went away without a word).
+    Room(Option<CloseReason>),
+    /// The room dropped it: its output was not read.
+    TooSlow,
+    Read(ReadEnd),
+    /// A write failed: the peer is gone.
+    WriteFailed,
+}
+
+/// Serves one upgraded connection until either side ends it.
+pub async fn serve(
+    upgraded: Upgraded,
+    peer: SocketAddr,
+    conn: ConnId,
+    room: mpsc::Sender<RoomInput>,
+    settings: &Settings,
+) {
+    let Upgraded {
+        stream,
+        leftover,
+        permit,
+    } = upgraded;
+    let ws = WebSocketStream::from_partially_read(
+        stream,
+        leftover,
+        Role::Server,
+        Some(settings.config()),
+    )
+    .await;
+    let (frames, outgoing) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let abort = CancellationToken::new();
+    let (close, mut close_reason) = oneshot::channel();
+    let outbox = Outbox {
+        frames,
+        queued: queued.clone(),
+        abort: abort.clone(),
+        close: Some(close),
+    };
+    let open = RoomInput::Open {
+        conn,
+        wire: Wire::Json,
+        peer: Some(peer.ip()),
+        outbox,
+    };
+    if room.send(open).await.is_err() {
+        // The room has stopped: the server is shutting down.
+        finish(ws, conn, &End::Room(None)).await;
+        return;
+    }
+    tracing::debug!(?conn, %peer, "websocket connected");
+
+    let (mut sink, mut stream) = ws.split();
+    let end = {
+        let reader = read_messages(&mut stream, conn, &room, settings);
+        let writer = write_frames(&mut sink, outgoing, &queued, settings.ping);
+        tokio::pin!(reader, writer);
+        let written = |result: Result<(), WsError>, close_reason: &mut oneshot::Receiver<_>| {
+            match result {
+                // The room told why before it let go of the outbox.
+                Ok(()) => End::Room(close_reason.try_recv().ok()),
+                Err(err) => {
+                    tracing::debug!(?conn, %err, "websocket write failed");
+                    End::WriteFailed
+                }
+            }
+        };
+        let end = tokio::select! {
+            biased;
+            () = abort.cancelled() => End::TooSlow,
+            result = &mut writer => written(result, &mut close_reason),
+            end = &mut reader => match end {
+                // The room is shutting down and has queued its last words: let them out.
+                ReadEnd::RoomGone => tokio::select! {
+                    () = abort.cancelled() => End::TooSlow,
+                    result = tokio::time::timeout(CLOSE_WAIT, &mut writer) => match result {
+                        Ok(result) => written(result, &mut close_reason),
+                        Err(_) => End::Room(None),
+                    },
+                },
+                end => End::Read(end),
+            },
+        };
+        if matches!(end, End::Read(_) | End::WriteFailed) {
+            let why = Disconnect::Dropped;
+            let _ = room.send(RoomInput::Disconnect { conn, why }).await;
+        }
+        end
+    };
+    drop(room);
+    let ws = sink
+        .reunite(stream)
+        .expect("the two halves of one stream reunite");
+    match &end {
+        End::Read(ReadEnd::Failed(err)) => tracing::debug!(?conn, %err, "websocket failed"),
+        end => tracing::debug!(?conn, ?end, "websocket ending"),
+    }
+    finish(ws, conn, &end).await;
+    drop(permit);
+}
+
+/// The close frame that ends a connection this way, if one is worth sending.
+fn close_frame(end: &End) -> Option<CloseFrame> {
+    let (code, reason) = match end {
+        End::Room(Some(CloseReason::Quit)) => (CloseCode::Normal, "goodbye"),
+        End::Room(Some(CloseReason::IdleTimeout)) => (CloseCode::Normal, "idle timeout"),
+        End::Room(Some(CloseReason::Full)) => (CloseCode::Again, "the server is full"),
+        End::Room(Some(CloseReason::Shutdown) | None) | End::Read(ReadEnd::RoomGone) => {
+            (CloseCode::Away, "the server is shutting down")
+        }
+        End::TooSlow => (CloseCode::Policy, "too slow: output was not read"),
+        End::Read(ReadEnd::Failed(err)) => match err {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                (CloseCode::Size, "message too big")
+            }
+            WsError::Utf8(_) => (CloseCode::Invalid, "text is not UTF-8"),
+            WsError::Protocol(_) => (CloseCode::Protocol, "protocol error"),
+            _ => return None, // The socket failed: nobody to tell.
+        },
+        // The peer has closed, or is not there to read a close frame.
+        End::Read(ReadEnd::Closed | ReadEnd::Dead) | End::WriteFailed => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    })
+}
+
+/// Ends the connection as `end` says: sends the close frame, if any, and waits at most
+/// [`CLOSE_WAIT`] for the peer's close in reply; then the socket is dropped. Once the reader
+/// has stopped mid-message (too big), what the peer still sends is drained raw instead, so
+/// that closing does not reset the connection before the peer has read the close frame.
+async fn finish(mut ws: Ws, conn: ConnId, end: &End) {
+    let Some(close) = close_frame(end) else {
+        if let End::Read(ReadEnd::Closed) = end {
+            // Sends the answer to the peer's close, if it is still there to take it.
+            let flushed = tokio::time::timeout(CLOSE_WAIT, ws.flush()).await;
+            tracing::debug!(?conn, ?flushed, "websocket closed by the peer");
+        } else {
+            tracing::debug!(?conn, "websocket dropped");
+        }
+        return;
+    };
+    let code = u16::from(close.code);
+    let answered = tokio::time::timeout(CLOSE_WAIT, async {
+        ws.close(Some(close)).await?;
+        if ws.is_terminated() {
+            linger(ws.get_mut()).await;
+        } else {
+            // Until the peer's close frame; anything else it sends meanwhile is dropped.
+            while ws.next().await.transpose()?.is_some() {}
+        }
+        Ok::<(), WsError>(())
+    })
+    .await;
+    tracing::debug!(?conn, code, ?answered, "websocket closed");
+}
+
+/// Hands every message to the room until the peer closes, fails or falls silent.
+async fn read_messages(
+    stream: &mut SplitStream<Ws>,
+    conn: ConnId,
+    room: &mpsc::Sender<RoomInput>,
+    settings: &Settings,
+) -> ReadEnd {
+    let silence = settings.ping.map(|ping| ping * 2);
+    loop {
+        let next = match silence {
+            None => stream.next().await,
+            Some(silence) => match tokio::time::timeout(silence, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => return ReadEnd::Dead,
+            },
+        };
+        let input = match next {
+            None => return ReadEnd::Closed,
+            Some(Err(err)) => return ReadEnd::Failed(err),
+            Some(Ok(Message::Text(text))) => RoomInput::Json { conn, text },
+            Some(Ok(Message::Binary(_))) => RoomInput::Binary { conn },
+            Some(Ok(Message::Close(frame))) => {
+                // tungstenite has queued the answer; `finish` sends it.
+                tracing::debug!(?conn, ?frame, "websocket closed by the peer");
+                return ReadEnd::Closed;
+            }
+            // Pings (answered by tungstenite) and pongs: signs of life, not chat activity.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+        };
+        // Waiting when the room is busy slows this peer down and nobody else.
+        if room.send(input).await.is_err() {
+            return ReadEnd::RoomGone;
+        }
+    }
+}
+
+/// Sends each queued event as one text message, feeding whatever else is already queued and
+/// flushing once; pings every `ping`. Returns `Ok` once the room lets go of the connection.
+async fn write_frames(
+    sink: &mut SplitSink<Ws, Message>,
+    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    queued: &AtomicUsize,
+    ping: Option<Duration>,
+) -> Result<(), WsError> {
+    let mut pings = ping.map(|every| {
+        let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        pings
+    });
+    loop {
+        let first = tokio::select! {
+            biased;
+            frame = frames.recv() => match frame {
+                Some(frame) => frame,
+                None => return Ok(()),
+            },
+            _ = tick(&mut pings) => {
+                sink.send(Message::Ping(Bytes::new())).await?;
+                continue;
+            }
+        };
+        let mut written = first.len();
+        sink.feed(text_message(first)).await?;
+        while written < WRITE_BATCH {
+            let Ok(more) = frames.try_recv() else { break };
+            written += more.len();
+            sink.feed(text_message(more)).await?;
+        }
+        sink.flush().await?;
+        queued.fetch_sub(written, Ordering::AcqRel);
+    }
+}
+
+async fn tick(pings: &mut Option<tokio::time::Interval>) {
+    match pings {
+        Some(pings) => {
+            pings.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// One encoded JSON event as a text message, sharing its bytes. The JSON encoder writes no
+/// line end, but one is removed if ever there.
+fn text_message(mut data: Bytes) -> Message {
+    if data.last() == Some(&b'\n') {
+        data.truncate(data.len() - 1);
+    }
+    match Utf8Bytes::try_from(data) {
+        Ok(text) => Message::Text(text),
+        // The JSON encoder writes UTF-8 only; should that ever change, nothing breaks.
+        Err(err) => {
+            tracing::warn!(%err, "an encoded event is not UTF-8");
+            Message::Text(Utf8Bytes::from(String::new()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, headers: &[(&str, &str)]) -> Head {
+        Head {
+            method: method.into(),
+            path: "/ws".into(),
+            version: 1,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    const GOOD: [(&str, &str); 5] = [
+        ("Host", "Chat.Example:8080"),
+        ("Upgrade", "websocket"),
+        ("Connection", "keep-alive, Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    fn with(replace: &str, value: Option<&str>) -> Head {
+        let mut headers: Vec<(&str, &str)> = GOOD
+            .iter()
+            .copied()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case(replace))
+            .collect();
+        if let Some(value) = value {
+            headers.push((replace, value));
+        }
+        head("GET", &headers)
+    }
+
+    #[test]
+    fn a_good_upgrade_gets_the_accept_key_of_the_rfc() {
+        let accept = check_upgrade(&head("GET", &GOOD), &Origins::default()).unwrap();
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn bad_upgrades_are_refused_with_a_status_and_a_reason() {
+        let origins = Origins::default();
+        let status = |head: &Head| check_upgrade(head, &origins).unwrap_err().status;
+        assert_eq!(status(&head("POST", &GOOD)), 405);
+        assert_eq!(status(&with("Upgrade", None)), 426);
+        assert_eq!(status(&with("Upgrade", Some("h2c"))), 426);
+        assert_eq!(status(&with("Connection", Some("keep-alive"))), 400);
+        assert_eq!(status(&with("Sec-WebSocket-Version", None)), 400);
+        assert_eq!(status(&with("Sec-WebSocket-Version", Some("8"))), 426);
+        assert_eq!(status(&with("Sec-WebSocket-Key", None)), 400);
+        assert_eq!(status(&with("Sec-WebSocket-Key", Some("short=="))), 400);
+        let mut old = head("GET", &GOOD);
+        old.version = 0;
+        assert_eq!(status(&old), 400);
+    }
+
+    #[test]
+    fn the_own_origin_and_allowed_ones_pass() {
+        let host = Some("Chat.Example:8080");
+        let none = Origins::default();
+        assert!(none.check(None, host).is_ok());
+        assert!(none.check(Some("http://chat.example:8080"), host).is_ok());
+        assert!(none.check(Some("https://chat.example:8080"), host).is_err());
+        assert!(none.check(Some("http://evil.example"), host).is_err());
+        assert!(none.check(Some("null"), host).is_err());
+        assert!(none.check(Some("http://chat.example:8080"), None).is_err());
+        let some = Origins::new(&["https://Chat.Example/".into()]);
+        assert!(some.check(Some("https://chat.example"), host).is_ok());
+        assert!(some.check(Some("http://evil.example"), host).is_err());
+        let any = Origins::new(&["*".into()]);
+        assert!(any.check(Some("http://evil.example"), host).is_ok());
+        let why = none.check(Some("http://evil.example"), host).unwrap_err();
+        assert!(!why.contains('\n'), "{why}");
+        assert!(why.contains("--allow-origin"), "{why}");
+    }
+
+    #[test]
+    fn events_become_text_messages_without_a_line_end() {
+        let data = Bytes::from_static(b"{\"type\":\"prompt\"}\n");
+        assert_eq!(
+            text_message(data),
+            Message::Text(Utf8Bytes::from_static("{\"type\":\"prompt\"}"))
+        );
+    }
+
+    #[test]
+    fn the_hard_cap_is_above_the_line_limit() {
+        let settings = Settings {
+            max_line: 4096,
+            ping: None,
+            origins: Origins::default(),
+        };
+        assert_eq!(settings.hard_cap(), 4 * 4096 + 1024);
+    }
+}
