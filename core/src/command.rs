@@ -3,7 +3,12 @@
 //! An nc user types lines, which [`parse_line`] turns into [`Request`]s; the browser client
 //! parses its input box with the same function and sends the resulting `Request` as JSON.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+
+use crate::event::ErrorCode;
+use crate::text::strip_controls;
 
 /// One thing a user asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +60,31 @@ pub enum ParseError {
     UnknownCommand(String),
     /// A known command with missing arguments; carries the usage line.
     Usage(&'static str),
+}
+
+impl ParseError {
+    /// The kind of refusal, as the `error` event's code names it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ParseError::UnknownCommand(_) => ErrorCode::UnknownCommand,
+            ParseError::Usage(_) => ErrorCode::Usage,
+        }
+    }
+}
+
+/// The sentence the room answers with, so every client refuses a line in the same words.
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // The word is the user's own input: echo it without its control characters.
+            ParseError::UnknownCommand(word) => write!(
+                f,
+                "Unknown command '{}'. Type /help for the list of commands.",
+                strip_controls(word)
+            ),
+            ParseError::Usage(usage) => write!(f, "Usage: {usage}"),
+        }
+    }
 }
 
 /// The commands, as `/help` lists them: usage and what it does.

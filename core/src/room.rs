@@ -720,15 +720,5 @@ fn encoded(
 }
 
 fn parse_error_event(err: ParseError) -> Event {
-    match err {
-        ParseError::UnknownCommand(word) => Event::error(
-            ErrorCode::UnknownCommand,
-            // The word is the user's own input: echo it without its control characters.
-            format!(
-                "Unknown command '{}'. Type /help for the list of commands.",
-                strip_controls(&word)
-            ),
-        ),
-        ParseError::Usage(usage) => Event::error(ErrorCode::Usage, format!("Usage: {usage}")),
-    }
+    Event::error(err.code(), err.to_string())
 }

@@ -2,26 +2,13 @@
 //! through (`chat_core::parse_line`), so `/msg Bob hi`, `/who`, `/help` and `/quit` work the
 //! same in the browser.
 
-use chat_core::text::strip_controls;
-use chat_core::{ParseError, Request, parse_line};
+use chat_core::{Request, parse_line};
 
 /// Turns the message box's text into the request to send: `Ok(None)` when there is nothing to
 /// send (a blank box), or the sentence to show when it is not a valid command.
 pub fn parse_input(text: &str) -> Result<Option<Request>, String> {
-    parse_line(text).map_err(|err| refusal(&err))
-}
-
-/// The sentence the room answers a typed line that does not parse with, so that the browser
-/// refuses it in the same words without a round trip. A test below checks the wording against
-/// the room's own answer.
-pub fn refusal(err: &ParseError) -> String {
-    match err {
-        ParseError::UnknownCommand(word) => format!(
-            "Unknown command '{}'. Type /help for the list of commands.",
-            strip_controls(word)
-        ),
-        ParseError::Usage(usage) => format!("Usage: {usage}"),
-    }
+    // `ParseError` displays as the sentence the room answers with: the same words, no round trip.
+    parse_line(text).map_err(|err| err.to_string())
 }
 
 /// What the message box is filled with to start a private message to `name`.
@@ -103,8 +90,7 @@ mod tests {
     #[test]
     fn refusals_are_worded_as_the_room_words_them() {
         for line in ["/dance", "/msg", "/msg bob", "/x\u{7}y"] {
-            let err = parse_line(line).unwrap_err();
-            assert_eq!(refusal(&err), room_answer(line), "{line:?}");
+            assert_eq!(parse_input(line), Err(room_answer(line)), "{line:?}");
         }
     }
 }

@@ -150,10 +150,6 @@ fn site() -> Result<PathBuf> {
         WASM_TARGET,
         "--profile",
         WASM_PROFILE,
-        // wasm-bindgen reads the wasm features from a custom section that `strip = true`
-        // removes; it strips the names itself below.
-        "--config",
-        "profile.wasm-release.strip=false",
     ])?;
     let wasm = target_dir()
         .join(WASM_TARGET)
