@@ -51,7 +51,9 @@ pub fn skipping_allowed() -> bool {
 /// and returns `None` so that the test can return.
 pub fn missing<T>(test: &str, what: &str) -> Option<T> {
     if skipping_allowed() {
-        eprintln!(
+        // Straight to stderr, past the test harness's capture, so that it is always seen.
+        let _ = writeln!(
+            std::io::stderr(),
             "\n!!!!!!!! SKIPPED {test}: {what} (CHAT_E2E_SKIP=1; run `cargo xtask test` to run it) !!!!!!!!\n"
         );
         None
@@ -852,6 +854,21 @@ return {
 };
 "#;
 
+/// Where a failed wait leaves its screenshot: `target/e2e/failed-LABEL.png`.
+fn failure_screenshot_path(label: &str) -> PathBuf {
+    let name: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    screenshot_dir().join(format!("failed-{name}.png"))
+}
+
 /// The environment variable that marks a browser's processes.
 const PROCESS_MARK: &str = "CHAT_E2E_BROWSER";
 
@@ -865,8 +882,10 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium with a fresh profile.
+    /// Starts chromedriver and a headless Chromium with a fresh profile. `label` names it in
+    /// failure messages (say, `TEST alice`).
     pub async fn start(label: &str) -> Browser {
+        let _ = std::fs::remove_file(failure_screenshot_path(label));
         let port = free_port();
         let profile = TempDir::new(&format!("chromium-{label}"));
         let driver = Command::new(CHROMEDRIVER)
@@ -969,8 +988,9 @@ impl Browser {
                 return state;
             }
             if Instant::now() >= deadline {
+                let shot = self.failure_screenshot().await;
                 panic!(
-                    "{}: waited {limit:?} for {what}; the page shows:\n{state}",
+                    "{}: waited {limit:?} for {what}; the page shows ({shot}):\n{state}",
                     self.label
                 );
             }
@@ -1081,35 +1101,54 @@ impl Browser {
         path
     }
 
+    /// A screenshot of a failure, `target/e2e/failed-LABEL.png`; says where it is.
+    async fn failure_screenshot(&self) -> String {
+        let path = failure_screenshot_path(&self.label);
+        let taken = tokio::time::timeout(WAIT, self.client().screenshot()).await;
+        match taken {
+            Ok(Ok(png)) => match std::fs::create_dir_all(screenshot_dir())
+                .and_then(|()| std::fs::write(&path, png))
+            {
+                Ok(()) => format!("screenshot {}", path.display()),
+                Err(e) => format!("no screenshot: {e}"),
+            },
+            Ok(Err(e)) => format!("no screenshot: {e}"),
+            Err(_) => "no screenshot: timed out".to_owned(),
+        }
+    }
+
     /// Ends the session, then makes sure no process of this browser is left.
     pub async fn close(mut self) {
         if let Some(client) = self.client.take() {
             let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
         }
-        // `Drop` kills what is left.
+        let left = self.kill_everything();
+        assert!(
+            left.is_empty(),
+            "{}: processes {left:?} of this browser outlived SIGKILL",
+            self.label
+        );
     }
 
-    fn kill_everything(&mut self) {
+    /// Kills chromedriver's process group and every process marked as this browser's;
+    /// returns those still there after 5 s.
+    fn kill_everything(&mut self) -> Vec<i32> {
         send_signal(-(self.driver.id() as i32), "-KILL");
         let _ = self.driver.kill();
         let _ = self.driver.wait();
-        // Chromium processes that left the group: found by their profile directory.
+        // Processes that left the group (the crash handler): found by their mark.
         let needle = self.profile.path().to_string_lossy().into_owned();
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut killed = HashSet::new();
         loop {
             let left = processes_mentioning(&needle);
-            if left.is_empty() {
-                break;
+            if left.is_empty() || Instant::now() >= deadline {
+                return left;
             }
-            for pid in left {
+            for &pid in &left {
                 if killed.insert(pid) {
                     send_signal(pid, "-KILL");
                 }
-            }
-            if Instant::now() >= deadline {
-                eprintln!("{}: Chromium processes outlived their kill", self.label);
-                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -1131,7 +1170,13 @@ impl Drop for Browser {
                 }
             }
         }
-        self.kill_everything();
+        let left = self.kill_everything();
+        if !left.is_empty() {
+            eprintln!(
+                "{}: processes {left:?} of this browser outlived SIGKILL",
+                self.label
+            );
+        }
     }
 }
 
