@@ -207,6 +207,9 @@ pub struct ClientState {
     /// The join wanted is the client's own rejoin, not the user's: no form, retries on
     /// `name_taken`.
     auto_rejoin: bool,
+    /// The welcome just shown was the user's join, not a silent rejoin: a `history` after it
+    /// is framed as the recent messages, as nc shows it; after a rejoin it simply continues.
+    frame_history: bool,
     name_taken_retries: u32,
     /// Reconnect attempts since the last success.
     attempt: u32,
@@ -241,6 +244,7 @@ impl ClientState {
             want_join: false,
             join_in_flight: false,
             auto_rejoin: false,
+            frame_history: false,
             name_taken_retries: 0,
             attempt: 0,
             reconnect_on_close: true,
@@ -477,9 +481,24 @@ impl ClientState {
                 if gap {
                     fx.push(Effect::Append(Entry::system(GAP_NOTICE)));
                 }
+                // nc's own frame lines, with the count: "--- Recent messages (2) ---".
+                let frame = std::mem::take(&mut self.frame_history) && !messages.is_empty();
+                let (header, footer) = if frame {
+                    let nc = sentence(&Event::History {
+                        messages: messages.clone(),
+                        gap,
+                    });
+                    let mut lines = nc.lines();
+                    let header = lines.next().map(str::to_owned);
+                    (header, lines.next_back().map(str::to_owned))
+                } else {
+                    (None, None)
+                };
+                fx.extend(header.map(|h| Effect::Append(Entry::system(h))));
                 for m in messages {
                     self.message(&mut fx, m);
                 }
+                fx.extend(footer.map(|f| Effect::Append(Entry::system(f))));
             }
             Event::Message(m) => self.message(&mut fx, m),
             Event::Joined { name } => {
@@ -577,6 +596,7 @@ impl ClientState {
             self.last_seq = 0;
         }
         let rejoined = self.auto_rejoin;
+        self.frame_history = !rejoined;
         self.cancel_timer();
         self.name = Some(name.clone());
         self.joined = true;

@@ -61,10 +61,8 @@ fn run(server_args: &[String]) -> Result {
     cargo(&["build", "--release", "-p", "chat-server"])?;
     let binary = target_dir().join("release").join("chat-server");
     step(&format!("starting {}", binary.display()));
-    eprintln!(
-        "open http://127.0.0.1:8080 in a browser, or chat with: nc 127.0.0.1 8888   \
-         (stop the server with Ctrl-C)"
-    );
+    // The server says where it listens (its flags may have moved it from the defaults).
+    eprintln!("stop the server with Ctrl-C");
     let mut server = Command::new(&binary);
     // Through the environment, so that a `--web-root` among the user's flags still wins.
     server.env(WEB_ROOT_VAR, &site).args(server_args);

@@ -191,8 +191,10 @@ fn history_and_messages_appear_in_order_with_your_own_marked() {
     assert_eq!(
         lines(&fx),
         vec![
+            system("--- Recent messages (2) ---"),
             (Kind::Message, "bob: hi".into()),
-            (Kind::Own, "Alice: earlier me".into())
+            (Kind::Own, "Alice: earlier me".into()),
+            system("--- End of recent messages ---"),
         ]
     );
     let fx = c.received(&message(3, "alice", "hello"));
