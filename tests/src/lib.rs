@@ -11,6 +11,11 @@
 //! package, and the built page, whose directory is named by `CHAT_WEB_ROOT`. When one is
 //! missing a test fails and says so; with `CHAT_E2E_SKIP=1` it prints a loud "SKIPPED" line and
 //! passes instead.
+//!
+//! Environment: `CHAT_WEB_ROOT` (the built page, required by the browser tests),
+//! `CHAT_E2E_SKIP=1` (skip when a prerequisite is missing), `CHAT_SERVER_BIN` (the server to
+//! test; by default `target/debug/chat-server`, built when missing or stale), `CHAT_PYTHON`
+//! (the interpreter with `websockets`; by default `python3`). Screenshots go to `target/e2e/`.
 
 use std::collections::HashSet;
 use std::fmt;

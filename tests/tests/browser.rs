@@ -149,7 +149,7 @@ async fn chat_in_every_direction() {
         .await;
         a.say("/who").await; // Replaces the input's text.
         a.wait_until("the answer to /who", |s| {
-            s.has("system", &["alice", "bob", "carol"])
+            s.has("system", &["Online (3): alice, bob, carol"])
         })
         .await;
 
