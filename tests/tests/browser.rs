@@ -285,6 +285,11 @@ async fn the_page_reconnects_after_a_server_restart() {
             1,
             "the old messages stay, once:\n{shown}"
         );
+        // The server said it was shutting down, so nothing of its run can have been missed.
+        assert!(
+            !shown.mentions(GAP_NOTICE),
+            "no gap notice after an announced restart:\n{shown}"
+        );
         page.screenshot(test).await;
         page.close().await;
     })

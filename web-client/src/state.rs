@@ -210,6 +210,11 @@ pub struct ClientState {
     /// The welcome just shown was the user's join, not a silent rejoin: a `history` after it
     /// is framed as the recent messages, as nc shows it; after a rejoin it simply continues.
     frame_history: bool,
+    /// The server said it was shutting down: everything it had sent before reached us, so a
+    /// restarted server (a new epoch) can miss us nothing of the old numbering.
+    saw_shutdown: bool,
+    /// The last welcome started a new epoch (the server restarted since the previous one).
+    new_epoch: bool,
     name_taken_retries: u32,
     /// Reconnect attempts since the last success.
     attempt: u32,
@@ -245,6 +250,8 @@ impl ClientState {
             join_in_flight: false,
             auto_rejoin: false,
             frame_history: false,
+            saw_shutdown: false,
+            new_epoch: false,
             name_taken_retries: 0,
             attempt: 0,
             reconnect_on_close: true,
@@ -478,7 +485,13 @@ impl ClientState {
                 epoch,
             } => self.welcome(&mut fx, name, count, online, epoch),
             Event::History { messages, gap } => {
-                if gap {
+                // After a restart the room flags a gap, since it cannot know the old run's
+                // tail. If the old server said goodbye with `shutdown`, we had all of that
+                // tail; and a replay from seq 1 is all of the new run (with `--history 0`
+                // nothing is replayed and this cannot be told, so the notice stays away).
+                let whole_new_run = messages.first().is_none_or(|m| m.seq == 1);
+                let restart_only = self.new_epoch && self.saw_shutdown && whole_new_run;
+                if gap && !restart_only {
                     fx.push(Effect::Append(Entry::system(GAP_NOTICE)));
                 }
                 // nc's own frame lines, with the count: "--- Recent messages (2) ---".
@@ -499,6 +512,7 @@ impl ClientState {
                     self.message(&mut fx, m);
                 }
                 fx.extend(footer.map(|f| Effect::Append(Entry::system(f))));
+                self.saw_shutdown = false;
             }
             Event::Message(m) => self.message(&mut fx, m),
             Event::Joined { name } => {
@@ -574,6 +588,7 @@ impl ClientState {
             }
             event @ Event::Shutdown => {
                 // The close that follows reconnects with back-off until the server is back.
+                self.saw_shutdown = true;
                 fx.push(Effect::Append(Entry::system(sentence(&event))));
             }
         }
@@ -590,6 +605,10 @@ impl ClientState {
         online: Vec<String>,
         epoch: u64,
     ) {
+        self.new_epoch = self.epoch.is_some_and(|known| known != epoch);
+        if !self.new_epoch {
+            self.saw_shutdown = false;
+        }
         if self.epoch != Some(epoch) {
             // Another run of the server's numbering: the old seqs mean nothing in it.
             self.epoch = Some(epoch);
