@@ -166,15 +166,23 @@ fn site() -> Result<PathBuf> {
         .map_err(|e| format!("cannot run {}: {e}", wasm_bindgen.display()))?;
     check(status.success(), "wasm-bindgen failed")?;
     copy_dir(&root().join("www"), &site)?;
-    let module = site.join("chat_web_bg.wasm");
-    let bytes = fs::read(&module).map_err(|e| format!("cannot read {}: {e}", module.display()))?;
+    // The server sends `NAME.gz` to browsers that take gzip: the module and its glue are most
+    // of what a visitor downloads.
+    let mut sizes = Vec::new();
+    for name in ["chat_web_bg.wasm", "chat_web.js"] {
+        let file = site.join(name);
+        let bytes = fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let packed = gzip(&bytes)?;
+        let gz = site.join(format!("{name}.gz"));
+        fs::write(&gz, &packed).map_err(|e| format!("cannot write {}: {e}", gz.display()))?;
+        sizes.push(format!(
+            "{name} {} bytes, {} gzip",
+            grouped(bytes.len()),
+            grouped(packed.len())
+        ));
+    }
     let shown = site.strip_prefix(root()).unwrap_or(&site);
-    println!(
-        "site: {} (chat_web_bg.wasm {} bytes, {} gzip)",
-        shown.display(),
-        grouped(bytes.len()),
-        grouped(gzip(&bytes)?.len())
-    );
+    println!("site: {} ({})", shown.display(), sizes.join("; "));
     Ok(site)
 }
 
