@@ -477,34 +477,30 @@ fn a_new_epoch_starts_the_numbering_afresh() {
     );
 }
 
-#[test]
-fn a_restart_announced_by_shutdown_loses_nothing_and_says_nothing_was_missed() {
+/// Alice, told that the server is shutting down, reconnects to its next run (a new epoch).
+fn back_after_an_announced_restart() -> ClientState {
     let mut c = joined_alice();
     c.received(&message(7, "bob", "old run"));
     c.received(r#"{"type":"shutdown"}"#);
     c.closed(0.0);
     c.opened();
     c.received(&welcome("alice", &["alice"], EPOCH + 1));
+    c
+}
+
+#[test]
+fn a_restart_announced_by_shutdown_loses_nothing_and_says_nothing_was_missed() {
     // The new run has said nothing yet: the room flags a gap it cannot rule out.
-    let fx = c.received(r#"{"type":"history","messages":[],"gap":true}"#);
+    let fx = back_after_an_announced_restart()
+        .received(r#"{"type":"history","messages":[],"gap":true}"#);
     assert_eq!(lines(&fx), vec![]);
     // Its first messages, all held, are no gap either.
-    let mut c = joined_alice();
-    c.received(r#"{"type":"shutdown"}"#);
-    c.closed(0.0);
-    c.opened();
-    c.received(&welcome("alice", &["alice"], EPOCH + 1));
-    let fx = c.received(
+    let fx = back_after_an_announced_restart().received(
         r#"{"type":"history","messages":[{"seq":1,"from":"bob","text":"new run"}],"gap":true}"#,
     );
     assert_eq!(lines(&fx), vec![(Kind::Message, "bob: new run".into())]);
     // But a new run that has already dropped its first messages is a gap.
-    let mut c = joined_alice();
-    c.received(r#"{"type":"shutdown"}"#);
-    c.closed(0.0);
-    c.opened();
-    c.received(&welcome("alice", &["alice"], EPOCH + 1));
-    let fx = c.received(
+    let fx = back_after_an_announced_restart().received(
         r#"{"type":"history","messages":[{"seq":51,"from":"bob","text":"busy run"}],"gap":true}"#,
     );
     assert_eq!(
