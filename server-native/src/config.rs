@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 /// One chat room, reachable with nc or telnet over TCP and from a browser over HTTP.
 ///
@@ -101,6 +101,19 @@ pub enum Switch {
 }
 
 impl Config {
+    /// Reads flags from `args` (the program name first) and nothing else: no `CHAT_*`
+    /// variable fills in what they leave out. For embedding the server, and for tests that
+    /// must not depend on the shell they run in.
+    pub fn from_args_only<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = Config::command().mut_args(|arg| arg.env(None));
+        let matches = command.try_get_matches_from(args)?;
+        Config::from_arg_matches(&matches)
+    }
+
     /// What the room needs to know of it. The message numbering's epoch is the current time
     /// in milliseconds, so every start of the server numbers afresh under a new epoch.
     pub fn room_config(&self) -> chat_core::Config {
@@ -121,7 +134,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_has_a_variable_and_args_only_reads_none() {
+        // Setting variables in this process would race the other tests; `process.rs` checks
+        // the variables on the real binary. Here: what clap is told to read.
+        let cmd = Config::command();
+        let with_env = cmd
+            .get_arguments()
+            .filter(|a| a.get_env().is_some())
+            .count();
+        assert!(with_env >= 10, "every flag has its variable");
+        let stripped = Config::command().mut_args(|a| a.env(None));
+        assert_eq!(
+            stripped
+                .get_arguments()
+                .filter(|a| a.get_env().is_some())
+                .count(),
+            0
+        );
+    }
 
     #[test]
     fn the_flags_are_consistent() {
@@ -130,7 +162,7 @@ mod tests {
 
     #[test]
     fn defaults_are_those_of_the_protocol() {
-        let c = Config::try_parse_from(["chat-server"]).unwrap();
+        let c = Config::from_args_only(["chat-server"]).unwrap();
         assert_eq!(c.tcp, "127.0.0.1:8888");
         assert_eq!(c.http, "127.0.0.1:8080");
         let room = c.room_config();
@@ -146,7 +178,7 @@ mod tests {
 
     #[test]
     fn origins_repeat_and_split_on_commas() {
-        let c = Config::try_parse_from([
+        let c = Config::from_args_only([
             "x",
             "--allow-origin",
             "http://a.example,https://b.example",
@@ -162,7 +194,7 @@ mod tests {
 
     #[test]
     fn zero_idle_timeout_means_never_and_flood_can_be_off() {
-        let c = Config::try_parse_from(["x", "--idle-timeout", "0", "--flood", "off"]).unwrap();
+        let c = Config::from_args_only(["x", "--idle-timeout", "0", "--flood", "off"]).unwrap();
         assert_eq!(c.room_config().idle_timeout, None);
         assert_eq!(c.room_config().flood, None);
     }
@@ -175,7 +207,7 @@ mod tests {
             &["x", "--max-line", "-1"],
             &["x", "--idle-timeout", "soon"],
         ] {
-            let err = Config::try_parse_from(args).unwrap_err();
+            let err = Config::from_args_only(args).unwrap_err();
             assert!(!err.to_string().is_empty());
         }
     }

@@ -17,9 +17,19 @@ struct Server {
     http: String,
 }
 
+/// A command for `program` without the shell's `CHAT_*` variables: the server would read them
+/// for every flag a test leaves out.
+fn hermetic(program: &str) -> Command {
+    let mut command = Command::new(program);
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CHAT_")) {
+        command.env_remove(name);
+    }
+    command
+}
+
 impl Server {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        let mut child = hermetic(env!("CARGO_BIN_EXE_chat-server"))
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
@@ -229,7 +239,7 @@ fn the_web_root_and_allowed_origins_come_from_the_environment() {
 
 #[test]
 fn help_documents_every_flag_with_its_environment_variable() {
-    let out = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+    let out = hermetic(env!("CARGO_BIN_EXE_chat-server"))
         .arg("--help")
         .output()
         .unwrap();
@@ -260,7 +270,7 @@ fn help_documents_every_flag_with_its_environment_variable() {
 fn an_address_in_use_is_a_clear_error_not_a_panic() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+    let out = hermetic(env!("CARGO_BIN_EXE_chat-server"))
         .args(["--tcp", &addr, "--http", "127.0.0.1:0"])
         .output()
         .unwrap();
@@ -401,7 +411,7 @@ fn running_out_of_file_descriptors_delays_newcomers_but_never_stops_the_server()
         "ulimit -n 48 && exec {} --tcp 127.0.0.1:0 --http 127.0.0.1:0",
         env!("CARGO_BIN_EXE_chat-server")
     );
-    let mut child = Command::new("bash")
+    let mut child = hermetic("bash")
         .args(["-c", &script])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chat_server::{Config, Listeners};
-use clap::Parser;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -35,7 +34,8 @@ impl TestServer {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(flags);
-        let config = Config::try_parse_from(args).expect("valid test flags");
+        // Flags only: a `CHAT_*` variable in the shell must not change what the tests see.
+        let config = Config::from_args_only(args).expect("valid test flags");
         let listeners = Listeners::bind(&config).await.expect("bind port 0");
         let (tcp, http) = listeners.local_addrs().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
