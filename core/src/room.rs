@@ -393,6 +393,21 @@ impl Room {
         }
     }
 
+    /// A binary message on the JSON wire (a WebSocket binary frame), which carries no request:
+    /// refused like JSON that is not a request, and the connection stays.
+    pub fn handle_binary(&mut self, now: Timestamp, conn: ConnId) {
+        self.advance(now);
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_active = self.now;
+        if self.flood_allows(conn) {
+            let message = "Error: bad request: binary messages are not supported; \
+                           send each request as JSON text.";
+            self.send(conn, &Event::error(ErrorCode::BadRequest, message));
+        }
+    }
+
     /// A connection went away on its own (end of input, reset, too slow to read). Everyone
     /// else hears that its user left. Unknown ids are ignored, so reporting a connection the
     /// room already closed is harmless.

@@ -1655,3 +1655,18 @@ fn with_history_off_a_resume_that_missed_messages_reports_the_gap() {
         }]
     );
 }
+
+#[test]
+fn a_binary_message_is_a_bad_request_and_the_client_stays_connected() {
+    let mut h = Harness::default();
+    let bob = h.connect(Wire::Json);
+    h.take(bob);
+    h.binary(bob);
+    assert_eq!(
+        h.take(bob),
+        [
+            r#"{"type":"error","code":"bad_request","message":"Error: bad request: binary messages are not supported; send each request as JSON text."}"#
+        ]
+    );
+    assert!(!h.is_closed(bob));
+}

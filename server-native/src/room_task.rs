@@ -8,10 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use chat_core::codec::json;
-use chat_core::{
-    CloseReason, ConnId, Disconnect, ErrorCode, Event, Line, Output, Room, Timestamp, Wire,
-};
+use chat_core::{CloseReason, ConnId, Disconnect, Line, Output, Room, Timestamp, Wire};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -36,8 +33,7 @@ pub enum RoomInput {
     Line { conn: ConnId, line: Line },
     /// A text message from a JSON-wire (WebSocket) connection.
     Json { conn: ConnId, text: Utf8Bytes },
-    /// A binary message from a WebSocket connection: the JSON wire has none, so it is refused
-    /// with a `bad_request` error and the connection stays.
+    /// A binary message from a WebSocket connection, which the room refuses.
     Binary { conn: ConnId },
     /// The connection ended on its side.
     Disconnect { conn: ConnId, why: Disconnect },
@@ -56,10 +52,6 @@ pub struct Outbox {
     /// transport (WebSocket) whose close says why.
     pub close: Option<oneshot::Sender<CloseReason>>,
 }
-
-/// What a binary WebSocket message gets back.
-const BINARY_REFUSED: &str =
-    "Error: bad request: binary messages are not supported; send each request as JSON text.";
 
 /// The room's clock: `Timestamp`s count from `epoch`.
 #[derive(Clone, Copy, Debug)]
@@ -150,10 +142,7 @@ impl Router<'_> {
             }
             RoomInput::Line { conn, line } => room.handle_line(now, conn, line),
             RoomInput::Json { conn, text } => room.handle_json(now, conn, &text),
-            RoomInput::Binary { conn } => {
-                let refusal = Event::error(ErrorCode::BadRequest, BINARY_REFUSED);
-                self.send(room, now, conn, json::encode_event(&refusal));
-            }
+            RoomInput::Binary { conn } => room.handle_binary(now, conn),
             RoomInput::Disconnect { conn, why } => {
                 self.outboxes.remove(&conn);
                 room.handle_disconnect(now, conn, why);

@@ -146,6 +146,13 @@ impl Harness {
         self.drain();
     }
 
+    /// A JSON-wire connection sends a binary message.
+    pub fn binary(&mut self, conn: ConnId) {
+        self.expect_open(conn, Wire::Json);
+        self.room.handle_binary(self.now, conn);
+        self.drain();
+    }
+
     /// The connection dropped (reset, end of input, write error).
     pub fn drop_conn(&mut self, conn: ConnId) {
         self.disconnect(conn, Disconnect::Dropped);
