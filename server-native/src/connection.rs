@@ -2,7 +2,6 @@
 //! writer that drains the connection's queue of encoded frames in batches.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -11,9 +10,8 @@ use chat_core::{ConnId, Disconnect, LineDecoder, Wire};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::room_task::{Outbox, RoomInput};
+use crate::room_task::{Outbox, Outgoing, RoomInput};
 
 /// How much one read takes off the socket.
 pub const READ_CHUNK: usize = 4096;
@@ -34,15 +32,14 @@ pub async fn serve(
     room: mpsc::Sender<RoomInput>,
     max_line: usize,
 ) {
-    let (frames, outgoing) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
-    let abort = CancellationToken::new();
-    let outbox = Outbox {
-        frames,
-        queued: queued.clone(),
-        abort: abort.clone(),
-        close: None,
-    };
+    let (
+        outbox,
+        Outgoing {
+            frames: outgoing,
+            queued,
+            abort,
+        },
+    ) = Outbox::new(None);
     let open = RoomInput::Open {
         conn,
         wire: Wire::Line,

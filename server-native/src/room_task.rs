@@ -53,6 +53,36 @@ pub struct Outbox {
     pub close: Option<oneshot::Sender<CloseReason>>,
 }
 
+/// The connection's end of its [`Outbox`]: the frames its writer drains, the count of bytes
+/// not yet written, and the room's signal to drop the connection at once.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub frames: mpsc::UnboundedReceiver<Bytes>,
+    pub queued: Arc<AtomicUsize>,
+    pub abort: CancellationToken,
+}
+
+impl Outbox {
+    /// A connection's outbox and its own end of it; `close` for a transport whose close says
+    /// why (WebSocket).
+    pub fn new(close: Option<oneshot::Sender<CloseReason>>) -> (Outbox, Outgoing) {
+        let (frames, outgoing) = mpsc::unbounded_channel();
+        let (queued, abort) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
+        let outbox = Outbox {
+            frames,
+            queued: queued.clone(),
+            abort: abort.clone(),
+            close,
+        };
+        let outgoing = Outgoing {
+            frames: outgoing,
+            queued,
+            abort,
+        };
+        (outbox, outgoing)
+    }
+}
+
 /// The room's clock: `Timestamp`s count from `epoch`.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {

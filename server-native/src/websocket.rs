@@ -8,7 +8,6 @@
 //! Whoever ends first decides how the connection closes (see [`Settings`] and `docs/protocol.md`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -23,11 +22,10 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use tokio_util::sync::CancellationToken;
 
 use crate::connection::{READ_CHUNK, WRITE_BATCH, linger};
 use crate::http::Head;
-use crate::room_task::{Outbox, RoomInput};
+use crate::room_task::{Outbox, Outgoing, RoomInput};
 
 /// How long a closing connection waits for the peer to answer its close frame (or, when the
 /// peer closed first, for the last frames to go out). Well within the shutdown grace period.
@@ -257,16 +255,15 @@ pub async fn serve(
         Some(settings.config()),
     )
     .await;
-    let (frames, outgoing) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
-    let abort = CancellationToken::new();
     let (close, mut close_reason) = oneshot::channel();
-    let outbox = Outbox {
-        frames,
-        queued: queued.clone(),
-        abort: abort.clone(),
-        close: Some(close),
-    };
+    let (
+        outbox,
+        Outgoing {
+            frames: outgoing,
+            queued,
+            abort,
+        },
+    ) = Outbox::new(Some(close));
     let open = RoomInput::Open {
         conn,
         wire: Wire::Json,
