@@ -292,6 +292,26 @@ impl Room {
         self.next_seq
     }
 
+    /// Seeds the history with public messages of an earlier run, such as those read back from
+    /// the message log at start, oldest first: newcomers are replayed them like any others, and
+    /// the numbering goes on after the last one. Only the last `history` of them are kept.
+    /// Meant for an empty room before the first connection; messages whose `seq` is not above
+    /// below the room's next number are skipped, so the order stays strict.
+    pub fn restore_history(&mut self, messages: impl IntoIterator<Item = ChatMessage>) {
+        for message in messages {
+            if message.seq < self.next_seq {
+                continue;
+            }
+            self.next_seq = message.seq.saturating_add(1);
+            if self.config.history > 0 {
+                if self.history.len() == self.config.history {
+                    self.history.pop_front();
+                }
+                self.history.push_back(message);
+            }
+        }
+    }
+
     /// The next thing the driver must do, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()

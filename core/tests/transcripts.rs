@@ -297,6 +297,44 @@ fn history_replays_the_last_n_public_messages_in_order() {
 }
 
 #[test]
+fn restored_history_is_replayed_to_newcomers_and_the_numbering_goes_on_after_it() {
+    let mut h = with(Config {
+        history: 2,
+        ..Config::default()
+    });
+    // As read back from the log of an earlier run: out of order and repeated lines skipped.
+    h.room_mut().restore_history([
+        message(7, "ann", "old"),
+        message(8, "bob", "before"),
+        message(8, "bob", "repeated"),
+        message(5, "zed", "out of order"),
+        message(9, "ann", "the restart"),
+    ]);
+    assert_eq!(h.room().next_seq(), 10);
+    let carol = h.join("carol");
+    let dave = h.join_json("dave");
+    h.take(carol);
+    h.take_events(dave);
+    h.line(carol, "after");
+    assert_eq!(
+        h.take_events(dave),
+        [Event::Message(message(10, "carol", "after"))]
+    );
+    let erin = h.connect(Wire::Line);
+    h.take(erin);
+    h.line(erin, "erin");
+    assert_eq!(
+        h.take(erin)[2..],
+        [
+            "--- Recent messages (2) ---",
+            "ann: the restart",
+            "carol: after",
+            "--- End of recent messages ---",
+        ]
+    );
+}
+
+#[test]
 fn history_keeps_messages_of_users_who_have_left() {
     let mut h = Harness::default();
     let alice = h.join("alice");

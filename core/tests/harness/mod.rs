@@ -73,6 +73,11 @@ impl Harness {
         &self.room
     }
 
+    /// The room, to seed it before the first connection (say, with restored history).
+    pub fn room_mut(&mut self) -> &mut Room {
+        &mut self.room
+    }
+
     /// The fake clock.
     pub fn now(&self) -> Timestamp {
         self.now
