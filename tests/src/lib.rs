@@ -34,6 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub mod load;
+
 /// How long a test waits for any one thing it expects before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 /// How long a whole scenario may take.
@@ -510,21 +512,57 @@ pub struct Server {
     /// The HTTP (page and WebSocket) listener.
     pub http: SocketAddr,
     extra: Vec<String>,
+    /// Where the server's standard error goes, when not to the test's.
+    stderr: Option<PathBuf>,
 }
 
 impl Server {
     /// Starts the server on free ports with these extra flags.
     pub async fn start(extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, tcp, http) = Self::spawn("127.0.0.1:0", "127.0.0.1:0", &extra)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        Server::start_inner(extra, None).await
+    }
+
+    /// Starts the server like [`Server::start`], with its standard error (its log) written to
+    /// `stderr`, for a test to read with [`Server::stderr`].
+    pub async fn start_logging_to(extra: &[&str], stderr: &Path) -> Server {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Server::start_inner(extra, Some(stderr.to_owned())).await
+    }
+
+    async fn start_inner(extra: Vec<String>, stderr: Option<PathBuf>) -> Server {
+        let (child, tcp, http) =
+            Self::spawn("127.0.0.1:0", "127.0.0.1:0", &extra, stderr.as_deref())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
         Server {
             child: Some(child),
             tcp,
             http,
             extra,
+            stderr,
         }
+    }
+
+    /// The server's process id (to read its memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// What the server wrote to its standard error so far, if it was started with
+    /// [`Server::start_logging_to`].
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .as_deref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
     }
 
     /// Starts the server with `--web-root DIR` and these extra flags.
@@ -538,8 +576,20 @@ impl Server {
         tcp: &str,
         http: &str,
         extra: &[String],
+        stderr: Option<&Path>,
     ) -> Result<(Child, SocketAddr, SocketAddr), String> {
         let bin = server_binary();
+        let stderr = match stderr {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("open {}: {e}", path.display()))?;
+                Stdio::from(file)
+            }
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(&bin)
             .args(["--tcp", tcp, "--http", http])
             .args(extra)
@@ -549,7 +599,7 @@ impl Server {
             )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .map_err(|e| format!("start {}: {e}", bin.display()))?;
         let stdout = child.stdout.take().expect("piped stdout");
@@ -610,7 +660,7 @@ impl Server {
         let deadline = Instant::now() + WAIT;
         loop {
             let (tcp, http) = (self.tcp.to_string(), self.http.to_string());
-            match Self::spawn(&tcp, &http, &self.extra).await {
+            match Self::spawn(&tcp, &http, &self.extra, self.stderr.as_deref()).await {
                 Ok((child, _, _)) => {
                     self.child = Some(child);
                     return;
