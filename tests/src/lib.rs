@@ -34,6 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub mod bench;
 pub mod load;
 
 /// How long a test waits for any one thing it expects before failing.

@@ -1,0 +1,629 @@
+//! The load generator behind `chat-bench`: workloads against a running chat server over
+//! either wire, with what they measured. The servers themselves are started by the binary
+//! (`src/bin/chat-bench.rs`); this module only needs their addresses, and the flavour of
+//! line protocol they speak ([`Flavor`]), so that the tutorial's seed server can be measured
+//! by the very same code.
+//!
+//! Every workload ends by itself: each has a time limit, after which it stops and reports
+//! what did not arrive as lost.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::load::{self, Target, Wire};
+
+/// Which server the line wire talks to: ours (a welcome after the name), or the seed (no
+/// welcome: joined as soon as the name is read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// `chat-server`.
+    Ours,
+    /// `seed_chat_server.py`.
+    Seed,
+}
+
+/// What to run against.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    /// Where it listens.
+    pub target: Target,
+    /// What it speaks.
+    pub flavor: Flavor,
+}
+
+/// Nanoseconds since the first call in this process: the clock in every message.
+fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fan-out
+
+/// N clients join; S of them send M messages each; everyone else receives them.
+#[derive(Clone, Debug)]
+pub struct Fanout {
+    /// Clients in the room, senders included.
+    pub clients: usize,
+    /// How many of them send.
+    pub senders: usize,
+    /// Messages per sender.
+    pub messages: u64,
+    /// Messages per second per sender; `None` sends flat out within `window`.
+    pub rate: Option<f64>,
+    /// Flat out: a sender's messages not yet received by every client, at most.
+    pub window: u64,
+    /// The wire.
+    pub wire: Wire,
+    /// The whole run, joins included, ends by this.
+    pub time_limit: Duration,
+}
+
+/// What a fan-out run saw.
+#[derive(Clone, Debug)]
+pub struct FanoutReport {
+    /// Deliveries expected: messages × receivers.
+    pub expected: u64,
+    /// Distinct deliveries received.
+    pub delivered: u64,
+    /// Expected and never received (before the time limit).
+    pub lost: u64,
+    /// Received more than once.
+    pub duplicated: u64,
+    /// Received after a later message of the same sender.
+    pub reordered: u64,
+    /// From the first message sent to the last received.
+    pub elapsed: Duration,
+    /// Time to get every client joined.
+    pub join_time: Duration,
+    /// Delivery latency, microseconds.
+    pub latency: Histogram<u64>,
+    /// Whether the run hit its time limit.
+    pub timed_out: bool,
+    /// Receivers the server closed during the run.
+    pub disconnected: usize,
+}
+
+impl FanoutReport {
+    /// Distinct deliveries per second.
+    pub fn rate(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// A latency quantile, in milliseconds.
+    pub fn ms(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+/// Per receiver: which messages of each sender it has had.
+struct Seen {
+    /// One bit per (sender, message).
+    bits: Vec<u64>,
+    /// Highest message number seen per sender, plus one.
+    high: Vec<u64>,
+    messages: u64,
+    duplicated: u64,
+    reordered: u64,
+    delivered: u64,
+    latency: Histogram<u64>,
+}
+
+impl Seen {
+    fn new(senders: usize, messages: u64) -> Seen {
+        let bits = (senders as u64 * messages).div_ceil(64) as usize;
+        Seen {
+            bits: vec![0; bits],
+            high: vec![0; senders],
+            messages,
+            duplicated: 0,
+            reordered: 0,
+            delivered: 0,
+            latency: latency_histogram(),
+        }
+    }
+
+    /// Records message `k` of sender `s`, sent at `sent` ns; whether it was new.
+    fn record(&mut self, s: usize, k: u64, sent: u64) -> bool {
+        if s >= self.high.len() || k >= self.messages {
+            return false;
+        }
+        let bit = s as u64 * self.messages + k;
+        let (word, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+        if self.bits[word] & mask != 0 {
+            self.duplicated += 1;
+            return false;
+        }
+        self.bits[word] |= mask;
+        if k + 1 < self.high[s] {
+            self.reordered += 1;
+        }
+        self.high[s] = self.high[s].max(k + 1);
+        self.delivered += 1;
+        let micros = now_ns().saturating_sub(sent) / 1000;
+        let _ = self.latency.record(micros.max(1));
+        true
+    }
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What a run's tasks share.
+struct Shared {
+    /// `delivered[s][r]`: messages of sender `s` receiver `r` has had.
+    delivered: Vec<Vec<AtomicU64>>,
+    total: AtomicU64,
+    /// Receivers that have seen the warm-up message.
+    synced: AtomicUsize,
+    last_delivery: AtomicU64,
+    disconnected: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// The text of message `k` of sender `s`: `s k sent_ns`.
+fn payload(s: usize, k: u64) -> String {
+    format!("{s} {k} {}", now_ns())
+}
+
+/// Parses `s k sent_ns` (the text after `NAME: ` or the JSON `text`).
+fn parse_payload(text: &[u8]) -> Option<(usize, u64, u64)> {
+    let mut fields = text.split(|&b| b == b' ');
+    let mut number = || -> Option<u64> {
+        let field = fields.next()?;
+        if field.is_empty() || field.len() > 20 {
+            return None;
+        }
+        field.iter().try_fold(0u64, |n, &b| {
+            b.is_ascii_digit()
+                .then(|| n.wrapping_mul(10).wrapping_add(u64::from(b - b'0')))
+        })
+    };
+    let (s, k, sent) = (number()?, number()?, number()?);
+    Some((usize::try_from(s).ok()?, k, sent))
+}
+
+/// A joined client's halves, flavour-aware.
+enum Client {
+    Line(TcpStream),
+    Json(Box<tokio_tungstenite::WebSocketStream<TcpStream>>),
+}
+
+async fn connect(endpoint: Endpoint, wire: Wire, name: &str) -> io::Result<Client> {
+    match (wire, endpoint.flavor) {
+        (Wire::Json, _) => {
+            let (sender, receiver) = load::join(Wire::Json, endpoint.target, name).await?;
+            let (load::Sender::Json(tx), load::Receiver::Json(rx)) = (sender, receiver) else {
+                unreachable!("a JSON join gives JSON halves");
+            };
+            let ws = tx.reunite(rx).map_err(io::Error::other)?;
+            Ok(Client::Json(Box::new(ws)))
+        }
+        (Wire::Line, Flavor::Ours) => {
+            let (sender, receiver) = load::join(Wire::Line, endpoint.target, name).await?;
+            let (load::Sender::Line(wr), load::Receiver::Line { rd, .. }) = (sender, receiver)
+            else {
+                unreachable!("a line join gives line halves");
+            };
+            // Whatever the BufReader had read past the welcome is notices; dropping it is
+            // fine, since nothing is sent before every client has joined.
+            let rd = rd.into_inner();
+            Ok(Client::Line(rd.reunite(wr).map_err(io::Error::other)?))
+        }
+        (Wire::Line, Flavor::Seed) => {
+            let mut stream = TcpStream::connect(endpoint.target.tcp).await?;
+            stream.set_nodelay(true)?;
+            let mut prompt = [0u8; 17];
+            stream.read_exact(&mut prompt).await?;
+            if &prompt != b"Enter your name: " {
+                return Err(io::Error::other("the seed did not prompt for a name"));
+            }
+            stream.write_all(format!("{name}\n").as_bytes()).await?;
+            Ok(Client::Line(stream))
+        }
+    }
+}
+
+/// Joins `count` clients named `PREFIX{i}`, at most `concurrency` at a time; returns them in
+/// order and the time it took, or the first error.
+async fn join_all(
+    endpoint: Endpoint,
+    wire: Wire,
+    prefix: &str,
+    count: usize,
+    concurrency: usize,
+) -> io::Result<(Vec<Client>, Duration)> {
+    let started = Instant::now();
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let slots = slots.clone();
+        let name = format!("{prefix}{i}");
+        tasks.push(tokio::spawn(async move {
+            let _permit = slots.acquire_owned().await.expect("open semaphore");
+            connect(endpoint, wire, &name).await
+        }));
+    }
+    let mut clients = Vec::with_capacity(count);
+    for task in tasks {
+        clients.push(task.await.map_err(io::Error::other)??);
+    }
+    Ok((clients, started.elapsed()))
+}
+
+/// Runs a fan-out workload against `endpoint`. `progress` is called about once a second
+/// with deliveries so far and expected.
+pub async fn fanout(
+    endpoint: Endpoint,
+    spec: &Fanout,
+    mut progress: impl FnMut(u64, u64),
+) -> io::Result<FanoutReport> {
+    let deadline = Instant::now() + spec.time_limit;
+    let (n, senders, messages) = (spec.clients, spec.senders.min(spec.clients), spec.messages);
+    let expected = senders as u64 * messages * (n as u64 - 1);
+    let (clients, join_time) =
+        tokio::time::timeout(spec.time_limit, join_all(endpoint, spec.wire, "b", n, 256))
+            .await
+            .map_err(|_| io::Error::other(format!("{n} clients did not join in time")))??;
+
+    let shared = Arc::new(Shared {
+        delivered: (0..senders)
+            .map(|_| (0..n).map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+        total: AtomicU64::new(0),
+        synced: AtomicUsize::new(0),
+        last_delivery: AtomicU64::new(0),
+        disconnected: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+    });
+
+    // Split every client; receivers run until stopped or closed.
+    let mut writers = Vec::new();
+    // Receivers' writing halves are kept: dropping one would end that client's input.
+    let mut quiet = Vec::new();
+    let mut receivers = Vec::new();
+    for (r, client) in clients.into_iter().enumerate() {
+        let shared = shared.clone();
+        let (writer, receiver) = split(client);
+        if r < senders {
+            writers.push(writer);
+        } else {
+            quiet.push(writer);
+        }
+        receivers.push(tokio::spawn(receive(
+            r, receiver, shared, senders, messages,
+        )));
+    }
+
+    // Warm-up: until everyone has heard sender 0 say "sync" (the seed has no welcome that
+    // says a client has joined, so this is how a run knows the room is complete).
+    let mut syncs = 0;
+    while shared.synced.load(Ordering::Relaxed) < n - 1 {
+        if Instant::now() > deadline {
+            return Err(io::Error::other("the room never became complete"));
+        }
+        if syncs % 20 == 0 {
+            writers[0].say(&format!("sync {syncs}")).await?;
+        }
+        syncs += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let start = now_ns();
+    let mut sending = Vec::new();
+    for (s, mut writer) in writers.into_iter().enumerate() {
+        let shared = shared.clone();
+        let (rate, window) = (spec.rate, spec.window.max(1));
+        sending.push(tokio::spawn(async move {
+            let mut tick = rate.map(|r| {
+                let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(1e-3)));
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            for k in 0..messages {
+                match &mut tick {
+                    Some(tick) => {
+                        tick.tick().await;
+                    }
+                    None => {
+                        // Flat out, but never more than `window` ahead of the slowest.
+                        while k >= window && !shared.stop.load(Ordering::Relaxed) {
+                            let slowest = shared.delivered[s]
+                                .iter()
+                                .enumerate()
+                                .filter(|&(r, _)| r != s)
+                                .map(|(_, d)| d.load(Ordering::Relaxed))
+                                .min()
+                                .unwrap_or(messages);
+                            if k < slowest + window {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_micros(200)).await;
+                        }
+                    }
+                }
+                if shared.stop.load(Ordering::Relaxed) || writer.say(&payload(s, k)).await.is_err()
+                {
+                    break;
+                }
+            }
+            writer
+        }));
+    }
+
+    let mut last_progress = Instant::now();
+    let timed_out = loop {
+        let total = shared.total.load(Ordering::Relaxed);
+        if total >= expected {
+            break false;
+        }
+        if Instant::now() > deadline {
+            break true;
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            progress(total, expected);
+            last_progress = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    shared.stop.store(true, Ordering::Relaxed);
+    let mut keep = Vec::new();
+    for task in sending {
+        if let Ok(writer) = task.await {
+            keep.push(writer);
+        }
+    }
+    let mut latency = latency_histogram();
+    let (mut delivered, mut duplicated, mut reordered) = (0, 0, 0);
+    // Receivers notice `stop` within one read timeout and hand over their tallies.
+    for task in receivers {
+        let seen = task.await.map_err(io::Error::other)?;
+        delivered += seen.delivered;
+        duplicated += seen.duplicated;
+        reordered += seen.reordered;
+        latency.add(&seen.latency).expect("same bounds");
+    }
+    let end = shared.last_delivery.load(Ordering::Relaxed).max(start + 1);
+    drop((keep, quiet));
+    Ok(FanoutReport {
+        expected,
+        delivered,
+        lost: expected.saturating_sub(delivered),
+        duplicated,
+        reordered,
+        elapsed: Duration::from_nanos(end - start),
+        join_time,
+        latency,
+        timed_out,
+        disconnected: shared.disconnected.load(Ordering::Relaxed),
+    })
+}
+
+enum Writer {
+    Line(tokio::net::tcp::OwnedWriteHalf),
+    Json(futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<TcpStream>, Message>),
+}
+
+enum Reader {
+    Line(tokio::net::tcp::OwnedReadHalf),
+    Json(futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<TcpStream>>),
+}
+
+fn split(client: Client) -> (Writer, Reader) {
+    match client {
+        Client::Line(stream) => {
+            let (rd, wr) = stream.into_split();
+            (Writer::Line(wr), Reader::Line(rd))
+        }
+        Client::Json(ws) => {
+            let (tx, rx) = (*ws).split();
+            (Writer::Json(tx), Reader::Json(rx))
+        }
+    }
+}
+
+impl Writer {
+    async fn say(&mut self, text: &str) -> io::Result<()> {
+        match self {
+            Writer::Line(wr) => wr.write_all(format!("{text}\n").as_bytes()).await,
+            Writer::Json(tx) => {
+                let say = serde_json::json!({"type": "say", "text": text}).to_string();
+                tx.send(Message::text(say)).await.map_err(io::Error::other)
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct JsonEvent<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(default)]
+    from: &'a str,
+    #[serde(default, borrow)]
+    text: std::borrow::Cow<'a, str>,
+}
+
+/// Receiver `r`: tallies every payload until stopped or closed.
+async fn receive(
+    r: usize,
+    reader: Reader,
+    shared: Arc<Shared>,
+    senders: usize,
+    messages: u64,
+) -> Seen {
+    let mut seen = Seen::new(senders, messages);
+    let mut synced = false;
+    let me = format!("b{r}");
+    let mut on_text = |from: &str, text: &[u8], seen: &mut Seen| {
+        if from == me {
+            return;
+        }
+        if text.starts_with(b"sync ") {
+            if !std::mem::replace(&mut synced, true) {
+                shared.synced.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        if let Some((s, k, sent)) = parse_payload(text) {
+            if seen.record(s, k, sent) {
+                shared.delivered[s][r].fetch_add(1, Ordering::Relaxed);
+                shared.total.fetch_add(1, Ordering::Relaxed);
+                shared.last_delivery.fetch_max(now_ns(), Ordering::Relaxed);
+            }
+        }
+    };
+    let poll = Duration::from_millis(20);
+    match reader {
+        Reader::Line(mut rd) => {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut filled = 0;
+            while !shared.stop.load(Ordering::Relaxed) {
+                if filled == buf.len() {
+                    filled = 0; // a line longer than the buffer: not ours, skip it
+                }
+                let n = match tokio::time::timeout(poll, rd.read(&mut buf[filled..])).await {
+                    Err(_) => continue,
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        shared.disconnected.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(Ok(n)) => n,
+                };
+                filled += n;
+                let mut start = 0;
+                while let Some(end) = memchr::memchr(b'\n', &buf[start..filled]) {
+                    let line = &buf[start..start + end];
+                    if let Some(at) = memchr::memmem::find(line, b": ") {
+                        let from = std::str::from_utf8(&line[..at]).unwrap_or("");
+                        on_text(from, &line[at + 2..], &mut seen);
+                    }
+                    start += end + 1;
+                }
+                buf.copy_within(start..filled, 0);
+                filled -= start;
+            }
+        }
+        Reader::Json(mut rx) => {
+            while !shared.stop.load(Ordering::Relaxed) {
+                let frame = match tokio::time::timeout(poll, rx.next()).await {
+                    Err(_) => continue,
+                    Ok(None) | Ok(Some(Err(_))) => {
+                        shared.disconnected.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                let Message::Text(text) = frame else { continue };
+                if let Ok(event) = serde_json::from_str::<JsonEvent>(&text) {
+                    if event.kind == "message" {
+                        on_text(event.from, event.text.as_bytes(), &mut seen);
+                    }
+                }
+            }
+        }
+    }
+    seen
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle and join
+
+/// What holding idle connections cost the server.
+#[derive(Clone, Debug)]
+pub struct IdleReport {
+    /// Connections held.
+    pub connections: usize,
+    /// The server's RSS before, KiB.
+    pub rss_before: u64,
+    /// The server's RSS with every connection joined and idle, KiB.
+    pub rss_after: u64,
+    /// Time to join them all.
+    pub join_time: Duration,
+}
+
+impl IdleReport {
+    /// Server memory per connection, KiB.
+    pub fn per_connection(&self) -> f64 {
+        self.rss_after.saturating_sub(self.rss_before) as f64 / self.connections.max(1) as f64
+    }
+}
+
+/// Joins `count` clients over `wire` (at most `concurrency` joining at once), lets them sit,
+/// and reads the server's RSS (process `pid`) before and after.
+pub async fn idle(
+    endpoint: Endpoint,
+    pid: u32,
+    wire: Wire,
+    count: usize,
+    concurrency: usize,
+    time_limit: Duration,
+) -> io::Result<IdleReport> {
+    let rss_before = load::rss_kib(pid).ok_or_else(|| io::Error::other("no VmRSS"))?;
+    let (clients, join_time) = tokio::time::timeout(
+        time_limit,
+        join_all(endpoint, wire, "idle", count, concurrency),
+    )
+    .await
+    .map_err(|_| io::Error::other(format!("{count} clients did not join in time")))??;
+    // Let the server settle (announcements written, buffers returned).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = load::rss_kib(pid).ok_or_else(|| io::Error::other("no VmRSS"))?;
+    drop(clients);
+    Ok(IdleReport {
+        connections: count,
+        rss_before,
+        rss_after,
+        join_time,
+    })
+}
+
+/// The address of `target`'s listener for `wire`.
+pub fn address(target: Target, wire: Wire) -> SocketAddr {
+    match wire {
+        Wire::Line => target.tcp,
+        Wire::Json => target.http,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_junk_is_refused() {
+        let text = payload(3, 41);
+        let (s, k, sent) = parse_payload(text.as_bytes()).unwrap();
+        assert_eq!((s, k), (3, 41));
+        assert!(sent <= now_ns());
+        for junk in ["", "sync 1", "1 2", "1 x 3", "99999999999999999999999 1 1"] {
+            assert_eq!(parse_payload(junk.as_bytes()), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn seen_counts_duplicates_and_reordering() {
+        let mut seen = Seen::new(2, 10);
+        assert!(seen.record(0, 0, now_ns()));
+        assert!(seen.record(0, 2, now_ns()));
+        assert!(seen.record(0, 1, now_ns()), "late but new");
+        assert!(!seen.record(0, 2, now_ns()), "duplicate");
+        assert!(seen.record(1, 9, now_ns()));
+        assert!(!seen.record(2, 0, now_ns()), "no such sender");
+        assert!(!seen.record(1, 10, now_ns()), "no such message");
+        assert_eq!((seen.delivered, seen.duplicated, seen.reordered), (4, 1, 1));
+    }
+}

@@ -1,0 +1,735 @@
+//! `chat-bench`: the load generator. It starts the server under test itself (the release
+//! `chat-server`, and the tutorial's seed server to compare with), runs a workload against
+//! each in the same invocation, and prints the figures and their ratio: this machine is
+//! shared and noisy, so only figures from one run are compared.
+//!
+//! ```text
+//! chat-bench fanout --clients 1000 --senders 10 --messages 300       # vs the seed, TCP
+//! chat-bench fanout --wire ws --rate 100 --clients 100 --messages 500
+//! chat-bench idle --connections 10000 --wire tcp
+//! chat-bench join --clients 10000
+//! chat-bench report --out docs                                        # everything, + chart
+//! ```
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use chat_tests::bench::{self, Endpoint, Fanout, FanoutReport, Flavor, IdleReport};
+use chat_tests::load::{self, Target, Wire};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "chat-bench",
+    about = "Load generator for chat-server, compared with the seed"
+)]
+struct Cli {
+    /// The chat-server binary to measure.
+    #[arg(long, default_value = "target/release/chat-server")]
+    server: PathBuf,
+    /// The seed's server to compare with; `none` skips it.
+    #[arg(long, default_value = "../shared/reference/seed_chat_server.py")]
+    seed: String,
+    /// Python for the seed.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// N clients join, S send M messages each (flat out or at a rate); deliveries per second,
+    /// latency, and lost, duplicated or reordered deliveries.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        #[arg(long, default_value_t = 300)]
+        messages: u64,
+        /// Messages per second per sender; flat out when absent.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Flat out: messages of one sender not yet received by everyone, at most.
+        #[arg(long, default_value_t = 64)]
+        window: u64,
+        #[arg(long, value_enum, default_value_t = WireArg::Tcp)]
+        wire: WireArg,
+        /// The run ends by then, whatever has arrived.
+        #[arg(long, default_value_t = 300)]
+        time_limit: u64,
+    },
+    /// N idle joined connections: the server's memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, value_enum, default_value_t = WireArg::Tcp)]
+        wire: WireArg,
+    },
+    /// The time for N clients to join one room (a join storm).
+    Join {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        #[arg(long, value_enum, default_value_t = WireArg::Tcp)]
+        wire: WireArg,
+        /// Clients joining at once.
+        #[arg(long, default_value_t = 1000)]
+        concurrency: usize,
+    },
+    /// Every workload of docs/benchmarks.md, then the chart of latency against offered load
+    /// (SVG) and the results (JSON) into `--out`.
+    Report {
+        #[arg(long, default_value = "docs")]
+        out: PathBuf,
+        /// A short version, for a quick look (smaller counts, fewer load points).
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WireArg {
+    Tcp,
+    Ws,
+}
+
+impl From<WireArg> for Wire {
+    fn from(w: WireArg) -> Wire {
+        match w {
+            WireArg::Tcp => Wire::Line,
+            WireArg::Ws => Wire::Json,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let limit = load::raise_open_files_limit();
+    eprintln!("chat-bench: open files limit {limit}");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chat-bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+async fn run(cli: &Cli) -> Result<()> {
+    let seed = (cli.seed != "none").then(|| PathBuf::from(&cli.seed));
+    if let Some(seed) = &seed {
+        if !seed.exists() {
+            return Err(format!(
+                "no seed server at {} (use --seed none)",
+                seed.display()
+            ));
+        }
+    }
+    let servers = Servers {
+        ours: cli.server.clone(),
+        seed,
+        python: cli.python.clone(),
+    };
+    match &cli.workload {
+        &Workload::Fanout {
+            clients,
+            senders,
+            messages,
+            rate,
+            window,
+            wire,
+            time_limit,
+        } => {
+            let spec = Fanout {
+                clients,
+                senders,
+                messages,
+                rate,
+                window,
+                wire: wire.into(),
+                time_limit: Duration::from_secs(time_limit),
+            };
+            let (ours, seed) = servers.fanout_both(&spec).await?;
+            print_fanout(&spec, &ours, seed.as_ref());
+        }
+        &Workload::Idle { connections, wire } => {
+            let report = servers.idle(wire.into(), connections).await?;
+            print_idle(wire.into(), &report);
+        }
+        &Workload::Join {
+            clients,
+            wire,
+            concurrency,
+        } => {
+            let report = servers.join(wire.into(), clients, concurrency).await?;
+            println!(
+                "join storm: {clients} {} clients joined in {:.2} s ({:.0} joins/s)",
+                wire_name(wire.into()),
+                report.join_time.as_secs_f64(),
+                clients as f64 / report.join_time.as_secs_f64()
+            );
+        }
+        Workload::Report { out, quick } => report(&servers, out, *quick).await?,
+    }
+    Ok(())
+}
+
+fn wire_name(wire: Wire) -> &'static str {
+    match wire {
+        Wire::Line => "TCP",
+        Wire::Json => "WebSocket",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starting the servers
+
+struct Servers {
+    ours: PathBuf,
+    seed: Option<PathBuf>,
+    python: String,
+}
+
+/// A server process, killed when dropped.
+struct Running {
+    child: Child,
+    endpoint: Endpoint,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Servers {
+    fn start_ours(&self) -> Result<Running> {
+        let mut child = Command::new(&self.ours)
+            .args([
+                "--tcp",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--max-users",
+                "20000",
+                "--flood",
+                "off",
+                "--idle-timeout",
+                "0",
+                "--max-queue",
+                "16777216",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot start {}: {e} (build it: cargo build --release -p chat-server)",
+                    self.ours.display()
+                )
+            })?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = |prefix: &str| -> Result<SocketAddr> {
+            let line = lines
+                .next()
+                .ok_or("the server exited before saying where it listens")?
+                .map_err(|e| e.to_string())?;
+            line.strip_prefix(prefix)
+                .and_then(|a| a.parse().ok())
+                .ok_or(format!("unexpected line from the server: {line:?}"))
+        };
+        let (tcp, http) = (addr("tcp listening on ")?, addr("http listening on ")?);
+        // Keep reading so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Running {
+            child,
+            endpoint: Endpoint {
+                target: Target { tcp, http },
+                flavor: Flavor::Ours,
+            },
+        })
+    }
+
+    fn start_seed(&self, seed: &Path) -> Result<Running> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let child = Command::new(&self.python)
+            .arg(seed)
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            // The seed prints every message; nobody reads it.
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the seed with {}: {e}", self.python))?;
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                return Err("the seed did not start listening".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Running {
+            child,
+            endpoint: Endpoint {
+                target: Target {
+                    tcp: addr,
+                    http: addr,
+                },
+                flavor: Flavor::Seed,
+            },
+        })
+    }
+
+    async fn fanout_one(&self, spec: &Fanout, flavor: Flavor) -> Result<FanoutReport> {
+        let running = match (flavor, &self.seed) {
+            (Flavor::Ours, _) => self.start_ours()?,
+            (Flavor::Seed, Some(seed)) => self.start_seed(seed)?,
+            (Flavor::Seed, None) => return Err("no seed to run".into()),
+        };
+        let who = match flavor {
+            Flavor::Ours => "chat-server",
+            Flavor::Seed => "seed",
+        };
+        let report = bench::fanout(running.endpoint, spec, |done, of| {
+            eprint!(
+                "\r  {who}: {done} of {of} deliveries ({:.0}%)   ",
+                done as f64 * 100.0 / of as f64
+            );
+            let _ = std::io::stderr().flush();
+        })
+        .await
+        .map_err(|e| format!("{who}: {e}"))?;
+        eprint!("\r{:60}\r", "");
+        Ok(report)
+    }
+
+    /// Runs `spec` on ours, then on the seed (line wire only).
+    async fn fanout_both(&self, spec: &Fanout) -> Result<(FanoutReport, Option<FanoutReport>)> {
+        let ours = self.fanout_one(spec, Flavor::Ours).await?;
+        let seed = if self.seed.is_some() && spec.wire == Wire::Line {
+            Some(self.fanout_one(spec, Flavor::Seed).await?)
+        } else {
+            None
+        };
+        Ok((ours, seed))
+    }
+
+    async fn idle(&self, wire: Wire, connections: usize) -> Result<IdleReport> {
+        let running = self.start_ours()?;
+        let pid = running.child.id();
+        bench::idle(
+            running.endpoint,
+            pid,
+            wire,
+            connections,
+            500,
+            Duration::from_secs(300),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn join(&self, wire: Wire, clients: usize, concurrency: usize) -> Result<IdleReport> {
+        let running = self.start_ours()?;
+        let pid = running.child.id();
+        bench::idle(
+            running.endpoint,
+            pid,
+            wire,
+            clients,
+            concurrency,
+            Duration::from_secs(300),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printing
+
+fn describe(spec: &Fanout) -> String {
+    let pace = match spec.rate {
+        Some(rate) => format!("at {rate} msg/s each"),
+        None => format!("flat out (window {})", spec.window),
+    };
+    format!(
+        "fan-out over {}: {} clients, {} senders × {} messages {pace}",
+        wire_name(spec.wire),
+        spec.clients,
+        spec.senders,
+        spec.messages
+    )
+}
+
+fn line(who: &str, r: &FanoutReport) -> String {
+    format!(
+        "  {who:<12} {:>10} deliveries in {:>6.2} s = {:>10.0}/s; latency p50 {:.2} ms, p99 {:.2} ms, \
+         p99.9 {:.2} ms, max {:.2} ms; lost {}, duplicated {}, reordered {}{}",
+        r.delivered,
+        r.elapsed.as_secs_f64(),
+        r.rate(),
+        r.ms(0.5),
+        r.ms(0.99),
+        r.ms(0.999),
+        r.latency.max() as f64 / 1000.0,
+        r.lost,
+        r.duplicated,
+        r.reordered,
+        if r.timed_out {
+            " (time limit reached)"
+        } else {
+            ""
+        }
+    )
+}
+
+fn print_fanout(spec: &Fanout, ours: &FanoutReport, seed: Option<&FanoutReport>) {
+    println!("{}", describe(spec));
+    println!("{}", line("chat-server", ours));
+    if let Some(seed) = seed {
+        println!("{}", line("seed", seed));
+        println!(
+            "  ratio: {:.1}× the seed's deliveries per second",
+            ours.rate() / seed.rate().max(1e-9)
+        );
+    }
+}
+
+fn print_idle(wire: Wire, r: &IdleReport) {
+    println!(
+        "idle: {} {} connections: server RSS {} KiB → {} KiB, {:.1} KiB per connection \
+         (joined in {:.2} s)",
+        r.connections,
+        wire_name(wire),
+        r.rss_before,
+        r.rss_after,
+        r.per_connection(),
+        r.join_time.as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
+    let scale = |full: usize, small: usize| if quick { small } else { full };
+    let mut json = serde_json::Map::new();
+
+    // 1. Throughput: 1000 clients, 10 senders flat out, TCP, both servers.
+    let spec = Fanout {
+        clients: scale(1000, 200),
+        senders: 10,
+        messages: scale(300, 50) as u64,
+        rate: None,
+        window: 64,
+        wire: Wire::Line,
+        time_limit: Duration::from_secs(300),
+    };
+    let (ours, seed) = servers.fanout_both(&spec).await?;
+    print_fanout(&spec, &ours, seed.as_ref());
+    json.insert(
+        "throughput".into(),
+        fanout_json(&spec, &ours, seed.as_ref()),
+    );
+
+    // 2. Latency at a fixed load: 100 clients, 10 senders at 100 msg/s, on both wires.
+    for wire in [Wire::Line, Wire::Json] {
+        let spec = Fanout {
+            clients: 100,
+            senders: 10,
+            messages: scale(1000, 200) as u64,
+            rate: Some(100.0),
+            window: 0,
+            wire,
+            time_limit: Duration::from_secs(120),
+        };
+        let (ours, seed) = servers.fanout_both(&spec).await?;
+        print_fanout(&spec, &ours, seed.as_ref());
+        let key = format!("latency_{}", wire_name(wire).to_lowercase());
+        json.insert(key, fanout_json(&spec, &ours, seed.as_ref()));
+    }
+
+    // 3. Idle memory, each wire on a fresh server.
+    for wire in [Wire::Line, Wire::Json] {
+        let r = servers.idle(wire, scale(10_000, 1000)).await?;
+        print_idle(wire, &r);
+        json.insert(
+            format!("idle_{}", wire_name(wire).to_lowercase()),
+            serde_json::json!({
+                "connections": r.connections, "rss_before_kib": r.rss_before,
+                "rss_after_kib": r.rss_after, "kib_per_connection": r.per_connection(),
+            }),
+        );
+    }
+
+    // 4. Join storm.
+    let clients = scale(10_000, 1000);
+    let r = servers.join(Wire::Line, clients, 1000).await?;
+    println!(
+        "join storm: {clients} TCP clients joined in {:.2} s",
+        r.join_time.as_secs_f64()
+    );
+    json.insert(
+        "join_storm".into(),
+        serde_json::json!({"clients": clients, "seconds": r.join_time.as_secs_f64()}),
+    );
+
+    // 5. Latency against offered load, both servers, for the chart.
+    let rates: &[f64] = if quick {
+        &[10.0, 100.0, 400.0]
+    } else {
+        &[10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0]
+    };
+    let mut curves = Vec::new();
+    for flavor in [Flavor::Ours, Flavor::Seed] {
+        if flavor == Flavor::Seed && servers.seed.is_none() {
+            continue;
+        }
+        let mut points = Vec::new();
+        for &rate in rates {
+            let spec = Fanout {
+                clients: 100,
+                senders: 10,
+                messages: ((rate * if quick { 1.0 } else { 3.0 }) as u64).max(20),
+                rate: Some(rate),
+                window: 0,
+                wire: Wire::Line,
+                time_limit: Duration::from_secs(60),
+            };
+            let r = servers.fanout_one(&spec, flavor).await?;
+            let offered = rate * spec.senders as f64 * (spec.clients - 1) as f64;
+            println!(
+                "  {:<12} offered {:>9.0}/s: delivered {:>9.0}/s, p50 {:.2} ms, p99 {:.2} ms{}",
+                if flavor == Flavor::Ours {
+                    "chat-server"
+                } else {
+                    "seed"
+                },
+                offered,
+                r.rate(),
+                r.ms(0.5),
+                r.ms(0.99),
+                if r.lost > 0 {
+                    format!(", lost {}", r.lost)
+                } else {
+                    String::new()
+                }
+            );
+            points.push(Point {
+                offered,
+                p50: r.ms(0.5),
+                p99: r.ms(0.99),
+                lost: r.lost,
+            });
+            if r.ms(0.99) > 1000.0 || r.timed_out {
+                break; // saturated: higher loads only take longer to say so
+            }
+        }
+        curves.push((flavor, points));
+    }
+    json.insert(
+        "latency_curve".into(),
+        serde_json::json!(
+            curves
+                .iter()
+                .map(|(flavor, points)| serde_json::json!({
+                    "server": if *flavor == Flavor::Ours { "chat-server" } else { "seed" },
+                    "points": points.iter().map(|p| serde_json::json!({
+                        "offered_per_s": p.offered, "p50_ms": p.p50, "p99_ms": p.p99,
+                        "lost": p.lost,
+                    })).collect::<Vec<_>>(),
+                }))
+                .collect::<Vec<_>>()
+        ),
+    );
+
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let svg = out.join("latency.svg");
+    std::fs::write(&svg, chart(&curves)).map_err(|e| e.to_string())?;
+    let results = out.join("benchmarks.json");
+    let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
+    std::fs::write(&results, text + "\n").map_err(|e| e.to_string())?;
+    println!("wrote {} and {}", svg.display(), results.display());
+    Ok(())
+}
+
+fn fanout_json(
+    spec: &Fanout,
+    ours: &FanoutReport,
+    seed: Option<&FanoutReport>,
+) -> serde_json::Value {
+    let one = |r: &FanoutReport| {
+        serde_json::json!({
+            "deliveries": r.delivered, "seconds": r.elapsed.as_secs_f64(),
+            "deliveries_per_s": r.rate(), "p50_ms": r.ms(0.5), "p99_ms": r.ms(0.99),
+            "p999_ms": r.ms(0.999), "max_ms": r.latency.max() as f64 / 1000.0,
+            "lost": r.lost, "duplicated": r.duplicated, "reordered": r.reordered,
+        })
+    };
+    serde_json::json!({
+        "workload": describe(spec),
+        "chat_server": one(ours),
+        "seed": seed.map(one),
+        "ratio": seed.map(|s| ours.rate() / s.rate().max(1e-9)),
+    })
+}
+
+/// The chart: p50 and p99 latency (log scale) against offered deliveries per second (log
+/// scale), one colour per server.
+/// One load point of the latency curve.
+#[derive(Clone, Copy)]
+struct Point {
+    offered: f64,
+    p50: f64,
+    p99: f64,
+    lost: u64,
+}
+
+fn chart(curves: &[(Flavor, Vec<Point>)]) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 440.0, 70.0, 20.0, 40.0, 60.0);
+    let all = curves.iter().flat_map(|(_, p)| p.iter());
+    let (mut x_min, mut x_max, mut y_min, mut y_max) = (f64::MAX, 0.0f64, f64::MAX, 0.0f64);
+    for p in all {
+        x_min = x_min.min(p.offered);
+        x_max = x_max.max(p.offered);
+        y_min = y_min.min(p.p50.max(0.001));
+        y_max = y_max.max(p.p99);
+    }
+    let decade = |v: f64, up: bool| {
+        let l = v.max(1e-3).log10();
+        10f64.powf(if up { l.ceil() } else { l.floor() })
+    };
+    let (x_min, x_max) = (
+        decade(x_min, false),
+        decade(x_max, true).max(decade(x_min, false) * 10.0),
+    );
+    let (y_min, y_max) = (
+        decade(y_min, false),
+        decade(y_max, true).max(decade(y_min, false) * 10.0),
+    );
+    let px = |x: f64| {
+        left + (x.log10() - x_min.log10()) / (x_max.log10() - x_min.log10()) * (w - left - right)
+    };
+    let py = |y: f64| {
+        h - bottom
+            - (y.max(y_min).log10() - y_min.log10()) / (y_max.log10() - y_min.log10())
+                * (h - top - bottom)
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Delivery latency against offered load \
+         (100 clients, 10 senders, TCP)</text>\n",
+        w / 2.0
+    );
+    let mut x = x_min;
+    while x <= x_max * 1.0001 {
+        svg += &format!(
+            "<line x1=\"{0:.1}\" y1=\"{1}\" x2=\"{0:.1}\" y2=\"{2}\" stroke=\"#ddd\"/>\
+             <text x=\"{0:.1}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>\n",
+            px(x),
+            top,
+            h - bottom,
+            h - bottom + 16.0,
+            si(x)
+        );
+        x *= 10.0;
+    }
+    let mut y = y_min;
+    while y <= y_max * 1.0001 {
+        svg += &format!(
+            "<line x1=\"{0}\" y1=\"{1:.1}\" x2=\"{2}\" y2=\"{1:.1}\" stroke=\"#ddd\"/>\
+             <text x=\"{3}\" y=\"{4:.1}\" text-anchor=\"end\">{5} ms</text>\n",
+            left,
+            py(y),
+            w - right,
+            left - 6.0,
+            py(y) + 4.0,
+            trim(y)
+        );
+        y *= 10.0;
+    }
+    svg += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">offered deliveries per second (log)</text>\n\
+         <text x=\"16\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {})\">latency (log)</text>\n",
+        (left + w - right) / 2.0,
+        h - 14.0,
+        (top + h - bottom) / 2.0,
+        (top + h - bottom) / 2.0
+    );
+    let mut legend_y = top + 10.0;
+    for (flavor, points) in curves {
+        let (name, colour) = match flavor {
+            Flavor::Ours => ("chat-server", "#1f6feb"),
+            Flavor::Seed => ("seed (asyncio)", "#d1242f"),
+        };
+        for (quantile, dash, pick) in [("p50", "", 1usize), ("p99", " stroke-dasharray=\"6 4\"", 2)]
+        {
+            let path: Vec<String> = points
+                .iter()
+                .map(|p| {
+                    let v = if pick == 1 { p.p50 } else { p.p99 };
+                    format!("{:.1},{:.1}", px(p.offered), py(v))
+                })
+                .collect();
+            svg += &format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
+                path.join(" ")
+            );
+            for p in points {
+                let v = if pick == 1 { p.p50 } else { p.p99 };
+                svg += &format!(
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"/>\n",
+                    px(p.offered),
+                    py(v)
+                );
+            }
+            svg += &format!(
+                "<line x1=\"{0}\" y1=\"{1}\" x2=\"{2}\" y2=\"{1}\" stroke=\"{colour}\" stroke-width=\"2\"{dash}/>\
+                 <text x=\"{3}\" y=\"{4}\">{name} {quantile}</text>\n",
+                left + 12.0,
+                legend_y,
+                left + 40.0,
+                left + 46.0,
+                legend_y + 4.0
+            );
+            legend_y += 16.0;
+        }
+    }
+    svg + "</svg>\n"
+}
+
+fn si(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{}M", trim(v / 1e6))
+    } else if v >= 1e3 {
+        format!("{}k", trim(v / 1e3))
+    } else {
+        trim(v)
+    }
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
