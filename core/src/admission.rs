@@ -26,6 +26,10 @@ use std::time::Duration;
 
 use crate::time::Timestamp;
 
+/// What a refused connection is told (the line wire's line, the body of HTTP's 429).
+pub const TOO_MANY_CONNECTIONS: &str =
+    "Too many connections from your address; try again in a minute.";
+
 /// The period the rate is counted over.
 const MINUTE: Duration = Duration::from_secs(60);
 

@@ -29,7 +29,7 @@ pub mod room;
 pub mod text;
 pub mod time;
 
-pub use admission::{AddrKey, Admission, AdmissionConfig, Admitted, Refusal};
+pub use admission::{AddrKey, Admission, AdmissionConfig, Admitted, Refusal, TOO_MANY_CONNECTIONS};
 pub use codec::line::{Line, LineDecoder};
 pub use command::{ParseError, Request, Resume, parse_line};
 pub use event::{ChatMessage, ErrorCode, Event};

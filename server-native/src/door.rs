@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_core::{Admission, AdmissionConfig, Admitted, Event, Refusal, Timestamp};
+use chat_core::{
+    Admission, AdmissionConfig, Admitted, Event, Refusal, TOO_MANY_CONNECTIONS, Timestamp,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -34,9 +36,6 @@ const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
 const REFUSAL_QUIET: Duration = Duration::from_millis(250);
 /// At most one info line per this period sums up the refusals.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
-
-/// The line a refused line-protocol client reads.
-pub const TOO_MANY_LINE: &str = "Too many connections from your address; try again in a minute.";
 
 /// Which listener a connection came in on: it decides the words of a refusal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,10 +168,10 @@ impl Door {
                  last such line; at most one a minute)");
         }
         let message = match listener {
-            Listener::Line => Bytes::from(format!("{TOO_MANY_LINE}\n")),
+            Listener::Line => Bytes::from(format!("{TOO_MANY_CONNECTIONS}\n")),
             Listener::Http => {
                 let retry = refusal.retry_after().as_secs_f64().ceil().max(1.0) as u64;
-                http::refusal(429, retry, TOO_MANY_LINE)
+                http::refusal(429, retry, TOO_MANY_CONNECTIONS)
             }
         };
         self.refuse(stream, message);
