@@ -376,6 +376,7 @@ mod tests {
                 max_line: 4096,
                 ping: None,
                 origins: Default::default(),
+                max_queue: 1 << 20,
             },
             admitted: Arc::new(Semaphore::new(1)),
             handshake_timeout: Duration::from_secs(10),

@@ -137,6 +137,7 @@ pub async fn run(
             max_line,
             ping: (config.ws_ping > 0).then(|| Duration::from_secs(config.ws_ping)),
             origins: websocket::Origins::new(&config.allow_origin),
+            max_queue,
         },
         admitted,
         handshake_timeout: Duration::from_secs(config.handshake_timeout),

@@ -388,6 +388,41 @@ fn a_100_mb_websocket_frame_or_message_closes_with_1009_and_memory_stays_flat() 
 }
 
 #[test]
+fn a_flood_of_pings_from_a_peer_that_never_reads_leaves_memory_flat() {
+    let server = Server::start(&[], &["--flood", "off"]);
+    let mut alice = Peer::join(&server.tcp, "alice");
+    let mut bob = Peer::join(&server.tcp, "bob");
+    alice.send("warming up");
+    bob.expect("alice: warming up\n");
+    let before = server.rss_kib();
+
+    // Every ping asks for a pong; this peer reads none of them, so they cannot all be sent.
+    let ws = websocket(&server.http);
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.resize(ping.len() + 125, b'p');
+    let mut pings_ws = ws.try_clone().unwrap();
+    let sender = std::thread::spawn(move || -> std::io::Result<usize> {
+        let chunk = ping.repeat((1 << 20) / ping.len());
+        let mut sent = 0;
+        while sent < FLOOD {
+            pings_ws.write_all(&chunk)?;
+            sent += chunk.len();
+        }
+        Ok(sent)
+    });
+    let mut round = 0;
+    let (peak, sent) = peak_rss_during(&server, sender, || {
+        round += 1;
+        alice.send(&format!("meanwhile {round}"));
+        bob.expect(&format!("alice: meanwhile {round}\n"));
+    });
+    eprintln!("the pinger sent {sent:?} bytes; {round} chat round trips meanwhile");
+    check_growth("100 MB of unread pings", before, peak, server.rss_kib());
+    drop(ws);
+    server.stop();
+}
+
+#[test]
 fn a_request_head_that_never_ends_gets_431_at_8_kib() {
     let server = Server::start(&[], &[]);
     let before = server.rss_kib();
