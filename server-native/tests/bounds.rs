@@ -6,6 +6,8 @@
 //! The outbound bound, `--max-queue`, is tested in `server.rs` and `websocket.rs` (a reader
 //! that stops reading is dropped as too slow).
 
+#![cfg(target_os = "linux")]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -50,7 +52,9 @@ impl Server {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start chat-server");
+            .unwrap_or_else(|err| {
+                panic!("start chat-server {wrapper:?}: {err} (prlimit is util-linux's)")
+            });
         let mut stderr = child.stderr.take().expect("piped stderr");
         let stderr = std::thread::spawn(move || {
             let mut all = String::new();
