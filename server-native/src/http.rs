@@ -15,7 +15,7 @@ use crate::files;
 use crate::websocket::{self, Upgraded};
 
 /// The largest request head read; a longer one gets 431.
-pub const MAX_HEAD: usize = 8 * 1024;
+const MAX_HEAD: usize = 8 * 1024;
 /// How long an answer may take to send before the connection is dropped: a client that stops
 /// reading cannot hold its HTTP slot for longer.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
