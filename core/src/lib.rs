@@ -15,9 +15,12 @@
 //! - [`name`]: the name rules, shared with the browser client.
 //! - [`text`]: control-character stripping.
 //! - [`time`]: [`Timestamp`], the time drivers pass in.
+//! - [`admission`]: [`Admission`], the per-address limits a driver applies when it accepts a
+//!   connection.
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod codec;
 pub mod command;
 pub mod event;
@@ -26,6 +29,7 @@ pub mod room;
 pub mod text;
 pub mod time;
 
+pub use admission::{AddrKey, Admission, AdmissionConfig, Admitted, Refusal, TOO_MANY_CONNECTIONS};
 pub use codec::line::{Line, LineDecoder};
 pub use command::{ParseError, Request, Resume, parse_line};
 pub use event::{ChatMessage, ErrorCode, Event};

@@ -89,6 +89,36 @@ pub struct Config {
     #[arg(long, env = "CHAT_WS_PING", value_name = "SECS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub ws_ping: u64,
+
+    /// Connections one address (IPv6: one /64) may hold at once, both listeners together; one
+    /// more is refused. 0: no limit. Loopback is exempt unless --limit-loopback.
+    #[arg(
+        long,
+        env = "CHAT_MAX_CONNS_PER_IP",
+        value_name = "N",
+        default_value_t = 32
+    )]
+    pub max_conns_per_ip: u32,
+
+    /// New connections one address (IPv6: one /64) may open a minute, both listeners together,
+    /// in a burst of as many; faster ones are refused. 0: no limit.
+    #[arg(
+        long,
+        env = "CHAT_MAX_NEW_PER_IP",
+        value_name = "N",
+        default_value_t = 120
+    )]
+    pub max_new_per_ip: u32,
+
+    /// Apply the per-address limits to loopback connections too (exempt by default).
+    #[arg(long, env = "CHAT_LIMIT_LOOPBACK")]
+    pub limit_loopback: bool,
+
+    /// Seconds an HTTP client has to send its request head and take the answer to a WebSocket
+    /// upgrade; a slower one gets 408 and is closed.
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout: u64,
 }
 
 /// `on` or `off`.
@@ -127,6 +157,16 @@ impl Config {
             history: self.history as usize,
             flood: (self.flood == Switch::On).then(chat_core::FloodConfig::default),
             epoch,
+        }
+    }
+
+    /// The per-address limits at the door.
+    pub fn admission_config(&self) -> chat_core::AdmissionConfig {
+        chat_core::AdmissionConfig {
+            max_open: (self.max_conns_per_ip > 0).then_some(self.max_conns_per_ip),
+            new_per_minute: (self.max_new_per_ip > 0).then_some(self.max_new_per_ip),
+            limit_loopback: self.limit_loopback,
+            ..chat_core::AdmissionConfig::default()
         }
     }
 }
@@ -174,6 +214,33 @@ mod tests {
         assert_eq!(c.web_root, None);
         assert!(c.allow_origin.is_empty());
         assert_eq!(c.ws_ping, 20);
+        let door = c.admission_config();
+        assert_eq!(door.max_open, Some(32));
+        assert_eq!(door.new_per_minute, Some(120));
+        assert!(!door.limit_loopback);
+        assert_eq!(c.handshake_timeout, 10);
+    }
+
+    #[test]
+    fn per_address_limits_can_be_set_turned_off_and_applied_to_loopback() {
+        let c = Config::from_args_only([
+            "x",
+            "--max-conns-per-ip",
+            "3",
+            "--max-new-per-ip",
+            "0",
+            "--limit-loopback",
+            "--handshake-timeout",
+            "2",
+        ])
+        .unwrap();
+        let door = c.admission_config();
+        assert_eq!(door.max_open, Some(3));
+        assert_eq!(door.new_per_minute, None);
+        assert!(door.limit_loopback);
+        assert_eq!(c.handshake_timeout, 2);
+        let off = Config::from_args_only(["x", "--max-conns-per-ip", "0"]).unwrap();
+        assert_eq!(off.admission_config().max_open, None);
     }
 
     #[test]
@@ -206,6 +273,8 @@ mod tests {
             &["x", "--flood", "maybe"],
             &["x", "--max-line", "-1"],
             &["x", "--idle-timeout", "soon"],
+            &["x", "--handshake-timeout", "0"],
+            &["x", "--max-conns-per-ip", "-1"],
         ] {
             let err = Config::from_args_only(args).unwrap_err();
             assert!(!err.to_string().is_empty());

@@ -10,13 +10,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
+use crate::connection::linger;
 use crate::files;
 use crate::websocket::{self, Upgraded};
 
 /// The largest request head read; a longer one gets 431.
 const MAX_HEAD: usize = 8 * 1024;
-/// How long a client may take to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answer may take to send before the connection is dropped: a client that stops
+/// reading cannot hold its HTTP slot for longer.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the HTTP listener serves.
 pub struct Site {
@@ -28,6 +30,9 @@ pub struct Site {
     pub ws: websocket::Settings,
     /// Connections admitted at once, TCP and WebSocket together.
     pub admitted: Arc<Semaphore>,
+    /// `--handshake-timeout`: how long a client may take to send its request head and have
+    /// its answer (`101` for an upgrade) taken.
+    pub handshake_timeout: Duration,
 }
 
 /// A parsed request head.
@@ -86,14 +91,11 @@ impl Head {
 /// Answers one request on `stream`. A WebSocket upgrade that is accepted (and admitted) gets
 /// `101` and is returned for [`websocket::serve`]; anything else is answered and closed.
 pub async fn serve(mut stream: TcpStream, site: &Site) -> Option<Upgraded> {
-    let (head, leftover) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
-        Err(_) => return None, // Too slow to say anything: no answer.
-        Ok(Err(status)) => {
-            let response = Response::text(status, status_text(status));
-            let _ = response.send(&mut stream, false).await;
-            return None;
-        }
+    let deadline = tokio::time::Instant::now() + site.handshake_timeout;
+    let (head, leftover) = match tokio::time::timeout_at(deadline, read_head(&mut stream)).await {
         Ok(Ok(read)) => read,
+        Ok(Err(status)) => return bad_head(stream, status, site).await,
+        Err(_) => return bad_head(stream, 408, site).await,
     };
     let path = head.path.split('?').next().unwrap_or_default();
     let response = if path == "/ws" {
@@ -103,7 +105,10 @@ pub async fn serve(mut stream: TcpStream, site: &Site) -> Option<Upgraded> {
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                      Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
-                stream.write_all(switching.as_bytes()).await.ok()?;
+                tokio::time::timeout_at(deadline, stream.write_all(switching.as_bytes()))
+                    .await
+                    .ok()?
+                    .ok()?;
                 return Some(Upgraded {
                     stream,
                     leftover,
@@ -115,7 +120,33 @@ pub async fn serve(mut stream: TcpStream, site: &Site) -> Option<Upgraded> {
     } else {
         respond(&head, path, site).await
     };
-    let _ = response.send(&mut stream, head.method == "HEAD").await;
+    let head_only = head.method == "HEAD";
+    let _ = tokio::time::timeout(RESPONSE_TIMEOUT, response.send(&mut stream, head_only)).await;
+    None
+}
+
+/// A whole plain-text answer with `Retry-After`, for a connection refused at the door.
+pub fn refusal(status: u16, retry_after_secs: u64, text: &str) -> bytes::Bytes {
+    let body = format!("{text}\n");
+    let mut response = Response::text(status, &body);
+    response
+        .headers
+        .push(("Retry-After", retry_after_secs.to_string()));
+    bytes::Bytes::from(response.head() + &body)
+}
+
+/// Answers a request head that did not come (408), was too long (431) or was not HTTP (400),
+/// and closes; what the client still sends is drained a moment first, so that it reads the
+/// answer rather than a reset. Within `--handshake-timeout` again.
+async fn bad_head(mut stream: TcpStream, status: u16, site: &Site) -> Option<Upgraded> {
+    tracing::debug!(status, "bad or slow request head");
+    let response = Response::text(status, status_text(status));
+    let _ = tokio::time::timeout(site.handshake_timeout, async {
+        if response.send(&mut stream, false).await.is_ok() {
+            linger(&mut stream).await;
+        }
+    })
+    .await;
     None
 }
 
@@ -249,7 +280,9 @@ fn status_text(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -343,8 +376,10 @@ mod tests {
                 max_line: 4096,
                 ping: None,
                 origins: Default::default(),
+                max_queue: 1 << 20,
             },
             admitted: Arc::new(Semaphore::new(1)),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 

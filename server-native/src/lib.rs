@@ -6,6 +6,8 @@
 //! - [`config`]: the command-line flags and their environment variables.
 //! - [`run`] (this file): binds nothing itself; takes bound listeners and a shutdown future,
 //!   accepts connections, and shuts down gracefully. Tests bind `127.0.0.1:0` and call it.
+//! - `door`: what happens at `accept`: the per-address limits and their refusals, and the
+//!   descriptor kept in reserve for refusing newcomers when the process has none left.
 //! - `room_task`: the one task that owns the `Room`, feeds it and routes its outputs.
 //! - `connection`: one TCP connection: a line reader and a batching writer.
 //! - `http`: the HTTP listener's answers, and the `/ws` upgrade.
@@ -19,6 +21,7 @@
 
 pub mod config;
 mod connection;
+mod door;
 mod files;
 mod http;
 pub mod log;
@@ -37,6 +40,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use door::{Door, Listener, Pass, Reserve};
 
 pub use config::Config;
 use log::MessageLog;
@@ -100,6 +105,8 @@ pub async fn run(
     let room_task = room_task::run(room, room_rx, stop.clone(), log.as_ref(), max_queue);
 
     let max_line = config.max_line as usize;
+    // Per-address limits, for both listeners together.
+    let door = Door::new(config.admission_config());
     let admitted = Arc::new(Semaphore::new(config.max_users as usize + ADMISSION_SLACK));
     // Connection ids, unique across both listeners.
     let next_id = Arc::new(AtomicU64::new(1));
@@ -110,15 +117,16 @@ pub async fn run(
     // Each connection gets a clone of the room's sender; the room itself stops on `stop`.
     let tcp = accept_loop(
         listeners.tcp,
-        "tcp",
+        Listener::Line,
         admitted.clone(),
+        door.clone(),
         &stop,
-        move |stream, peer, permit| {
+        move |stream, peer, permit, pass| {
             let conn = tcp_id();
             let room = tcp_room.clone();
             tcp_tracker.spawn(async move {
                 connection::serve(stream, peer, conn, room, max_line).await;
-                drop(permit);
+                drop((permit, pass));
             });
         },
     );
@@ -129,16 +137,19 @@ pub async fn run(
             max_line,
             ping: (config.ws_ping > 0).then(|| Duration::from_secs(config.ws_ping)),
             origins: websocket::Origins::new(&config.allow_origin),
+            max_queue,
         },
         admitted,
+        handshake_timeout: Duration::from_secs(config.handshake_timeout),
     });
     let http_slots = Arc::new(Semaphore::new(MAX_HTTP));
     let http = accept_loop(
         listeners.http,
-        "http",
+        Listener::Http,
         http_slots,
+        door,
         &stop,
-        |stream, peer, permit| {
+        |stream, peer, permit, pass| {
             let site = site.clone();
             let room = room_tx.clone();
             let new_id = new_id.clone();
@@ -149,6 +160,8 @@ pub async fn run(
                 if let Some(upgraded) = upgraded {
                     websocket::serve(upgraded, peer, new_id(), room, &site.ws).await;
                 }
+                // The WebSocket counted among its address's connections until here.
+                drop(pass);
             });
         },
     );
@@ -177,40 +190,72 @@ pub async fn run(
     Ok(())
 }
 
-/// Accepts connections until `stop`, holding one permit of `slots` per connection. Errors
-/// (out of file descriptors, say) are logged and retried after a pause that grows up to
-/// [`MAX_ACCEPT_BACKOFF`]; they never end the server.
+/// Accepts connections until `stop`, holding one permit of `slots` per connection and, at
+/// the door, one place among those of its address: a connection over its address's limits is
+/// refused there, before anything is spawned for it.
+///
+/// When `accept` fails for want of file descriptors, the one kept in [`Reserve`] is given up
+/// to accept the waiting connection, refuse it (`Server is full`, or 503) and close it, so that
+/// newcomers are told at once rather than left waiting in the kernel's queue; connected users
+/// go on chatting, and newcomers are let in again as soon as descriptors are free. Other errors
+/// (and running out while no reserve could be kept) are logged and retried after a pause that
+/// grows up to [`MAX_ACCEPT_BACKOFF`]; they never end the server.
 async fn accept_loop(
     listener: TcpListener,
-    name: &'static str,
+    kind: Listener,
     slots: Arc<Semaphore>,
+    door: Arc<Door>,
     stop: &CancellationToken,
-    mut spawn: impl FnMut(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit),
+    mut spawn: impl FnMut(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit, Pass),
 ) {
+    let name = kind.name();
+    let mut reserve = Reserve::open();
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
+            biased;
             () = stop.cancelled() => return,
             permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
         let accepted = tokio::select! {
+            biased;
             () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let _ = stream.set_nodelay(true);
-                spawn(stream, peer, permit);
+                reserve.restore();
+                if let Some((stream, pass)) = door.admit(stream, peer, kind) {
+                    let _ = stream.set_nodelay(true);
+                    spawn(stream, peer, permit, pass);
+                }
+            }
+            Err(err) if door::out_of_fds(&err) && reserve.release() => {
+                // The reserve's descriptor is free now: take the waiting connection with it.
+                match futures_util::FutureExt::now_or_never(listener.accept()) {
+                    Some(Ok((stream, peer))) => door.refuse_out_of_fds(stream, peer, kind),
+                    Some(Err(err)) => tracing::debug!(listener = name, %err, "accept failed"),
+                    None => {} // It went away meanwhile.
+                }
+                if !reserve.restore() {
+                    tracing::warn!(listener = name, "out of file descriptors, none in reserve");
+                    pause(stop, &mut backoff).await;
+                }
             }
             Err(err) => {
                 tracing::warn!(listener = name, %err, ?backoff, "accept failed; retrying");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                pause(stop, &mut backoff).await;
             }
         }
     }
+}
+
+/// Waits `backoff`, or until `stop`, and doubles it up to [`MAX_ACCEPT_BACKOFF`].
+async fn pause(stop: &CancellationToken, backoff: &mut Duration) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tokio::time::sleep(*backoff) => {}
+    }
+    *backoff = (*backoff * 2).min(MAX_ACCEPT_BACKOFF);
 }

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_fd_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -44,6 +45,23 @@ async fn serve(config: Config) -> std::io::Result<()> {
     tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a browser: http://{http}/",
         tcp.ip(), tcp.port());
     chat_server::run(config, listeners, shutdown_signal()).await
+}
+
+/// Raises the soft limit on open files to the hard one, so that the defaults (1024 users and
+/// their HTTP connections) fit even where the soft limit is 1024, and logs the result. Every
+/// connection takes one descriptor; should they run out anyway, newcomers are refused and
+/// connected users keep chatting.
+fn raise_fd_limit() {
+    let before = rlimit::Resource::NOFILE.get().ok();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => match before {
+            Some((soft, hard)) if soft < limit => {
+                tracing::info!(limit, hard, "open file limit raised from {soft}");
+            }
+            _ => tracing::info!(limit, "open file limit"),
+        },
+        Err(err) => tracing::warn!(%err, ?before, "cannot raise the open file limit"),
+    }
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.

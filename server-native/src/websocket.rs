@@ -30,6 +30,8 @@ use crate::room_task::{Outbox, Outgoing, RoomInput};
 /// How long a closing connection waits for the peer to answer its close frame (or, when the
 /// peer closed first, for the last frames to go out). Well within the shutdown grace period.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Room in the write buffer for pongs and the close frame beyond the events.
+const CONTROL_ROOM: usize = 64 * 1024;
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -43,6 +45,8 @@ pub struct Settings {
     pub ping: Option<Duration>,
     /// Who may open a connection from a browser page.
     pub origins: Origins,
+    /// `--max-queue`: the most output the room queues for one connection.
+    pub max_queue: usize,
 }
 
 impl Settings {
@@ -55,12 +59,24 @@ impl Settings {
         self.max_line.saturating_mul(4).saturating_add(1024)
     }
 
+    /// The most tungstenite's write buffer may hold: a batch, the largest event the room lets
+    /// a connection have queued (`--max-queue`), and room for control frames. Without a bound,
+    /// a peer that sends pings and reads none of the pongs would grow it without end (100 MB
+    /// of pings, 100 MB of memory); at the bound further pongs are coalesced into one, and an
+    /// event that no longer fits ends the connection as too slow (1008).
+    pub fn max_write_buffer(&self) -> usize {
+        WRITE_BATCH
+            .saturating_add(self.max_queue)
+            .saturating_add(CONTROL_ROOM)
+    }
+
     fn config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
             // Allocated up front for every connection: small, like a TCP read.
             .read_buffer_size(READ_CHUNK)
             // Frames fed between two flushes gather up to this much before being written.
             .write_buffer_size(WRITE_BATCH)
+            .max_write_buffer_size(self.max_write_buffer())
             .max_message_size(Some(self.hard_cap()))
             .max_frame_size(Some(self.hard_cap()))
     }
@@ -286,6 +302,8 @@ pub async fn serve(
             match result {
                 // The room told why before it let go of the outbox.
                 Ok(()) => End::Room(close_reason.try_recv().ok()),
+                // Pongs the peer does not read have filled the write buffer.
+                Err(WsError::WriteBufferFull(_)) => End::TooSlow,
                 Err(err) => {
                     tracing::debug!(?conn, %err, "websocket write failed");
                     End::WriteFailed
@@ -575,7 +593,9 @@ mod tests {
             max_line: 4096,
             ping: None,
             origins: Origins::default(),
+            max_queue: 1 << 20,
         };
         assert_eq!(settings.hard_cap(), 4 * 4096 + 1024);
+        assert_eq!(settings.max_write_buffer(), (1 << 20) + 128 * 1024);
     }
 }

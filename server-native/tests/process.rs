@@ -258,6 +258,10 @@ fn help_documents_every_flag_with_its_environment_variable() {
         ("--web-root", "CHAT_WEB_ROOT"),
         ("--allow-origin", "CHAT_ALLOW_ORIGIN"),
         ("--ws-ping", "CHAT_WS_PING"),
+        ("--max-conns-per-ip", "CHAT_MAX_CONNS_PER_IP"),
+        ("--max-new-per-ip", "CHAT_MAX_NEW_PER_IP"),
+        ("--limit-loopback", "CHAT_LIMIT_LOOPBACK"),
+        ("--handshake-timeout", "CHAT_HANDSHAKE_TIMEOUT"),
     ] {
         assert!(
             help.contains(flag) && help.contains(var),
@@ -405,64 +409,41 @@ fn two_real_nc_users_chat() {
 }
 
 #[test]
-fn running_out_of_file_descriptors_delays_newcomers_but_never_stops_the_server() {
-    // A low descriptor limit for the server alone: a few dozen sockets exhaust it.
-    let script = format!(
-        "ulimit -n 48 && exec {} --tcp 127.0.0.1:0 --http 127.0.0.1:0",
-        env!("CARGO_BIN_EXE_chat-server")
+fn the_per_address_limits_come_from_the_environment() {
+    let server = Server::start(
+        &[],
+        &[
+            ("CHAT_TCP", "127.0.0.1:0"),
+            ("CHAT_HTTP", "127.0.0.1:0"),
+            ("CHAT_MAX_CONNS_PER_IP", "1"),
+            ("CHAT_LIMIT_LOOPBACK", "true"),
+        ],
     );
-    let mut child = hermetic("bash")
-        .args(["-c", &script])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chat-server under bash");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let tcp = first
-        .trim_end()
-        .strip_prefix("tcp listening on ")
-        .unwrap()
-        .to_owned();
-    let mut stderr = child.stderr.take().unwrap();
-    let warnings = std::thread::spawn(move || {
-        let mut all = String::new();
-        let _ = stderr.read_to_string(&mut all);
-        all
-    });
-    let mut server = Server {
-        child,
-        tcp: tcp.clone(),
-        http: String::new(),
-    };
+    let mut first = Peer::connect(&server.tcp);
+    first.expect("Enter your name: ");
+    let mut second = Peer::connect(&server.tcp);
+    assert_eq!(
+        second.read_to_end(),
+        "Too many connections from your address; try again in a minute.\n"
+    );
+    let page = http_request(&server.http, "GET /healthz HTTP/1.1\r\n\r\n");
+    assert!(
+        page.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{page}"
+    );
 
-    let mut alice = Peer::connect(&tcp);
-    alice.expect("Enter your name: ");
-    alice.send("alice");
-    alice.expect("Welcome, alice!");
-    let mut bob = Peer::connect(&tcp);
-    bob.expect("Enter your name: ");
-    bob.send("bob");
-    bob.expect("Welcome, bob!");
-
-    // Far more connections than descriptors: the kernel queues them, accept fails.
-    let crowd: Vec<TcpStream> = (0..80).map(|_| TcpStream::connect(&tcp).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(300));
-    alice.send("still chatting");
-    bob.expect("alice: still chatting");
-
-    drop(crowd);
-    let mut late = Peer::connect(&tcp);
-    late.expect("Enter your name: ");
-    late.send("late");
-    late.expect("Welcome, late! Online (3): alice, bob, late");
-    bob.expect("*** late has joined the chat ***");
-
-    server.sigterm();
-    assert!(server.wait_exit().success());
-    let warnings = warnings.join().unwrap();
-    assert!(warnings.contains("accept failed"), "{warnings}");
-    assert!(!warnings.contains("panicked"), "{warnings}");
+    // Loopback is exempt unless the variable says otherwise.
+    let server = Server::start(
+        &[],
+        &[
+            ("CHAT_TCP", "127.0.0.1:0"),
+            ("CHAT_HTTP", "127.0.0.1:0"),
+            ("CHAT_MAX_CONNS_PER_IP", "1"),
+            ("CHAT_LIMIT_LOOPBACK", "false"),
+        ],
+    );
+    let mut first = Peer::connect(&server.tcp);
+    first.expect("Enter your name: ");
+    let mut second = Peer::connect(&server.tcp);
+    second.expect("Enter your name: ");
 }

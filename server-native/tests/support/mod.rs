@@ -88,7 +88,11 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::from_stream(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// A client over a stream already connected.
+    pub fn from_stream(stream: TcpStream) -> Client {
         let (r, w) = stream.into_split();
         Client {
             reader: BufReader::new(r),

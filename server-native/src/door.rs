@@ -1,0 +1,337 @@
+//! The door: what happens to a connection between `accept` and its task. The per-address
+//! limits of [`chat_core::Admission`] (too many connections, or too many new ones, from one
+//! address; both listeners together), their refusals, and the descriptor kept in reserve to
+//! refuse a newcomer politely when the process has run out of them.
+//!
+//! A refusal costs little: no connection task, no room input, only a short write bounded in
+//! time and a moment of draining so that the peer reads it rather than a reset. At most
+//! [`REFUSALS_AT_ONCE`] such refusals run at once; past that, and when out of descriptors, the
+//! refusal is one non-blocking write and the socket is closed at once.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chat_core::{
+    Admission, AdmissionConfig, Admitted, Event, Refusal, TOO_MANY_CONNECTIONS, Timestamp,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::http;
+use crate::room_task::Clock;
+
+/// Refusals being written and drained at once; past this, refused sockets are closed at once.
+pub const REFUSALS_AT_ONCE: usize = 64;
+/// How long a refusal may take to write.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+/// How long what a refused peer sends is drained before its socket is closed (so that the
+/// close is a FIN the peer reads after the refusal, not a reset that may destroy it).
+const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
+/// The drain ends early once the peer has been silent this long.
+const REFUSAL_QUIET: Duration = Duration::from_millis(250);
+/// At most one info line per this period sums up the refusals.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Which listener a connection came in on: it decides the words of a refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// The line protocol: refusals are one line of text.
+    Line,
+    /// HTTP (WebSocket included): refusals are an HTTP response.
+    Http,
+}
+
+impl Listener {
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Line => "tcp",
+            Listener::Http => "http",
+        }
+    }
+}
+
+/// The per-address counts, shared by both accept loops and every connection's [`Pass`].
+pub struct Door {
+    state: Mutex<State>,
+    clock: Clock,
+    refusing: Arc<Semaphore>,
+}
+
+struct State {
+    admission: Admission,
+    /// Refusals for being over a per-address limit since the last info line about them.
+    over_limit: Report,
+    /// Refusals for want of file descriptors since the last warning about them.
+    out_of_fds: Report,
+}
+
+/// Counts refusals between two log lines, so that a flood of them logs one line a minute.
+#[derive(Default)]
+struct Report {
+    last: Option<Timestamp>,
+    since: u64,
+}
+
+impl Report {
+    /// Counts one; `Some(number refused since the last line)` when a line is due now.
+    fn count(&mut self, now: Timestamp) -> Option<u64> {
+        let due = self
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= REPORT_EVERY);
+        if due {
+            self.last = Some(now);
+            Some(std::mem::take(&mut self.since))
+        } else {
+            self.since += 1;
+            None
+        }
+    }
+}
+
+/// A connection's place among those of its address; given back when dropped.
+pub struct Pass {
+    door: Arc<Door>,
+    admitted: Option<Admitted>,
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        let Some(admitted) = self.admitted.take() else {
+            return;
+        };
+        if admitted.key().is_none() {
+            return; // Exempt: never counted.
+        }
+        let now = self.door.clock.now();
+        if let Ok(mut state) = self.door.state.lock() {
+            state.admission.release(now, admitted);
+        }
+    }
+}
+
+impl Door {
+    pub fn new(config: AdmissionConfig) -> Arc<Door> {
+        Arc::new(Door {
+            state: Mutex::new(State {
+                admission: Admission::new(config),
+                over_limit: Report::default(),
+                out_of_fds: Report::default(),
+            }),
+            clock: Clock::new(),
+            refusing: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
+        })
+    }
+
+    /// Lets a connection from `peer` in, with its [`Pass`]; or refuses it: the refusal is sent
+    /// and the socket closed in the background, and `None` returned.
+    pub fn admit(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        listener: Listener,
+    ) -> Option<(TcpStream, Pass)> {
+        let now = self.clock.now();
+        let (decision, report) = {
+            let Ok(mut state) = self.state.lock() else {
+                // A panic while holding the lock: let everyone in rather than no one.
+                return Some((stream, self.exempt()));
+            };
+            match state.admission.admit(now, peer.ip()) {
+                Ok(admitted) => (Ok(admitted), None),
+                Err(refusal) => (Err(refusal), state.over_limit.count(now)),
+            }
+        };
+        let refusal = match decision {
+            Ok(admitted) => {
+                let pass = Pass {
+                    door: self.clone(),
+                    admitted: Some(admitted),
+                };
+                return Some((stream, pass));
+            }
+            Err(refusal) => refusal,
+        };
+        let key = chat_core::AddrKey::of(peer.ip());
+        tracing::debug!(listener = listener.name(), %peer, %key, ?refusal, "connection refused");
+        if let Some(earlier) = report {
+            let why = match refusal {
+                Refusal::TooManyOpen => "too many connections open",
+                Refusal::TooFast { .. } => "too many new connections a minute",
+            };
+            tracing::info!(listener = listener.name(), %peer, %key, earlier,
+                "refused a connection: {why} from one address (`earlier`: refusals since the \
+                 last such line; at most one a minute)");
+        }
+        let message = match listener {
+            Listener::Line => Bytes::from(format!("{TOO_MANY_CONNECTIONS}\n")),
+            Listener::Http => {
+                let retry = refusal.retry_after().as_secs_f64().ceil().max(1.0) as u64;
+                http::refusal(429, retry, TOO_MANY_CONNECTIONS)
+            }
+        };
+        self.refuse(stream, message);
+        None
+    }
+
+    /// A pass that counts nothing.
+    fn exempt(self: &Arc<Self>) -> Pass {
+        Pass {
+            door: self.clone(),
+            admitted: None,
+        }
+    }
+
+    /// Sends `message` and closes: in a small task if one of [`REFUSALS_AT_ONCE`] is free,
+    /// otherwise at once with one non-blocking write.
+    fn refuse(&self, stream: TcpStream, message: Bytes) {
+        match self.refusing.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    send_and_close(stream, &message).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => refuse_now(stream, &message),
+        }
+    }
+
+    /// Refuses a connection accepted with the reserve descriptor: the process is out of them,
+    /// so this writes what fits at once and closes, freeing the descriptor for the reserve.
+    pub fn refuse_out_of_fds(&self, stream: TcpStream, peer: SocketAddr, listener: Listener) {
+        let now = self.clock.now();
+        let report = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut s| s.out_of_fds.count(now));
+        tracing::debug!(listener = listener.name(), %peer, "out of file descriptors: refused");
+        if let Some(earlier) = report {
+            tracing::warn!(
+                listener = listener.name(),
+                earlier,
+                "out of file descriptors: refusing newcomers until connections close \
+                 (`earlier`: refusals since the last such line; at most one a minute)"
+            );
+        }
+        let message = match listener {
+            Listener::Line => chat_core::codec::line::encode(&Event::Full),
+            Listener::Http => http::refusal(503, 5, "The server is full; try again later."),
+        };
+        refuse_now(stream, &message);
+    }
+}
+
+/// Writes `message` within [`REFUSAL_WRITE`], sends FIN, and drains what the peer sends for
+/// at most [`REFUSAL_DRAIN`], so that it reads the refusal and then the end.
+async fn send_and_close(mut stream: TcpStream, message: &[u8]) {
+    let sent = tokio::time::timeout(REFUSAL_WRITE, async {
+        stream.write_all(message).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return; // A peer that does not even take a few hundred bytes: just close.
+    }
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout(REFUSAL_DRAIN, async {
+        while let Ok(Ok(n)) = tokio::time::timeout(REFUSAL_QUIET, stream.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads what the peer has already sent (so that closing sends FIN, not a reset), writes what
+/// fits of `message` without waiting, and closes. No task, no timer: for when there is no room
+/// for more.
+fn refuse_now(stream: TcpStream, message: &[u8]) {
+    let Ok(mut stream) = stream.into_std() else {
+        return;
+    };
+    // The socket is non-blocking: each call returns at once.
+    let mut sink = [0u8; 4096];
+    for _ in 0..4 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let _ = stream.write(message);
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// One file descriptor held in reserve (`/dev/null`): when `accept` fails for want of
+/// descriptors, it is given up so that the pending connection can be accepted, told, and
+/// closed, instead of waiting in the kernel's queue until it gives up.
+pub struct Reserve(Option<File>);
+
+impl Reserve {
+    pub fn open() -> Reserve {
+        let mut reserve = Reserve(None);
+        reserve.restore();
+        reserve
+    }
+
+    /// Gives the descriptor up; `false` if there was none to give.
+    pub fn release(&mut self) -> bool {
+        self.0.take().is_some()
+    }
+
+    /// Takes a descriptor again, if there is none held and one is free.
+    pub fn restore(&mut self) -> bool {
+        if self.0.is_none() {
+            self.0 = File::open("/dev/null").ok();
+        }
+        self.0.is_some()
+    }
+}
+
+/// Whether `err`, from `accept`, means the process or the system is out of file descriptors.
+pub fn out_of_fds(err: &io::Error) -> bool {
+    // EMFILE and ENFILE on Linux and the BSDs alike.
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    matches!(err.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_is_reported_once_a_minute() {
+        let mut report = Report::default();
+        let t = |secs| Timestamp::from_secs(secs);
+        assert_eq!(report.count(t(0)), Some(0));
+        for s in 1..60 {
+            assert_eq!(report.count(t(s)), None);
+        }
+        assert_eq!(report.count(t(60)), Some(59));
+        assert_eq!(report.count(t(61)), None);
+        assert_eq!(report.count(t(500)), Some(1));
+    }
+
+    #[test]
+    fn out_of_fds_is_emfile_or_enfile() {
+        assert!(out_of_fds(&io::Error::from_raw_os_error(24)));
+        assert!(out_of_fds(&io::Error::from_raw_os_error(23)));
+        assert!(!out_of_fds(&io::Error::from_raw_os_error(103))); // ECONNABORTED
+        assert!(!out_of_fds(&io::Error::other("no")));
+    }
+
+    #[test]
+    fn the_reserve_is_given_up_and_taken_again() {
+        let mut reserve = Reserve::open();
+        assert!(reserve.release());
+        assert!(!reserve.release());
+        assert!(reserve.restore());
+        assert!(reserve.release());
+    }
+}
