@@ -89,6 +89,17 @@ pub struct Config {
     #[arg(long, env = "CHAT_WS_PING", value_name = "SECS", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub ws_ping: u64,
+
+    /// Speak TLS on both listeners with this certificate chain (PEM, the server's own
+    /// certificate first): the line listener for `openssl s_client`, HTTPS and WSS on the
+    /// HTTP one. Needs --tls-key.
+    #[arg(long, env = "CHAT_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM, unencrypted: PKCS#8, PKCS#1 or SEC1). Needs
+    /// --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `on` or `off`.
@@ -174,6 +185,18 @@ mod tests {
         assert_eq!(c.web_root, None);
         assert!(c.allow_origin.is_empty());
         assert_eq!(c.ws_ping, 20);
+        assert_eq!((c.tls_cert, c.tls_key), (None, None));
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_a_key_together() {
+        let c = Config::from_args_only(["x", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("k.pem")));
+        for (given, missing) in [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")] {
+            let err = Config::from_args_only(["x", given, "f.pem"]).unwrap_err();
+            assert!(err.to_string().contains(missing), "{err}");
+        }
     }
 
     #[test]

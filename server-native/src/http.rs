@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use crate::files;
@@ -22,6 +21,9 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Site {
     /// Where nc users connect, for the placeholder page.
     pub tcp_addr: String,
+    /// Whether both listeners speak TLS (`--tls-cert`): the placeholder page then tells nc
+    /// users to use `openssl s_client`.
+    pub tls: bool,
     /// `--web-root`.
     pub web_root: Option<PathBuf>,
     /// How WebSocket connections behave, their origin policy among it.
@@ -83,9 +85,13 @@ impl Head {
     }
 }
 
-/// Answers one request on `stream`. A WebSocket upgrade that is accepted (and admitted) gets
-/// `101` and is returned for [`websocket::serve`]; anything else is answered and closed.
-pub async fn serve(mut stream: TcpStream, site: &Site) -> Option<Upgraded> {
+/// Answers one request on `stream` (TCP, or TLS over TCP). A WebSocket upgrade that is accepted
+/// (and admitted) gets `101` and is returned for [`websocket::serve`]; anything else is
+/// answered and closed.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    site: &Site,
+) -> Option<Upgraded<S>> {
     let (head, leftover) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut stream)).await {
         Err(_) => return None, // Too slow to say anything: no answer.
         Ok(Err(status)) => {
@@ -104,6 +110,7 @@ pub async fn serve(mut stream: TcpStream, site: &Site) -> Option<Upgraded> {
                      Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
                 stream.write_all(switching.as_bytes()).await.ok()?;
+                stream.flush().await.ok()?;
                 return Some(Upgraded {
                     stream,
                     leftover,
@@ -150,7 +157,7 @@ fn upgrade(
 
 /// Reads up to the end of the request head; returns it and the bytes read past it, or the
 /// status that says why not.
-async fn read_head(stream: &mut TcpStream) -> Result<(Head, Vec<u8>), u16> {
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Result<(Head, Vec<u8>), u16> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -201,7 +208,7 @@ async fn respond(head: &Head, path: &str, site: &Site) -> Response {
                     ("Content-Type", "text/html; charset=utf-8".to_owned()),
                     ("Cache-Control", "no-cache".to_owned()),
                 ],
-                body: Body::Text(placeholder(&site.tcp_addr)),
+                body: Body::Text(placeholder(&site.tcp_addr, site.tls)),
             },
             _ => Response::text(404, status_text(404)),
         };
@@ -226,7 +233,12 @@ async fn respond(head: &Head, path: &str, site: &Site) -> Response {
     }
 }
 
-fn placeholder(tcp_addr: &str) -> String {
+fn placeholder(tcp_addr: &str, tls: bool) -> String {
+    let terminal = if tls {
+        format!("openssl s_client -quiet -connect {tcp_addr}")
+    } else {
+        format!("nc {}", tcp_addr.replacen(':', " ", 1))
+    };
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -235,10 +247,9 @@ fn placeholder(tcp_addr: &str) -> String {
          started with <code>--web-root DIR</code>. <code>cargo xtask run</code> builds the web \
          client and starts the server with <code>--web-root</code> pointing at it.</p>\
          <p>Meanwhile, join the room from a terminal:</p>\
-         <pre>nc {tcp_addr}</pre>\
+         <pre>{terminal}</pre>\
          <p>WebSocket clients connect to <code>/ws</code> on this address and speak JSON.</p>\
-         </body></html>\n",
-        tcp_addr = tcp_addr.replacen(':', " ", 1)
+         </body></html>\n"
     )
 }
 
@@ -302,7 +313,11 @@ impl Response {
     }
 
     /// Writes the response (only its head for HEAD) and closes the connection.
-    async fn send(self, stream: &mut TcpStream, head_only: bool) -> std::io::Result<()> {
+    async fn send(
+        self,
+        stream: &mut (impl AsyncWrite + Unpin),
+        head_only: bool,
+    ) -> std::io::Result<()> {
         let head = self.head();
         match self.body {
             Body::Text(text) if !head_only => {
@@ -338,6 +353,7 @@ mod tests {
     fn site(web_root: Option<PathBuf>) -> Site {
         Site {
             tcp_addr: "127.0.0.1:8888".into(),
+            tls: false,
             web_root,
             ws: websocket::Settings {
                 max_line: 4096,

@@ -41,8 +41,13 @@ async fn serve(config: Config) -> std::io::Result<()> {
     writeln!(stdout, "http listening on {http}")?;
     stdout.flush()?;
     drop(stdout);
-    tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a browser: http://{http}/",
-        tcp.ip(), tcp.port());
+    if listeners.tls() {
+        tracing::info!(%tcp, %http, "chat-server ready over TLS; chat with: \
+            openssl s_client -quiet -connect {tcp}, or in a browser: https://{http}/");
+    } else {
+        tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a browser: \
+            http://{http}/", tcp.ip(), tcp.port());
+    }
     chat_server::run(config, listeners, shutdown_signal()).await
 }
 
