@@ -140,6 +140,8 @@ async fn write_frames(
             batch.clear();
             batch.shrink_to(WRITE_BATCH);
         }
+        // TLS may keep part of a write when the socket is full: push it out now, not with the
+        // next frame, which may never come.
         wr.flush().await?;
         queued.fetch_sub(written, Ordering::AcqRel);
     }

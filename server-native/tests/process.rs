@@ -258,6 +258,8 @@ fn help_documents_every_flag_with_its_environment_variable() {
         ("--web-root", "CHAT_WEB_ROOT"),
         ("--allow-origin", "CHAT_ALLOW_ORIGIN"),
         ("--ws-ping", "CHAT_WS_PING"),
+        ("--tls-cert", "CHAT_TLS_CERT"),
+        ("--tls-key", "CHAT_TLS_KEY"),
     ] {
         assert!(
             help.contains(flag) && help.contains(var),
