@@ -378,6 +378,10 @@ mod tests {
         assert!(page.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(page.contains("nc 127.0.0.1 8888"));
         assert!(page.contains("cargo xtask run"));
+        assert!(
+            placeholder("127.0.0.1:8888", true)
+                .contains("<pre>openssl s_client -quiet -connect 127.0.0.1:8888</pre>")
+        );
         assert!(answer("GET", "/healthz").await.ends_with("\r\n\r\nok\n"));
         assert!(answer("GET", "/nope").await.starts_with("HTTP/1.1 404"));
         assert!(answer("POST", "/").await.starts_with("HTTP/1.1 405"));
