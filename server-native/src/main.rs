@@ -15,6 +15,10 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // A closed standard error (`chat-server 2>&1 | tee`, the tee gone on Ctrl-C) loses the
+        // diagnostics only: tracing would otherwise report it with eprintln!, which panics,
+        // before the clients are told the server is shutting down.
+        .log_internal_errors(false)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
