@@ -12,7 +12,7 @@
 //! - `websocket`: the upgrade's checks and one WebSocket connection: a reader and a batching
 //!   writer with keepalive pings, in the same room as the TCP connections.
 //! - `files`: the static files of `--web-root`.
-//! - [`tls`]: `--tls-cert` and `--tls-key`, and the handshake each connection's task performs
+//! - `tls`: `--tls-cert` and `--tls-key`, and the handshake each connection's task performs
 //!   before anything else when they are given.
 //! - [`log`]: the message log, JSON Lines written by a thread of its own.
 //!
@@ -25,7 +25,7 @@ mod files;
 mod http;
 pub mod log;
 mod room_task;
-pub mod tls;
+mod tls;
 mod websocket;
 
 use std::future::Future;
