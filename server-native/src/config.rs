@@ -119,6 +119,16 @@ pub struct Config {
     #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub handshake_timeout: u64,
+    /// Speak TLS on both listeners with this certificate chain (PEM, the server's own
+    /// certificate first): the line listener for `openssl s_client`, HTTPS and WSS on the
+    /// HTTP one. Needs --tls-key.
+    #[arg(long, env = "CHAT_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM, unencrypted: PKCS#8, PKCS#1 or SEC1). Needs
+    /// --tls-cert.
+    #[arg(long, env = "CHAT_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `on` or `off`.
@@ -219,6 +229,7 @@ mod tests {
         assert_eq!(door.new_per_minute, Some(120));
         assert!(!door.limit_loopback);
         assert_eq!(c.handshake_timeout, 10);
+        assert_eq!((c.tls_cert, c.tls_key), (None, None));
     }
 
     #[test]
@@ -241,6 +252,17 @@ mod tests {
         assert_eq!(c.handshake_timeout, 2);
         let off = Config::from_args_only(["x", "--max-conns-per-ip", "0"]).unwrap();
         assert_eq!(off.admission_config().max_open, None);
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_a_key_together() {
+        let c = Config::from_args_only(["x", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(c.tls_key, Some(PathBuf::from("k.pem")));
+        for (given, missing) in [("--tls-cert", "--tls-key"), ("--tls-key", "--tls-cert")] {
+            let err = Config::from_args_only(["x", given, "f.pem"]).unwrap_err();
+            assert!(err.to_string().contains(missing), "{err}");
+        }
     }
 
     #[test]

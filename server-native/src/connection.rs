@@ -1,5 +1,6 @@
-//! One TCP line-protocol connection: a reader that turns bytes into lines for the room, and a
-//! writer that drains the connection's queue of encoded frames in batches.
+//! One line-protocol connection: a reader that turns bytes into lines for the room, and a
+//! writer that drains the connection's queue of encoded frames in batches. Generic over the
+//! stream, so that plain TCP and TLS share every line of it.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +9,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_core::{ConnId, Disconnect, LineDecoder, Wire};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::room_task::{Outbox, Outgoing, RoomInput};
@@ -24,9 +24,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// The drain ends early once the peer has been silent this long (nc never closes by itself).
 const LINGER_QUIET: Duration = Duration::from_millis(250);
 
-/// Serves one accepted TCP connection until either side ends it.
-pub async fn serve(
-    mut stream: TcpStream,
+/// Serves one accepted connection (TCP, or TLS over TCP) until either side ends it.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     peer: SocketAddr,
     conn: ConnId,
     room: mpsc::Sender<RoomInput>,
@@ -50,8 +50,8 @@ pub async fn serve(
         return; // The room has stopped: the server is shutting down.
     }
 
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let closed_by_room = {
-        let (mut rd, mut wr) = stream.split();
         let reader = read_lines(&mut rd, conn, &room, max_line);
         let writer = write_frames(&mut wr, outgoing, &queued);
         tokio::pin!(reader, writer);
@@ -78,7 +78,7 @@ pub async fn serve(
         }
     };
     if closed_by_room {
-        linger(&mut stream).await;
+        linger(&mut rd).await;
     }
 }
 
@@ -117,7 +117,8 @@ async fn read_lines(
 }
 
 /// Writes frames as they are queued, gathering whatever else is already waiting into one
-/// write; when the room drops its end, flushes and sends FIN.
+/// write and flushing it (TLS holds written data until then); when the room drops its end,
+/// sends FIN (after TLS's close_notify).
 async fn write_frames(
     wr: &mut (impl AsyncWrite + Unpin),
     mut frames: mpsc::UnboundedReceiver<Bytes>,
@@ -139,6 +140,9 @@ async fn write_frames(
             batch.clear();
             batch.shrink_to(WRITE_BATCH);
         }
+        // TLS may keep part of a write when the socket is full: push it out now, not with the
+        // next frame, which may never come.
+        wr.flush().await?;
         queued.fetch_sub(written, Ordering::AcqRel);
     }
     wr.shutdown().await

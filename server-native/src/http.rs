@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use crate::connection::linger;
@@ -24,6 +23,9 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Site {
     /// Where nc users connect, for the placeholder page.
     pub tcp_addr: String,
+    /// Whether both listeners speak TLS (`--tls-cert`): the placeholder page then tells nc
+    /// users to use `openssl s_client`.
+    pub tls: bool,
     /// `--web-root`.
     pub web_root: Option<PathBuf>,
     /// How WebSocket connections behave, their origin policy among it.
@@ -88,9 +90,13 @@ impl Head {
     }
 }
 
-/// Answers one request on `stream`. A WebSocket upgrade that is accepted (and admitted) gets
-/// `101` and is returned for [`websocket::serve`]; anything else is answered and closed.
-pub async fn serve(mut stream: TcpStream, site: &Site) -> Option<Upgraded> {
+/// Answers one request on `stream` (TCP, or TLS over TCP). A WebSocket upgrade that is accepted
+/// (and admitted) gets `101` and is returned for [`websocket::serve`]; anything else is
+/// answered and closed.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    site: &Site,
+) -> Option<Upgraded<S>> {
     let deadline = tokio::time::Instant::now() + site.handshake_timeout;
     let (head, leftover) = match tokio::time::timeout_at(deadline, read_head(&mut stream)).await {
         Ok(Ok(read)) => read,
@@ -105,10 +111,13 @@ pub async fn serve(mut stream: TcpStream, site: &Site) -> Option<Upgraded> {
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                      Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
                 );
-                tokio::time::timeout_at(deadline, stream.write_all(switching.as_bytes()))
-                    .await
-                    .ok()?
-                    .ok()?;
+                tokio::time::timeout_at(deadline, async {
+                    stream.write_all(switching.as_bytes()).await?;
+                    stream.flush().await
+                })
+                .await
+                .ok()?
+                .ok()?;
                 return Some(Upgraded {
                     stream,
                     leftover,
@@ -138,7 +147,11 @@ pub fn refusal(status: u16, retry_after_secs: u64, text: &str) -> bytes::Bytes {
 /// Answers a request head that did not come (408), was too long (431) or was not HTTP (400),
 /// and closes; what the client still sends is drained a moment first, so that it reads the
 /// answer rather than a reset. Within `--handshake-timeout` again.
-async fn bad_head(mut stream: TcpStream, status: u16, site: &Site) -> Option<Upgraded> {
+async fn bad_head<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    status: u16,
+    site: &Site,
+) -> Option<Upgraded<S>> {
     tracing::debug!(status, "bad or slow request head");
     let response = Response::text(status, status_text(status));
     let _ = tokio::time::timeout(site.handshake_timeout, async {
@@ -181,7 +194,7 @@ fn upgrade(
 
 /// Reads up to the end of the request head; returns it and the bytes read past it, or the
 /// status that says why not.
-async fn read_head(stream: &mut TcpStream) -> Result<(Head, Vec<u8>), u16> {
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Result<(Head, Vec<u8>), u16> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -232,7 +245,7 @@ async fn respond(head: &Head, path: &str, site: &Site) -> Response {
                     ("Content-Type", "text/html; charset=utf-8".to_owned()),
                     ("Cache-Control", "no-cache".to_owned()),
                 ],
-                body: Body::Text(placeholder(&site.tcp_addr)),
+                body: Body::Text(placeholder(&site.tcp_addr, site.tls)),
             },
             _ => Response::text(404, status_text(404)),
         };
@@ -257,7 +270,12 @@ async fn respond(head: &Head, path: &str, site: &Site) -> Response {
     }
 }
 
-fn placeholder(tcp_addr: &str) -> String {
+fn placeholder(tcp_addr: &str, tls: bool) -> String {
+    let terminal = if tls {
+        format!("openssl s_client -quiet -connect {tcp_addr}")
+    } else {
+        format!("nc {}", tcp_addr.replacen(':', " ", 1))
+    };
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -266,10 +284,9 @@ fn placeholder(tcp_addr: &str) -> String {
          started with <code>--web-root DIR</code>. <code>cargo xtask run</code> builds the web \
          client and starts the server with <code>--web-root</code> pointing at it.</p>\
          <p>Meanwhile, join the room from a terminal:</p>\
-         <pre>nc {tcp_addr}</pre>\
+         <pre>{terminal}</pre>\
          <p>WebSocket clients connect to <code>/ws</code> on this address and speak JSON.</p>\
-         </body></html>\n",
-        tcp_addr = tcp_addr.replacen(':', " ", 1)
+         </body></html>\n"
     )
 }
 
@@ -335,7 +352,11 @@ impl Response {
     }
 
     /// Writes the response (only its head for HEAD) and closes the connection.
-    async fn send(self, stream: &mut TcpStream, head_only: bool) -> std::io::Result<()> {
+    async fn send(
+        self,
+        stream: &mut (impl AsyncWrite + Unpin),
+        head_only: bool,
+    ) -> std::io::Result<()> {
         let head = self.head();
         match self.body {
             Body::Text(text) if !head_only => {
@@ -371,6 +392,7 @@ mod tests {
     fn site(web_root: Option<PathBuf>) -> Site {
         Site {
             tcp_addr: "127.0.0.1:8888".into(),
+            tls: false,
             web_root,
             ws: websocket::Settings {
                 max_line: 4096,
@@ -397,6 +419,10 @@ mod tests {
         assert!(page.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(page.contains("nc 127.0.0.1 8888"));
         assert!(page.contains("cargo xtask run"));
+        assert!(
+            placeholder("127.0.0.1:8888", true)
+                .contains("<pre>openssl s_client -quiet -connect 127.0.0.1:8888</pre>")
+        );
         assert!(answer("GET", "/healthz").await.ends_with("\r\n\r\nok\n"));
         assert!(answer("GET", "/nope").await.starts_with("HTTP/1.1 404"));
         assert!(answer("POST", "/").await.starts_with("HTTP/1.1 405"));

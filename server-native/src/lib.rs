@@ -14,6 +14,8 @@
 //! - `websocket`: the upgrade's checks and one WebSocket connection: a reader and a batching
 //!   writer with keepalive pings, in the same room as the TCP connections.
 //! - `files`: the static files of `--web-root`.
+//! - `tls`: `--tls-cert` and `--tls-key`, and the handshake each connection's task performs
+//!   before anything else when they are given.
 //! - [`log`]: the message log, JSON Lines written by a thread of its own.
 //!
 //! The binary in `main.rs` only parses flags, binds, prints the addresses and waits for
@@ -26,6 +28,7 @@ mod files;
 mod http;
 pub mod log;
 mod room_task;
+mod tls;
 mod websocket;
 
 use std::future::Future;
@@ -45,6 +48,7 @@ use door::{Door, Listener, Pass, Reserve};
 
 pub use config::Config;
 use log::MessageLog;
+use tls::Tls;
 
 /// Connections accepted beyond `--max-users` at once, so that the room can tell them it is
 /// full; past that, the server stops accepting until some close.
@@ -56,17 +60,29 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The longest pause after an accept error (out of file descriptors, say).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// The server's bound listeners.
+/// The server's bound listeners, and the TLS both speak, if any.
 pub struct Listeners {
     /// The line-protocol listener.
     pub tcp: TcpListener,
     /// The HTTP listener.
     pub http: TcpListener,
+    tls: Option<Tls>,
 }
 
 impl Listeners {
-    /// Binds the addresses of `config`; the error names the flag whose address failed.
+    /// Reads the certificate and key of `config`, if any, then binds its addresses; the error
+    /// names the flag whose file or address failed.
     pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+            (None, None) => None,
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--tls-cert and --tls-key go together: give both or neither",
+                ));
+            }
+        };
         let bind = |flag: &'static str, addr: String| async move {
             TcpListener::bind(&addr).await.map_err(|err| {
                 io::Error::new(
@@ -78,7 +94,13 @@ impl Listeners {
         Ok(Listeners {
             tcp: bind("tcp", config.tcp.clone()).await?,
             http: bind("http", config.http.clone()).await?,
+            tls,
         })
+    }
+
+    /// Whether both listeners speak TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -96,6 +118,7 @@ pub async fn run(
 ) -> io::Result<()> {
     let log = config.log.as_deref().map(MessageLog::open).transpose()?;
     let (tcp_addr, _) = listeners.local_addrs()?;
+    let tls = listeners.tls.clone();
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (room_tx, room_rx) = mpsc::channel(1024);
@@ -114,7 +137,10 @@ pub async fn run(
     let tcp_tracker = tracker.clone();
     let tcp_room = room_tx.clone();
     let tcp_id = new_id.clone();
+    let tcp_tls = tls.as_ref().map(|tls| tls.line.clone());
+    let tcp_stop = stop.clone();
     // Each connection gets a clone of the room's sender; the room itself stops on `stop`.
+    // Its TLS handshake, if any, happens in its own task, so that accepting never waits.
     let tcp = accept_loop(
         listeners.tcp,
         Listener::Line,
@@ -124,25 +150,32 @@ pub async fn run(
         move |stream, peer, permit, pass| {
             let conn = tcp_id();
             let room = tcp_room.clone();
+            let (tls, stop) = (tcp_tls.clone(), tcp_stop.clone());
             tcp_tracker.spawn(async move {
-                connection::serve(stream, peer, conn, room, max_line).await;
+                if let Some(stream) = tls::accept(tls.as_ref(), stream, peer, &stop).await {
+                    connection::serve(stream, peer, conn, room, max_line).await;
+                }
                 drop((permit, pass));
             });
         },
     );
     let site = Arc::new(http::Site {
         tcp_addr: tcp_addr.to_string(),
+        tls: tls.is_some(),
         web_root: config.web_root.clone(),
         ws: websocket::Settings {
             max_line,
             ping: (config.ws_ping > 0).then(|| Duration::from_secs(config.ws_ping)),
-            origins: websocket::Origins::new(&config.allow_origin),
+            origins: websocket::Origins::new(&config.allow_origin)
+                .own_page_over_https(tls.is_some()),
             max_queue,
         },
         admitted,
         handshake_timeout: Duration::from_secs(config.handshake_timeout),
     });
     let http_slots = Arc::new(Semaphore::new(MAX_HTTP));
+    let http_tls = tls.map(|tls| tls.http);
+    let http_stop = stop.clone();
     let http = accept_loop(
         listeners.http,
         Listener::Http,
@@ -153,7 +186,11 @@ pub async fn run(
             let site = site.clone();
             let room = room_tx.clone();
             let new_id = new_id.clone();
+            let (tls, stop) = (http_tls.clone(), http_stop.clone());
             tracker.spawn(async move {
+                let Some(stream) = tls::accept(tls.as_ref(), stream, peer, &stop).await else {
+                    return;
+                };
                 let upgraded = http::serve(stream, &site).await;
                 // A WebSocket holds a place among the admitted connections, not an HTTP slot.
                 drop(permit);

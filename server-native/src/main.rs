@@ -15,6 +15,10 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // A closed standard error (`chat-server 2>&1 | tee`, the tee gone on Ctrl-C) loses the
+        // diagnostics only: tracing would otherwise report it with eprintln!, which panics,
+        // before the clients are told the server is shutting down.
+        .log_internal_errors(false)
         .init();
     raise_fd_limit();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -42,8 +46,13 @@ async fn serve(config: Config) -> std::io::Result<()> {
     writeln!(stdout, "http listening on {http}")?;
     stdout.flush()?;
     drop(stdout);
-    tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a browser: http://{http}/",
-        tcp.ip(), tcp.port());
+    if listeners.tls() {
+        tracing::info!(%tcp, %http, "chat-server ready over TLS; chat with: \
+            openssl s_client -quiet -connect {tcp}, or in a browser: https://{http}/");
+    } else {
+        tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a browser: \
+            http://{http}/", tcp.ip(), tcp.port());
+    }
     chat_server::run(config, listeners, shutdown_signal()).await
 }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use chat_core::{CloseReason, ConnId, Disconnect, Wire};
 use futures_util::stream::{FusedStream, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -33,7 +33,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Room in the write buffer for pongs and the close frame beyond the events.
 const CONTROL_ROOM: usize = 64 * 1024;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws<S> = WebSocketStream<S>;
 
 /// How WebSocket connections behave; the same for all of them.
 #[derive(Debug, Clone)]
@@ -83,12 +83,14 @@ impl Settings {
 }
 
 /// The origin policy: a handshake without `Origin` (not a browser) or from the server's own
-/// page (`http://` + the request's `Host`) is accepted, and so is one from an origin given
-/// with `--allow-origin` (`*`: any). Compared without regard to case.
+/// page (`http://`, or `https://` over TLS, + the request's `Host`) is accepted, and so is one
+/// from an origin given with `--allow-origin` (`*`: any). Compared without regard to case.
 #[derive(Debug, Clone, Default)]
 pub struct Origins {
     any: bool,
     allowed: Vec<String>,
+    /// The server's own page is served over TLS: its origin is `https://`.
+    https: bool,
 }
 
 impl Origins {
@@ -105,6 +107,12 @@ impl Origins {
         origins
     }
 
+    /// Says whether the server's own page is served over TLS (`https://`) or not.
+    pub fn own_page_over_https(mut self, https: bool) -> Origins {
+        self.https = https;
+        self
+    }
+
     /// `Ok` when a handshake with this `Origin` and `Host` may proceed; otherwise one line that
     /// says why not.
     pub fn check(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), String> {
@@ -112,7 +120,8 @@ impl Origins {
             return Ok(());
         };
         let origin = origin.trim();
-        let own = host.map(|host| format!("http://{}", host.trim()));
+        let scheme = if self.https { "https" } else { "http" };
+        let own = host.map(|host| format!("{scheme}://{}", host.trim()));
         if self.any
             || own
                 .as_deref()
@@ -217,9 +226,9 @@ fn is_valid_key(key: &str) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// A connection that has been answered `101 Switching Protocols`.
-pub struct Upgraded {
-    pub stream: TcpStream,
+/// A connection (TCP, or TLS over TCP) that has been answered `101 Switching Protocols`.
+pub struct Upgraded<S> {
+    pub stream: S,
     /// Bytes the client sent after its request head, already read: the start of its frames.
     pub leftover: Vec<u8>,
     /// Its place among the connections admitted at once (`--max-users` and some slack).
@@ -252,8 +261,8 @@ enum End {
 }
 
 /// Serves one upgraded connection until either side ends it.
-pub async fn serve(
-    upgraded: Upgraded,
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    upgraded: Upgraded<S>,
     peer: SocketAddr,
     conn: ConnId,
     room: mpsc::Sender<RoomInput>,
@@ -375,7 +384,7 @@ fn close_frame(end: &End) -> Option<CloseFrame> {
 /// [`CLOSE_WAIT`] for the peer's close in reply; then the socket is dropped. Once the reader
 /// has stopped mid-message (too big), what the peer still sends is drained raw instead, so
 /// that closing does not reset the connection before the peer has read the close frame.
-async fn finish(mut ws: Ws, conn: ConnId, end: &End) {
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(mut ws: Ws<S>, conn: ConnId, end: &End) {
     let Some(close) = close_frame(end) else {
         if let End::Read(ReadEnd::Closed) = end {
             // Sends the answer to the peer's close, if it is still there to take it.
@@ -402,8 +411,8 @@ async fn finish(mut ws: Ws, conn: ConnId, end: &End) {
 }
 
 /// Hands every message to the room until the peer closes, fails or falls silent.
-async fn read_messages(
-    stream: &mut SplitStream<Ws>,
+async fn read_messages<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut SplitStream<Ws<S>>,
     conn: ConnId,
     room: &mpsc::Sender<RoomInput>,
     settings: &Settings,
@@ -439,8 +448,8 @@ async fn read_messages(
 
 /// Sends each queued event as one text message, feeding whatever else is already queued and
 /// flushing once; pings every `ping`. Returns `Ok` once the room lets go of the connection.
-async fn write_frames(
-    sink: &mut SplitSink<Ws, Message>,
+async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
+    sink: &mut SplitSink<Ws<S>, Message>,
     mut frames: mpsc::UnboundedReceiver<Bytes>,
     queued: &AtomicUsize,
     ping: Option<Duration>,
@@ -573,6 +582,9 @@ mod tests {
         assert!(some.check(Some("http://evil.example"), host).is_err());
         let any = Origins::new(&["*".into()]);
         assert!(any.check(Some("http://evil.example"), host).is_ok());
+        let tls = Origins::default().own_page_over_https(true);
+        assert!(tls.check(Some("https://chat.example:8080"), host).is_ok());
+        assert!(tls.check(Some("http://chat.example:8080"), host).is_err());
         let why = none.check(Some("http://evil.example"), host).unwrap_err();
         assert!(!why.contains('\n'), "{why}");
         assert!(why.contains("--allow-origin"), "{why}");

@@ -262,6 +262,8 @@ fn help_documents_every_flag_with_its_environment_variable() {
         ("--max-new-per-ip", "CHAT_MAX_NEW_PER_IP"),
         ("--limit-loopback", "CHAT_LIMIT_LOOPBACK"),
         ("--handshake-timeout", "CHAT_HANDSHAKE_TIMEOUT"),
+        ("--tls-cert", "CHAT_TLS_CERT"),
+        ("--tls-key", "CHAT_TLS_KEY"),
     ] {
         assert!(
             help.contains(flag) && help.contains(var),
@@ -446,4 +448,42 @@ fn the_per_address_limits_come_from_the_environment() {
     first.expect("Enter your name: ");
     let mut second = Peer::connect(&server.tcp);
     second.expect("Enter your name: ");
+}
+
+#[test]
+fn a_closed_standard_error_does_not_stop_a_graceful_shutdown() {
+    // As under `chat-server 2>&1 | tee chat.log` when Ctrl-C has ended the tee first.
+    let mut child = hermetic(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start chat-server");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let tcp = first
+        .trim_end()
+        .strip_prefix("tcp listening on ")
+        .unwrap()
+        .to_owned();
+    drop(child.stderr.take());
+    let mut server = Server {
+        child,
+        tcp: tcp.clone(),
+        http: String::new(),
+    };
+    let mut dave = Peer::connect(&tcp);
+    dave.expect("Enter your name: ");
+    dave.send("dave");
+    dave.expect("Welcome, dave!");
+
+    server.sigterm();
+    assert!(
+        dave.read_to_end()
+            .ends_with("*** Server is shutting down ***\n")
+    );
+    let status = server.wait_exit();
+    assert!(status.success(), "{status}");
 }

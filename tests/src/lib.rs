@@ -1,5 +1,6 @@
 //! Support for the end-to-end tests: the real `chat-server` binary as a child process, real
-//! `nc` users, a headless Chromium driven through chromedriver (WebDriver, with fantoccini), a
+//! `nc` users, `openssl s_client` users when the server speaks TLS (with a certificate made at
+//! test time), a headless Chromium driven through chromedriver (WebDriver, with fantoccini), a
 //! TCP proxy that can cut connections, and a line-oriented child process for WebSocket clients
 //! the project did not write.
 //!
@@ -7,8 +8,8 @@
 //! is killed when its handle is dropped, also when a test panics.
 //!
 //! What the tests need beyond cargo (`cargo xtask test` installs and builds it): Debian's
-//! `chromium` and `chromium-driver`, `nc` (netcat-openbsd), Python 3 with the `websockets`
-//! package, and the built page, whose directory is named by `CHAT_WEB_ROOT`. When one is
+//! `chromium` and `chromium-driver`, `nc` (netcat-openbsd), `openssl`, Python 3 with the
+//! `websockets` package, and the built page, whose directory is named by `CHAT_WEB_ROOT`. When one is
 //! missing a test fails and says so; with `CHAT_E2E_SKIP=1` it prints a loud "SKIPPED" line and
 //! passes instead.
 //!
@@ -46,6 +47,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub const OPENSSL: &str = "/usr/bin/openssl";
 
 // ---------------------------------------------------------------------------------------------
 // Prerequisites
@@ -117,6 +119,18 @@ pub fn browser_installed(test: &str) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// `openssl`, Debian's package, for `s_client` users.
+pub fn openssl_installed(test: &str) -> Option<()> {
+    if Path::new(OPENSSL).exists() {
+        Some(())
+    } else {
+        missing(
+            test,
+            &format!("{OPENSSL} is missing (Debian package openssl)"),
+        )
+    }
 }
 
 /// The Python interpreter (`CHAT_PYTHON`, else `python3` from PATH) if it has `websockets`.
@@ -630,14 +644,21 @@ impl Server {
         }
     }
 
-    /// `http://ADDR/`, the page.
-    pub fn url(&self) -> String {
-        format!("http://{}/", self.http)
+    /// Whether it was started with `--tls-cert` (and so speaks TLS on both listeners).
+    pub fn tls(&self) -> bool {
+        self.extra.iter().any(|flag| flag == "--tls-cert")
     }
 
-    /// `ws://ADDR/ws`.
+    /// `http://ADDR/`, the page (`https://` over TLS).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{}/", self.http)
+    }
+
+    /// `ws://ADDR/ws` (`wss://` over TLS).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.http)
+        let scheme = if self.tls() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.http)
     }
 
     /// Sends SIGTERM and waits for a successful exit.
@@ -679,18 +700,59 @@ impl Server {
     /// Connects an nc user, answers the prompt with `name` and reads the welcome's first
     /// line, which it returns (`Welcome, NAME! Online (N): ...`).
     pub async fn nc_join(&self, name: &str) -> (Nc, String) {
-        let mut nc = Nc::connect(self.tcp, name);
-        nc.expect("Enter your name: ").await;
-        nc.type_line(name);
-        let welcome = nc
-            .line_where("starting with the welcome", |l| l.starts_with("Welcome, "))
-            .await;
-        assert!(
-            welcome.starts_with(&format!("Welcome, {name}! Online (")),
-            "{name}'s welcome: {welcome:?}"
-        );
-        nc.expect("Type /help for the list of commands.\n").await;
-        (nc, welcome)
+        join(Nc::connect(self.tcp, name), name).await
+    }
+
+    /// Like [`Server::nc_join`] with `openssl s_client` on a server that speaks TLS.
+    pub async fn s_client_join(&self, name: &str) -> (LineProcess, String) {
+        join(LineProcess::s_client(self.tcp, name), name).await
+    }
+}
+
+/// Answers the prompt with `name` and reads the welcome's first line, which it returns.
+async fn join(mut user: LineProcess, name: &str) -> (LineProcess, String) {
+    user.expect("Enter your name: ").await;
+    user.type_line(name);
+    let welcome = user
+        .line_where("starting with the welcome", |l| l.starts_with("Welcome, "))
+        .await;
+    assert!(
+        welcome.starts_with(&format!("Welcome, {name}! Online (")),
+        "{name}'s welcome: {welcome:?}"
+    );
+    user.expect("Type /help for the list of commands.\n").await;
+    (user, welcome)
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`, made at test time, and its
+/// key, as PEM files in a directory removed when dropped.
+pub struct TestCert {
+    dir: TempDir,
+}
+
+impl TestCert {
+    pub fn new(label: &str) -> TestCert {
+        let made = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("make a certificate");
+        let dir = TempDir::new(&format!("cert-{label}"));
+        std::fs::write(dir.path().join("cert.pem"), made.cert.pem()).expect("write cert.pem");
+        std::fs::write(dir.path().join("key.pem"), made.signing_key.serialize_pem())
+            .expect("write key.pem");
+        TestCert { dir }
+    }
+
+    /// `--tls-cert CERT --tls-key KEY`, for [`Server::start`].
+    pub fn flags(&self) -> Vec<String> {
+        ["cert", "key"]
+            .iter()
+            .flat_map(|what| {
+                let path = self.dir.path().join(format!("{what}.pem"));
+                [format!("--tls-{what}"), path.display().to_string()]
+            })
+            .collect()
     }
 }
 
@@ -741,6 +803,19 @@ pub fn nc_path() -> PathBuf {
 }
 
 impl LineProcess {
+    /// `openssl s_client -quiet -connect ADDR`, as the README tells users of a server with TLS
+    /// to connect; labelled with the user's name. `-quiet` also means `-ign_eof`: closing its
+    /// input does not end the session, and no line is a command of s_client's own.
+    pub fn s_client(addr: SocketAddr, name: &str) -> LineProcess {
+        LineProcess::spawn(
+            &format!("openssl s_client user {name}"),
+            Command::new(OPENSSL)
+                .args(["s_client", "-quiet", "-connect", &addr.to_string()])
+                // The certificate's details and "self-signed certificate": not the chat.
+                .stderr(Stdio::null()),
+        )
+    }
+
     /// `nc HOST PORT`, labelled with the user's name for failure messages.
     pub fn connect(addr: SocketAddr, name: &str) -> Nc {
         LineProcess::spawn(
@@ -941,6 +1016,17 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium with a fresh profile. `label` names it in
     /// failure messages (say, `TEST alice`).
     pub async fn start(label: &str) -> Browser {
+        Browser::start_with(label, false).await
+    }
+
+    /// Like [`Browser::start`], but the browser accepts any certificate (WebDriver's
+    /// `acceptInsecureCerts`), such as the self-signed one of [`TestCert`], for the page and
+    /// its WebSocket alike.
+    pub async fn start_accepting_any_certificate(label: &str) -> Browser {
+        Browser::start_with(label, true).await
+    }
+
+    async fn start_with(label: &str, accept_insecure_certs: bool) -> Browser {
         let _ = std::fs::remove_file(failure_screenshot_path(label));
         let port = free_port();
         let profile = TempDir::new(&format!("chromium-{label}"));
@@ -995,6 +1081,9 @@ impl Browser {
         );
         let mut builder =
             ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        if accept_insecure_certs {
+            caps.insert("acceptInsecureCerts".to_owned(), json!(true));
+        }
         builder.capabilities(caps);
         let url = format!("http://127.0.0.1:{port}");
         let client = tokio::time::timeout(WAIT, builder.connect(&url))
@@ -1007,6 +1096,15 @@ impl Browser {
 
     fn client(&self) -> &Client {
         self.client.as_ref().expect("the session is open")
+    }
+
+    /// The address of the page shown (`location.href`).
+    pub async fn location(&self) -> String {
+        let v = tokio::time::timeout(WAIT, self.client().execute("return location.href", vec![]))
+            .await
+            .unwrap_or_else(|_| panic!("{}: the page did not answer in time", self.label))
+            .unwrap_or_else(|e| panic!("{}: cannot read location.href: {e}", self.label));
+        v.as_str().unwrap_or_default().to_owned()
     }
 
     pub async fn open(&self, url: &str) {

@@ -1,6 +1,7 @@
 //! Headless Chromium drives the real page served by the real server, together with real `nc`
-//! users: chatting in every direction, names refused with the reason, a server restart, and a
-//! short disconnect that loses nothing. Each scenario leaves a screenshot in `target/e2e/`.
+//! users: chatting in every direction, names refused with the reason, a server restart, a
+//! short disconnect that loses nothing, and the page over HTTPS and WSS with an
+//! `openssl s_client` user. Each scenario leaves a screenshot in `target/e2e/`.
 //!
 //! The scenarios run one at a time (a Chromium is heavy for a small machine), whatever
 //! `--test-threads` says.
@@ -8,7 +9,8 @@
 use std::time::Duration;
 
 use chat_tests::{
-    Browser, PageState, Proxy, Server, bounded, browser_installed, require, web_root,
+    Browser, PageState, Proxy, Server, TestCert, bounded, browser_installed, openssl_installed,
+    require, web_root,
 };
 use tokio::sync::Mutex;
 
@@ -374,6 +376,64 @@ async fn a_short_disconnect_loses_nothing() {
             "in order:\n{shown}"
         );
         assert!(!shown.mentions(GAP_NOTICE), "no gap notice:\n{shown}");
+        check_public_order(&shown);
+        page.screenshot(test).await;
+        page.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_over_https_chats_over_wss_with_an_openssl_user() {
+    let test = "the_page_over_https_chats_over_wss_with_an_openssl_user";
+    let root = require!(prerequisites(test));
+    require!(openssl_installed(test));
+    let _serial = SERIAL.lock().await;
+    bounded(test, async {
+        let cert = TestCert::new(test);
+        let tls = cert.flags();
+        let mut flags: Vec<&str> = tls.iter().map(String::as_str).collect();
+        flags.extend(["--flood", "off"]);
+        let server = Server::with_page(&root, &flags).await;
+        assert!(server.url().starts_with("https://"), "{}", server.url());
+        let page = Browser::start_accepting_any_certificate(test).await;
+
+        // The page loads over https:// and opens its WebSocket over wss:// by itself.
+        page.open_and_join(&server.url(), "alice").await;
+        let location = page.location().await;
+        assert_eq!(location, server.url(), "the page is shown from https");
+        let (mut carol, welcome) = server.s_client_join("carol").await;
+        assert_eq!(welcome, "Welcome, carol! Online (2): alice, carol");
+        page.wait_until("carol's join", |s| s.has("joined", &["carol"]))
+            .await;
+
+        page.say("hello carol, from https").await;
+        carol.expect("alice: hello carol, from https\n").await;
+        carol.type_line("hi alice, from s_client");
+        page.wait_until("carol's message", |s| {
+            s.has("message", &["carol", "hi alice, from s_client"])
+        })
+        .await;
+        page.say("/msg carol just us").await;
+        carol.expect("[private] alice: just us\n").await;
+        carol.type_line("/msg alice indeed");
+        carol.expect("[private to alice] indeed\n").await;
+        page.wait_until("carol's private message", |s| {
+            s.has("private", &["carol", "indeed"])
+        })
+        .await;
+
+        carol.type_line("/quit");
+        carol.expect("Goodbye!\n").await;
+        let shown = page
+            .wait_until("carol's leave and alice alone", |s| {
+                s.has("left", &["carol"]) && s.users == ["alice"]
+            })
+            .await;
+        assert!(
+            shown.status_is("open"),
+            "the page's connection stays open:\n{shown}"
+        );
         check_public_order(&shown);
         page.screenshot(test).await;
         page.close().await;

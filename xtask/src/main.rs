@@ -421,6 +421,8 @@ const DEBIAN_TOOLS: &[(&[&str], &str)] = &[
     ),
     (&["/usr/bin/chromium"], "chromium"),
     (&["/usr/bin/chromedriver"], "chromium-driver"),
+    // `openssl s_client`: the TLS tests' line users.
+    (&["/usr/bin/openssl"], "openssl"),
 ];
 
 fn ensure_debian_tools() -> Result {
