@@ -1,5 +1,5 @@
 //! `chat-server`: parses flags, binds, prints where it listens, serves until Ctrl-C or
-//! SIGTERM.
+//! SIGTERM; SIGHUP reopens the message log.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,6 +33,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> std::io::Result<()> {
+    // Before the address lines, so that a SIGHUP right after them never ends the server.
+    let reopen = reopen_signal();
     let listeners = Listeners::bind(&config).await?;
     let (tcp, http) = listeners.local_addrs()?;
     // Scripts read these two lines to find the ports when they asked for port 0.
@@ -43,7 +45,28 @@ async fn serve(config: Config) -> std::io::Result<()> {
     drop(stdout);
     tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a browser: http://{http}/",
         tcp.ip(), tcp.port());
-    chat_server::run(config, listeners, shutdown_signal()).await
+    chat_server::run_with_reopen(config, listeners, shutdown_signal(), reopen).await
+}
+
+/// Yields on every SIGHUP: the message log is reopened (logrotate renames the file, then
+/// signals). Nothing else listens for it, so it no longer ends the server.
+#[cfg(unix)]
+fn reopen_signal() -> impl futures_util::Stream<Item = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangup = signal(SignalKind::hangup()).map_err(|err| {
+        tracing::error!(%err, "cannot listen for SIGHUP; the log cannot be reopened");
+    });
+    futures_util::stream::unfold(hangup.ok(), |hangup| async move {
+        let mut hangup = hangup?;
+        hangup.recv().await?;
+        tracing::info!("SIGHUP: reopening the message log");
+        Some(((), Some(hangup)))
+    })
+}
+
+#[cfg(not(unix))]
+fn reopen_signal() -> impl futures_util::Stream<Item = ()> {
+    futures_util::stream::pending()
 }
 
 /// Completes on Ctrl-C (SIGINT) or SIGTERM.
