@@ -77,7 +77,7 @@ pub struct Config {
 
     /// Rotated log files kept by --log-max-size, PATH.1 (newest) to PATH.N.
     #[arg(long, env = "CHAT_LOG_KEEP", value_name = "N", default_value_t = 5,
-          value_parser = clap::value_parser!(u32).range(1..=1000))]
+          value_parser = clap::value_parser!(u32).range(1..=crate::log::MAX_ROTATED as i64))]
     pub log_keep: u32,
 
     /// Flood control: a burst of 20 lines, then 5 lines a second; faster lines are dropped

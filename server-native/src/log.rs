@@ -16,7 +16,8 @@
 //!   on with the file it has.
 //!
 //! At start [`MessageLog::open`] reads back the last public messages, from the end of the
-//! file in blocks (and from `PATH.1` when `PATH` holds too few), for the room's history.
+//! file in blocks (and from `PATH.1`, `PATH.2`... when `PATH` holds too few), for the room's
+//! history.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -46,6 +47,8 @@ const MAX_SCAN: u64 = 256 * 1024 * 1024;
 /// A line longer than this cannot be a record (a message is at most 16 MiB before escaping);
 /// reading back skips it without holding it in memory.
 const MAX_RECORD: usize = 64 * 1024 * 1024;
+/// The most rotated files kept, and read back at start.
+pub const MAX_ROTATED: u32 = 1000;
 /// Unparsable lines reported one by one at start; the rest are counted.
 const MAX_BAD_LINE_WARNINGS: usize = 10;
 
@@ -197,7 +200,8 @@ fn sync_parent(path: &Path) {
 }
 
 /// The last `count` public messages of the log at `path`, oldest first: from the end of
-/// `path`, then of `path.1` if `path` holds fewer. Never fails the start: unreadable files and
+/// `path`, then of `path.1` if `path` holds fewer, then `path.2`, and so on while the files
+/// exist (with logrotate's compressed older files, `path.1` is the last). Never fails the start: unreadable files and
 /// unparsable lines are skipped with a warning. Only the newest unbroken run of numbers is
 /// taken (`seq` falling from newest to oldest), so that messages of a server that once
 /// numbered afresh at each start are not mixed in. At least the newest message is read even
@@ -207,7 +211,11 @@ pub fn read_recent(path: &Path, count: usize) -> Vec<ChatMessage> {
     let mut newest_first: Vec<ChatMessage> = Vec::new();
     let mut scanned = 0u64;
     let mut bad = 0usize;
-    'files: for file_path in [path.to_path_buf(), rotated_path(path, 1)] {
+    let files = (0..=MAX_ROTATED).map(|n| match n {
+        0 => path.to_path_buf(),
+        n => rotated_path(path, n),
+    });
+    'files: for file_path in files {
         let file = match File::open(&file_path) {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => break,
@@ -216,7 +224,7 @@ pub fn read_recent(path: &Path, count: usize) -> Vec<ChatMessage> {
                 break;
             }
         };
-        let mut lines = match ReverseLines::new(file, READ_BLOCK) {
+        let mut lines = match ReverseLines::new(file, READ_BLOCK, MAX_RECORD) {
             Ok(lines) => lines,
             Err(err) => {
                 tracing::warn!(path = %file_path.display(), %err, "cannot read the message log back");
@@ -297,7 +305,7 @@ pub fn read_recent(path: &Path, count: usize) -> Vec<ChatMessage> {
 enum Line {
     /// A line without its newline, and where it starts in the file.
     Whole { offset: u64, text: Vec<u8> },
-    /// A line over [`MAX_RECORD`] bytes, skipped unread.
+    /// A line over the reader's `max_record` bytes, skipped unread.
     TooLong { offset: u64 },
 }
 
@@ -310,7 +318,9 @@ struct ReverseLines {
     /// Read, not yet returned: the bytes from `pos` up to the end of the next line to return.
     tail: Vec<u8>,
     block: usize,
-    /// The line being skipped is longer than [`MAX_RECORD`].
+    /// Longer lines are skipped.
+    max_record: usize,
+    /// The line being skipped is longer than `max_record`.
     skipping: bool,
     /// The first line has been returned.
     done: bool,
@@ -318,13 +328,14 @@ struct ReverseLines {
 }
 
 impl ReverseLines {
-    fn new(file: File, block: usize) -> io::Result<ReverseLines> {
+    fn new(file: File, block: usize, max_record: usize) -> io::Result<ReverseLines> {
         let len = file.metadata()?.len();
         Ok(ReverseLines {
             file,
             pos: len,
             tail: Vec::new(),
             block,
+            max_record,
             skipping: false,
             done: len == 0,
             len,
@@ -360,14 +371,16 @@ impl ReverseLines {
                 let text = std::mem::take(&mut self.tail);
                 return Ok(Some(Line::Whole { offset: 0, text }));
             }
-            if self.tail.len() > MAX_RECORD {
+            if self.tail.len() > self.max_record {
                 self.skipping = true;
                 self.tail.clear();
             }
             // Read as much again as is held (so a long line costs linear time, not quadratic)
-            // but not past MAX_RECORD by more than a block.
+            // but not past `max_record` by more than a block.
             let held = self.tail.len();
-            let want = held.min(MAX_RECORD.saturating_sub(held)).max(self.block) as u64;
+            let want = held
+                .min(self.max_record.saturating_sub(held))
+                .max(self.block) as u64;
             let start = self.pos.saturating_sub(want);
             let mut chunk = vec![0u8; (self.pos - start) as usize];
             self.file.seek(SeekFrom::Start(start))?;
@@ -753,7 +766,7 @@ mod tests {
         content.push('\n');
         fs::write(&path, &content).unwrap();
         for block in [1, 2, 3, 7, 64, 4096] {
-            let mut reader = ReverseLines::new(File::open(&path).unwrap(), block).unwrap();
+            let mut reader = ReverseLines::new(File::open(&path).unwrap(), block, 1 << 20).unwrap();
             let mut got = Vec::new();
             while let Some(line) = reader.next_line().unwrap() {
                 let Line::Whole { offset, text } = line else {
@@ -770,7 +783,7 @@ mod tests {
         }
         // No newline at the end, and an empty file.
         fs::write(&path, "a\nb").unwrap();
-        let mut reader = ReverseLines::new(File::open(&path).unwrap(), 1).unwrap();
+        let mut reader = ReverseLines::new(File::open(&path).unwrap(), 1, 1 << 20).unwrap();
         assert_eq!(
             reader.next_line().unwrap(),
             Some(Line::Whole {
@@ -787,7 +800,7 @@ mod tests {
         );
         assert_eq!(reader.next_line().unwrap(), None);
         fs::write(&path, "").unwrap();
-        let mut reader = ReverseLines::new(File::open(&path).unwrap(), 4).unwrap();
+        let mut reader = ReverseLines::new(File::open(&path).unwrap(), 4, 1 << 20).unwrap();
         assert_eq!(reader.next_line().unwrap(), None);
         let _ = fs::remove_dir_all(&dir);
     }
@@ -837,12 +850,16 @@ mod tests {
     }
 
     #[test]
-    fn read_recent_takes_the_last_messages_skipping_bad_lines_and_falls_back_to_path_1() {
+    fn read_recent_takes_the_last_messages_skipping_bad_lines_and_falls_back_to_rotated_files() {
         let dir = temp_dir("recent");
         let path = dir.join("log.jsonl");
         let join = "{\"time\":\"2026-01-01T00:00:00.000Z\",\"type\":\"join\",\"name\":\"ann\"}\n";
-        let older: String = (1..=4).map(|i| line(i, &format!("m{i}"))).collect();
+        let oldest: String = (1..=2).map(|i| line(i, &format!("m{i}"))).collect();
+        fs::write(rotated_path(&path, 2), &oldest).unwrap();
+        let older: String = (3..=4).map(|i| line(i, &format!("m{i}"))).collect();
         fs::write(rotated_path(&path, 1), &older).unwrap();
+        // After a missing PATH.3, nothing more is read.
+        fs::write(rotated_path(&path, 4), line(0, "m0")).unwrap();
         let newer = format!(
             "{join}{}not json at all\n\n{}{{\"type\":\"message\"}}\n{}",
             line(5, "m5"),
@@ -855,6 +872,10 @@ mod tests {
         assert_eq!(
             texts(&read_recent(&path, 5)),
             ["m3", "m4", "m5", "m6", "m7"]
+        );
+        assert_eq!(
+            texts(&read_recent(&path, 6)),
+            ["m2", "m3", "m4", "m5", "m6", "m7"]
         );
         assert_eq!(texts(&read_recent(&path, 50)).len(), 7);
         // History 0 still gives the newest, for the numbering.
@@ -878,30 +899,32 @@ mod tests {
     }
 
     #[test]
-    fn an_overlong_line_is_skipped_without_reading_it_whole() {
+    fn an_overlong_line_is_skipped_without_holding_it_whole() {
         let dir = temp_dir("long");
         let path = dir.join("log.jsonl");
-        let mut file = File::create(&path).unwrap();
-        file.write_all(line(1, "before").as_bytes()).unwrap();
-        let chunk = vec![b'z'; 1024 * 1024];
-        for _ in 0..(MAX_RECORD / chunk.len() + 2) {
-            file.write_all(&chunk).unwrap();
-        }
-        file.write_all(b"\n").unwrap();
-        file.write_all(line(2, "after").as_bytes()).unwrap();
-        drop(file);
-        let mut reader = ReverseLines::new(File::open(&path).unwrap(), READ_BLOCK).unwrap();
+        let before = line(1, "before");
+        let long = "z".repeat(100_000);
+        let content = format!("{before}{long}\n{}", line(2, "after"));
+        fs::write(&path, content).unwrap();
+        let mut reader = ReverseLines::new(File::open(&path).unwrap(), 64, 10_000).unwrap();
         assert!(matches!(
             reader.next_line().unwrap(),
             Some(Line::Whole { .. })
         ));
-        let skipped = reader.next_line().unwrap();
         assert_eq!(
-            skipped,
+            reader.next_line().unwrap(),
             Some(Line::TooLong {
-                offset: line(1, "before").len() as u64
+                offset: before.len() as u64
             })
         );
+        // It held at most a little more than the limit at a time.
+        assert!(reader.tail.capacity() < 10_000 + 2 * 64 + before.len());
+        assert!(matches!(
+            reader.next_line().unwrap(),
+            Some(Line::Whole { offset: 0, .. })
+        ));
+        assert_eq!(reader.next_line().unwrap(), None);
+        // Under the real limit it is just an unparsable line, skipped.
         assert_eq!(texts(&read_recent(&path, 50)), ["before", "after"]);
         let _ = fs::remove_dir_all(&dir);
     }
