@@ -394,10 +394,16 @@ impl ReverseLines {
 
 /// What the writer needs of its file: writes, and cutting a partly written line off again.
 trait LogFile: Write {
+    /// The file's length now (someone else may have truncated it: logrotate's copytruncate).
+    fn size(&mut self) -> io::Result<u64>;
     fn truncate_to(&mut self, len: u64) -> io::Result<()>;
 }
 
 impl LogFile for File {
+    fn size(&mut self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
     fn truncate_to(&mut self, len: u64) -> io::Result<()> {
         self.set_len(len)
     }
@@ -408,15 +414,15 @@ struct Written {
     /// Bytes of the data now in the file, all whole lines.
     bytes: usize,
     /// The write failed part-way through a line and the file could not be cut back: it ends
-    /// in an unfinished line, to be cut at `len` before anything else is written.
+    /// in an unfinished line, to be cut off before anything else is written.
     torn: bool,
     error: Option<io::Error>,
 }
 
-/// Writes `data`, whole lines, to `file`, which is `len` bytes long and opened for appending.
-/// If a write fails after part of a line went out (disk full), the file is cut back to the last
-/// whole line written, so it never holds a torn line.
-fn write_lines(file: &mut impl LogFile, len: u64, data: &[u8]) -> Written {
+/// Writes `data`, whole lines, to `file`, opened for appending. If a write fails after part
+/// of a line went out (disk full), the file is cut back to the last whole line written, so it
+/// never holds a torn line.
+fn write_lines(file: &mut impl LogFile, data: &[u8]) -> Written {
     let mut written = 0;
     while written < data.len() {
         let error = match file.write(&data[written..]) {
@@ -432,7 +438,12 @@ fn write_lines(file: &mut impl LogFile, len: u64, data: &[u8]) -> Written {
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
-        let torn = whole < written && file.truncate_to(len + whole as u64).is_err();
+        let partial = (written - whole) as u64;
+        let torn = partial > 0
+            && file
+                .size()
+                .and_then(|size| file.truncate_to(size.saturating_sub(partial)))
+                .is_err();
         return Written {
             bytes: whole,
             torn,
@@ -450,7 +461,7 @@ fn write_lines(file: &mut impl LogFile, len: u64, data: &[u8]) -> Written {
 struct Writer {
     options: LogOptions,
     file: File,
-    /// The file's length: whole lines only, unless `torn`.
+    /// The file's length as written by this writer, for size rotation.
     len: u64,
     /// A failed write left part of a line at the end that could not be cut off yet.
     torn: bool,
@@ -568,11 +579,12 @@ impl Writer {
             return;
         }
         if self.torn {
-            if let Err(err) = self.file.set_len(self.len) {
+            if let Err(err) = cut_torn_tail(&mut self.file) {
                 self.report_failure(&err);
                 return;
             }
             self.torn = false;
+            self.len = self.file.size().unwrap_or(self.len);
         }
         let mut done = 0;
         while done < self.pending.len() {
@@ -582,7 +594,7 @@ impl Writer {
                 0 => self.pending.len() - done,
                 chunk => chunk,
             };
-            let written = write_lines(&mut self.file, self.len, &self.pending[done..done + chunk]);
+            let written = write_lines(&mut self.file, &self.pending[done..done + chunk]);
             self.len += written.bytes as u64;
             done += written.bytes;
             self.unsynced |= written.bytes > 0;
@@ -951,6 +963,10 @@ mod tests {
     }
 
     impl LogFile for FullDisk {
+        fn size(&mut self) -> io::Result<u64> {
+            Ok(self.data.len() as u64)
+        }
+
         fn truncate_to(&mut self, len: u64) -> io::Result<()> {
             if self.truncate_fails {
                 return Err(io::Error::other("no"));
@@ -970,7 +986,7 @@ mod tests {
                 room: room + 8,
                 truncate_fails: false,
             };
-            let written = write_lines(&mut disk, 8, data.as_bytes());
+            let written = write_lines(&mut disk, data.as_bytes());
             assert!(!written.torn);
             let file = String::from_utf8(disk.data).unwrap();
             assert_eq!(file.len(), 8 + written.bytes, "room {room}");
@@ -987,7 +1003,7 @@ mod tests {
             room: 10,
             truncate_fails: true,
         };
-        let written = write_lines(&mut disk, 0, data.as_bytes());
+        let written = write_lines(&mut disk, data.as_bytes());
         assert!(written.torn && written.bytes == 0 && written.error.is_some());
     }
 
