@@ -60,9 +60,14 @@ struct Server {
 
 impl Server {
     fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = hermetic(env!("CARGO_BIN_EXE_chat-server"))
             .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -876,4 +881,62 @@ fn size_rotation_splits_the_log_between_lines_and_the_restart_reads_across_files
     let (_bob, seen) = Nc::join(&server.tcp, "bob", true);
     assert!(seen.ends_with(&history_text(&notes[1900..])), "{seen}");
     server.stop();
+}
+
+#[test]
+fn the_log_flags_have_environment_variables_and_help() {
+    let out = hermetic(env!("CARGO_BIN_EXE_chat-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for (flag, var) in [
+        ("--log-flush", "CHAT_LOG_FLUSH"),
+        ("--log-max-size", "CHAT_LOG_MAX_SIZE"),
+        ("--log-keep", "CHAT_LOG_KEEP"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(var),
+            "{flag} {var} in\n{help}"
+        );
+    }
+
+    let dir = TempDir::new("env");
+    let log = dir.join("chat.jsonl");
+    let mut server = Server::start_with_env(
+        &["--flood", "off"],
+        &[
+            ("CHAT_LOG", log.to_str().unwrap()),
+            ("CHAT_LOG_FLUSH", "0"),
+            ("CHAT_LOG_MAX_SIZE", "1000"),
+            ("CHAT_LOG_KEEP", "2"),
+        ],
+    );
+    let watcher = Watcher::join(&server.tcp, "ann");
+    let mut ann = Peer::join(&server.tcp, "ann");
+    for i in 0..100 {
+        ann.send(&format!("note {i}"));
+    }
+    watcher.wait_for(100);
+    // With no wait at all (--log-flush 0) the last note reaches the file without a shutdown.
+    wait_until("the last note is in the log", || {
+        messages(&records_so_far(&log))
+            .last()
+            .is_some_and(|(_, _, text)| text == "note 99")
+    });
+    server.stop();
+    let files = [
+        dir.join("chat.jsonl.2"),
+        dir.join("chat.jsonl.1"),
+        log.clone(),
+    ];
+    let mut kept = Vec::new();
+    for file in &files {
+        assert!(std::fs::metadata(file).unwrap().len() <= 1000);
+        kept.extend(messages(&records(file)));
+    }
+    assert!(!dir.join("chat.jsonl.3").exists(), "two rotated files kept");
+    assert_eq!(kept.last().unwrap().2, "note 99");
+    assert_numbered_from(&kept, kept[0].0);
+    assert!(kept[0].0 > 1, "the oldest were rotated away");
 }
