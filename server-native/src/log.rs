@@ -707,8 +707,22 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A fresh directory for one test.
-    fn temp_dir(name: &str) -> PathBuf {
+    /// A fresh directory for one test, removed when dropped (also when the test fails).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn join(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_dir(name: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "chat-log-unit-{}-{name}-{}",
@@ -717,7 +731,7 @@ mod tests {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        dir
+        TempDir(dir)
     }
 
     fn message(seq: u64, text: &str) -> LogRecord {
@@ -766,7 +780,6 @@ mod tests {
         assert_eq!(lines[0]["type"], "message");
         assert_eq!(lines[1]["text"], "second");
         assert_eq!(lines[1]["from"], "ann");
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -814,7 +827,6 @@ mod tests {
         fs::write(&path, "").unwrap();
         let mut reader = ReverseLines::new(File::open(&path).unwrap(), 4, 1 << 20).unwrap();
         assert_eq!(reader.next_line().unwrap(), None);
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -858,7 +870,6 @@ mod tests {
             .unwrap();
         assert_eq!(cut_torn_tail(&mut f).unwrap(), long.len() as u64);
         assert_eq!(fs::read_to_string(&path).unwrap(), "a\n");
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -894,7 +905,6 @@ mod tests {
         assert_eq!(texts(&read_recent(&path, 0)), ["m7"]);
         // Missing files: nothing, no error.
         assert!(read_recent(&dir.join("missing"), 50).is_empty());
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -907,7 +917,6 @@ mod tests {
             .collect();
         fs::write(&path, content).unwrap();
         assert_eq!(texts(&read_recent(&path, 50)), ["new1", "new2"]);
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -938,7 +947,6 @@ mod tests {
         assert_eq!(reader.next_line().unwrap(), None);
         // Under the real limit it is just an unparsable line, skipped.
         assert_eq!(texts(&read_recent(&path, 50)), ["before", "after"]);
-        let _ = fs::remove_dir_all(&dir);
     }
 
     /// A file that takes `room` bytes and then fails, like a full disk.
@@ -1058,7 +1066,6 @@ mod tests {
         let recent = read_recent(&path, per_file + 2);
         assert_eq!(recent.len(), per_file + 2);
         assert_eq!(recent.last().unwrap().seq, 100);
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -1087,6 +1094,5 @@ mod tests {
         log.close().unwrap();
         let same = fs::read_to_string(dir.join("same")).unwrap();
         assert!(same.contains("one") && same.contains("two"), "{same}");
-        let _ = fs::remove_dir_all(&dir);
     }
 }
