@@ -147,7 +147,8 @@ impl Config {
     }
 
     /// What the room needs to know of it. The message numbering's epoch is the current time
-    /// in milliseconds, so every start of the server numbers afresh under a new epoch.
+    /// in milliseconds, so every start of the server numbers under a new epoch (afresh, or
+    /// with `--log` on after the log's last message).
     pub fn room_config(&self) -> chat_core::Config {
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
