@@ -58,6 +58,28 @@ pub struct Config {
     #[arg(long, env = "CHAT_LOG", value_name = "PATH")]
     pub log: Option<PathBuf>,
 
+    /// Milliseconds a log record may wait in memory: each is written to the file (and the file
+    /// fdatasync'ed) at most this long after the room accepted it, so a kill -9 loses at most
+    /// that much. 0 writes and syncs whenever the writer's queue runs dry.
+    #[arg(long, env = "CHAT_LOG_FLUSH", value_name = "MILLIS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub log_flush: u64,
+
+    /// Rotate the log once it would pass this many bytes: PATH becomes PATH.1, PATH.1 PATH.2,
+    /// and so on. 0 never rotates by size (SIGHUP still reopens PATH, for logrotate).
+    #[arg(
+        long,
+        env = "CHAT_LOG_MAX_SIZE",
+        value_name = "BYTES",
+        default_value_t = 0
+    )]
+    pub log_max_size: u64,
+
+    /// Rotated log files kept by --log-max-size, PATH.1 (newest) to PATH.N.
+    #[arg(long, env = "CHAT_LOG_KEEP", value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=crate::log::MAX_ROTATED as i64))]
+    pub log_keep: u32,
+
     /// Flood control: a burst of 20 lines, then 5 lines a second; faster lines are dropped
     /// with a notice.
     #[arg(long, env = "CHAT_FLOOD", value_name = "on|off", default_value = "on")]
@@ -154,8 +176,19 @@ impl Config {
         Config::from_arg_matches(&matches)
     }
 
+    /// The message log's settings, with `--log`.
+    pub fn log_options(&self) -> Option<crate::log::LogOptions> {
+        self.log.as_ref().map(|path| crate::log::LogOptions {
+            path: path.clone(),
+            flush: Duration::from_millis(self.log_flush),
+            max_size: self.log_max_size,
+            keep: self.log_keep,
+        })
+    }
+
     /// What the room needs to know of it. The message numbering's epoch is the current time
-    /// in milliseconds, so every start of the server numbers afresh under a new epoch.
+    /// in milliseconds, so every start of the server numbers under a new epoch (afresh, or
+    /// with `--log` on after the log's last message).
     pub fn room_config(&self) -> chat_core::Config {
         let epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -286,6 +319,34 @@ mod tests {
         let c = Config::from_args_only(["x", "--idle-timeout", "0", "--flood", "off"]).unwrap();
         assert_eq!(c.room_config().idle_timeout, None);
         assert_eq!(c.room_config().flood, None);
+    }
+
+    #[test]
+    fn log_flags_become_log_options() {
+        let c = Config::from_args_only(["x"]).unwrap();
+        assert!(c.log_options().is_none());
+        let c = Config::from_args_only(["x", "--log", "chat.jsonl"]).unwrap();
+        let o = c.log_options().unwrap();
+        assert_eq!(o.flush, Duration::from_millis(200));
+        assert_eq!((o.max_size, o.keep), (0, 5));
+        let c = Config::from_args_only([
+            "x",
+            "--log",
+            "chat.jsonl",
+            "--log-flush",
+            "0",
+            "--log-max-size",
+            "1000000",
+            "--log-keep",
+            "2",
+        ])
+        .unwrap();
+        let o = c.log_options().unwrap();
+        assert_eq!(o.flush, Duration::ZERO);
+        assert_eq!((o.max_size, o.keep), (1_000_000, 2));
+        for bad in [["x", "--log-keep", "0"], ["x", "--log-flush", "soon"]] {
+            assert!(Config::from_args_only(bad).is_err());
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chat_core::{ConnId, Room};
+use futures_util::{Stream, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -116,14 +117,41 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let log = config.log.as_deref().map(MessageLog::open).transpose()?;
+    run_with_reopen(config, listeners, shutdown, futures_util::stream::pending()).await
+}
+
+/// [`run`], reopening the message log's path each time `reopen` yields (the binary feeds it
+/// SIGHUP, for logrotate). With `--log`, the room starts with the log's last messages as its
+/// history and numbers on after them.
+pub async fn run_with_reopen(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reopen: impl Stream<Item = ()>,
+) -> io::Result<()> {
+    let (log, recent) = match config.log_options() {
+        Some(options) => {
+            let history = config.history as usize;
+            let (log, recent) =
+                tokio::task::spawn_blocking(move || MessageLog::open(options, history))
+                    .await
+                    .map_err(io::Error::other)??;
+            tracing::info!(
+                messages = recent.len(),
+                "history read back from the message log"
+            );
+            (Some(log), recent)
+        }
+        None => (None, Vec::new()),
+    };
     let (tcp_addr, _) = listeners.local_addrs()?;
     let tls = listeners.tls.clone();
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (room_tx, room_rx) = mpsc::channel(1024);
 
-    let room = Room::new(config.room_config());
+    let mut room = Room::new(config.room_config());
+    room.restore_history(recent);
     let max_queue = usize::try_from(config.max_queue).unwrap_or(usize::MAX);
     let room_task = room_task::run(room, room_rx, stop.clone(), log.as_ref(), max_queue);
 
@@ -208,7 +236,20 @@ pub async fn run(
         tracing::info!("shutting down");
         stop.cancel();
     };
-    tokio::join!(room_task, tcp, http, signal);
+    let reopen = async {
+        let mut reopen = std::pin::pin!(reopen);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                next = reopen.next() => match (next, &log) {
+                    (None, _) => return stop.cancelled().await,
+                    (Some(()), Some(log)) => log.reopen(),
+                    (Some(()), None) => tracing::info!("no message log to reopen"),
+                },
+            }
+        }
+    };
+    tokio::join!(room_task, tcp, http, signal, reopen);
     tracing::debug!("room stopped; waiting for connections to close");
 
     tracker.close();

@@ -1,5 +1,5 @@
 //! `chat-server`: parses flags, binds, prints where it listens, serves until Ctrl-C or
-//! SIGTERM.
+//! SIGTERM; SIGHUP reopens the message log.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -38,6 +38,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> std::io::Result<()> {
+    // Before the address lines, so that a signal right after them is handled, never fatal.
+    let reopen = reopen_signal();
+    let shutdown = shutdown_signal();
     let listeners = Listeners::bind(&config).await?;
     let (tcp, http) = listeners.local_addrs()?;
     // Scripts read these two lines to find the ports when they asked for port 0.
@@ -53,7 +56,7 @@ async fn serve(config: Config) -> std::io::Result<()> {
         tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a browser: \
             http://{http}/", tcp.ip(), tcp.port());
     }
-    chat_server::run(config, listeners, shutdown_signal()).await
+    chat_server::run_with_reopen(config, listeners, shutdown, reopen).await
 }
 
 /// Raises the soft limit on open files to the hard one, so that the defaults (1024 users and
@@ -73,30 +76,56 @@ fn raise_fd_limit() {
     }
 }
 
-/// Completes on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Yields on every SIGHUP: the message log is reopened (logrotate renames the file, then
+/// signals). Nothing else listens for it, so it no longer ends the server.
+#[cfg(unix)]
+fn reopen_signal() -> impl futures_util::Stream<Item = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let hangup = signal(SignalKind::hangup()).map_err(|err| {
+        tracing::error!(%err, "cannot listen for SIGHUP; the log cannot be reopened");
+    });
+    futures_util::stream::unfold(hangup.ok(), |hangup| async move {
+        let mut hangup = hangup?;
+        hangup.recv().await?;
+        tracing::info!("SIGHUP: reopening the message log");
+        Some(((), Some(hangup)))
+    })
+}
+
+#[cfg(not(unix))]
+fn reopen_signal() -> impl futures_util::Stream<Item = ()> {
+    futures_util::stream::pending()
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM. SIGTERM is listened for from the call on, so one
+/// that comes while the message log is read back at start still shuts down gracefully.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
+    let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = async {
+            if let Err(err) = tokio::signal::ctrl_c().await {
+                tracing::error!(%err, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match sigterm {
+                Ok(mut sigterm) => {
+                    sigterm.recv().await;
+                }
+                Err(err) => {
+                    tracing::error!(%err, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = terminate => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
