@@ -22,6 +22,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
@@ -35,6 +37,10 @@ const WRITE_AT: usize = 256 * 1024;
 /// Lines kept while the file refuses them (disk full); records past this are dropped, and
 /// counted, rather than growing memory without bound.
 const MAX_PENDING: usize = 64 * 1024 * 1024;
+/// Records handed to the writer and not yet taken by it, in approximate bytes: a disk that
+/// blocks every write must not grow the server's memory without bound. Past it, records are
+/// dropped and counted (the shutdown then reports it and exits with an error).
+const MAX_QUEUED: usize = 64 * 1024 * 1024;
 /// How long after a failed rotation the writer tries again.
 const ROTATE_RETRY: Duration = Duration::from_secs(10);
 /// The shortest pause before retrying a failed write.
@@ -70,6 +76,10 @@ pub struct LogOptions {
 pub struct MessageLog {
     tx: mpsc::Sender<Command>,
     thread: thread::JoinHandle<io::Result<()>>,
+    /// What the writer has not taken yet, approximate bytes ([`MAX_QUEUED`]).
+    queued: Arc<AtomicUsize>,
+    /// Records dropped because the writer fell [`MAX_QUEUED`] behind.
+    dropped: AtomicU64,
 }
 
 enum Command {
@@ -102,14 +112,36 @@ impl MessageLog {
         let recent = read_recent(&options.path, history);
         let (tx, rx) = mpsc::channel();
         let writer = Writer::new(options, file, len);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         let thread = thread::Builder::new()
             .name("message-log".into())
-            .spawn(move || writer.run(rx))?;
-        Ok((MessageLog { tx, thread }, recent))
+            .spawn(move || writer.run(rx, &taken))?;
+        let log = MessageLog {
+            tx,
+            thread,
+            queued,
+            dropped: AtomicU64::new(0),
+        };
+        Ok((log, recent))
     }
 
-    /// Queues a record; never blocks.
+    /// Queues a record; never blocks. When the writer is [`MAX_QUEUED`] behind (a disk that
+    /// blocks), the record is dropped and counted instead.
     pub fn append(&self, time: SystemTime, record: LogRecord) {
+        let size = queued_size(&record);
+        if self.queued.fetch_add(size, Ordering::AcqRel) + size > MAX_QUEUED {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::error!(
+                    dropped,
+                    "the message log writer is far behind (a blocked disk?); \
+                    records are dropped"
+                );
+            }
+            return;
+        }
         if self.tx.send(Command::Record(time, record)).is_err() {
             tracing::error!("the message log writer has stopped; a record was not written");
         }
@@ -127,10 +159,27 @@ impl MessageLog {
     /// Writes everything queued, syncs the file, and stops the thread.
     pub fn close(self) -> io::Result<()> {
         drop(self.tx);
-        self.thread
+        let written = self
+            .thread
             .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the message log writer panicked")))
+            .unwrap_or_else(|_| Err(io::Error::other("the message log writer panicked")));
+        match self.dropped.into_inner() {
+            0 => written,
+            dropped => Err(io::Error::other(format!(
+                "{dropped} records were dropped while the message log writer was behind"
+            ))),
+        }
     }
+}
+
+/// What a queued record costs, roughly, in bytes.
+fn queued_size(record: &LogRecord) -> usize {
+    const OVERHEAD: usize = 128;
+    OVERHEAD
+        + match record {
+            LogRecord::Message(message) => message.from.len() + message.text.len(),
+            LogRecord::Join { name, .. } | LogRecord::Leave { name, .. } => name.len(),
+        }
 }
 
 /// `PATH.n`, the `n`th newest rotated file.
@@ -496,7 +545,7 @@ impl Writer {
     }
 
     /// Takes records until every sender is gone; then writes and syncs what is left.
-    fn run(mut self, rx: mpsc::Receiver<Command>) -> io::Result<()> {
+    fn run(mut self, rx: mpsc::Receiver<Command>, queued: &AtomicUsize) -> io::Result<()> {
         loop {
             let command = match self.due {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -504,6 +553,7 @@ impl Writer {
             };
             match command {
                 Ok(Command::Record(time, record)) => {
+                    queued.fetch_sub(queued_size(&record), Ordering::AcqRel);
                     self.push(time, &record);
                     if self.due.is_none() {
                         self.due = Some(Instant::now() + self.options.flush);
