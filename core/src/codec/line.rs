@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use crate::event::Event;
+use crate::event::{Event, PRESENCE_NAMES};
 
 /// The name prompt, sent without a newline so the cursor waits after it.
 pub const PROMPT: &str = "Enter your name: ";
@@ -149,6 +149,23 @@ pub fn encode(event: &Event) -> Bytes {
         Event::Left { name } => {
             let _ = writeln!(out, "*** {name} has left the chat ***");
         }
+        Event::Presence {
+            joined,
+            left,
+            count,
+        } => {
+            out.push_str("*** ");
+            if !joined.is_empty() {
+                name_list(&mut out, "joined", joined);
+            }
+            if !left.is_empty() {
+                if !joined.is_empty() {
+                    out.push_str("; ");
+                }
+                name_list(&mut out, "left", left);
+            }
+            let _ = writeln!(out, " ({count} online) ***");
+        }
         Event::Private { from, text } => {
             let _ = writeln!(out, "[private] {from}: {text}");
         }
@@ -170,9 +187,24 @@ pub fn encode(event: &Event) -> Bytes {
         }
         Event::Goodbye => out.push_str("Goodbye!\n"),
         Event::IdleTimeout => out.push_str("Disconnected: idle timeout.\n"),
+        Event::NameTimeout => out.push_str("Disconnected: no name given in time.\n"),
         Event::Shutdown => out.push_str("*** Server is shutting down ***\n"),
     }
     Bytes::from(out)
+}
+
+/// `3 joined: ann, bob, cy`, at most [`PRESENCE_NAMES`] names and then `and N others`: a
+/// digest line stays short however large the churn.
+fn name_list(out: &mut String, verb: &str, names: &[String]) {
+    let shown = names.len().min(PRESENCE_NAMES);
+    let _ = write!(out, "{} {verb}: {}", names.len(), names[..shown].join(", "));
+    match names.len() - shown {
+        0 => {}
+        1 => out.push_str(" and 1 other"),
+        more => {
+            let _ = write!(out, " and {more} others");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -278,5 +310,42 @@ mod tests {
             }),
             "Welcome, a! Online (3): a, b and 1 more\nType /help for the list of commands.\n"
         );
+        assert_eq!(
+            e(Event::NameTimeout),
+            "Disconnected: no name given in time.\n"
+        );
+    }
+
+    #[test]
+    fn a_digest_names_at_most_ten_of_each_list_and_counts_the_rest() {
+        let e = |ev: Event| String::from_utf8(encode(&ev).to_vec()).unwrap();
+        let names = |n: usize| -> Vec<String> { (0..n).map(|i| format!("u{i:02}")).collect() };
+        let presence = |joined: usize, left: usize| Event::Presence {
+            joined: names(joined),
+            left: names(left),
+            count: 1204,
+        };
+        assert_eq!(
+            e(presence(3, 2)),
+            "*** 3 joined: u00, u01, u02; 2 left: u00, u01 (1204 online) ***\n"
+        );
+        assert_eq!(e(presence(1, 0)), "*** 1 joined: u00 (1204 online) ***\n");
+        assert_eq!(e(presence(0, 1)), "*** 1 left: u00 (1204 online) ***\n");
+        let ten = names(10).join(", ");
+        assert_eq!(
+            e(presence(11, 300)),
+            format!(
+                "*** 11 joined: {ten} and 1 other; 300 left: {ten} and 290 others \
+                 (1204 online) ***\n"
+            )
+        );
+        // Bounded whatever the lists: ten names of at most 32 characters each, twice.
+        let long: Vec<String> = (0..1000).map(|i| format!("{i:0>32}")).collect();
+        let big = Event::Presence {
+            joined: long.clone(),
+            left: long,
+            count: 1000,
+        };
+        assert!(e(big).len() < 2 * 10 * 34 + 100);
     }
 }
