@@ -1172,6 +1172,25 @@ fn end_of_input_delivers_an_unfinished_last_line_then_leaves() {
     );
 }
 
+#[test]
+fn an_unfinished_last_line_over_the_limit_is_refused_at_end_of_input_not_relayed() {
+    let mut h = with(Config {
+        max_line: 8,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    // Nine bytes: within the decoder's one byte of slack for a `\r`, but no `\r` came.
+    h.raw(bob, b"123456789");
+    h.eof(bob);
+    assert_eq!(h.take(alice), ["*** bob has left the chat ***"]);
+    assert_eq!(
+        h.take(bob),
+        ["Error: line too long (the limit is 8 bytes); it was discarded."]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lines: length, line ends, UTF-8, control characters.
 

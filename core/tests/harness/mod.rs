@@ -18,6 +18,9 @@
 // Each test binary uses its own subset of the harness.
 #![allow(dead_code)]
 
+pub mod checks;
+pub mod ops;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
