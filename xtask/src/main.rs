@@ -242,8 +242,7 @@ fn fuzz(args: &[String]) -> Result {
         let corpus = fuzz_dir.join("corpus").join(target);
         let artifacts = fuzz_dir.join("artifacts").join(target);
         for dir in [&corpus, &artifacts] {
-            fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let before = files_in(&artifacts);
         let mut child = Command::new(cargo_bin())
@@ -377,7 +376,10 @@ fn ensure_cargo_fuzz() -> Result {
         eprintln!("retrying without --locked");
         cargo(&["install", "cargo-fuzz"])?;
     }
-    check(works(), "cargo fuzz does not run after installing cargo-fuzz")
+    check(
+        works(),
+        "cargo fuzz does not run after installing cargo-fuzz",
+    )
 }
 
 /// Copies the files under `from` into `to`, keeping the folders.
