@@ -333,12 +333,15 @@ impl FuzzStats {
     fn summary(&self) -> String {
         let figure = |n: Option<u64>| n.map_or("?".to_owned(), |n| grouped(n as usize));
         format!(
-            "{} runs, {} exec/s, coverage {} edges ({} features), corpus {} inputs/bytes",
+            "{} runs, {} exec/s, coverage {} edges ({} features), corpus {}",
             figure(self.runs),
             figure(self.per_second),
             figure(self.cov),
             figure(self.ft),
-            self.corpus.as_deref().unwrap_or("?")
+            // libFuzzer's `corp: 3163/1512Kb`.
+            self.corpus
+                .as_deref()
+                .map_or("?".to_owned(), |c| c.replace('/', " inputs, "))
         )
     }
 }
