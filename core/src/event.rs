@@ -57,6 +57,18 @@ pub enum Event {
         /// Who.
         name: String,
     },
+    /// Who came and went in a large room (above `--announce-limit` users), gathered over up to
+    /// `--announce-interval` instead of a `Joined` or `Left` each: what changed since you last
+    /// saw the roster (your welcome, a `who` answer or the previous digest). Apply `left`
+    /// before `joined`: a name may leave and come back spelled differently.
+    Presence {
+        /// Names now online that were not, sorted like the roster.
+        joined: Vec<String>,
+        /// Names no longer online (as they were spelled), sorted like the roster.
+        left: Vec<String>,
+        /// How many users are online now.
+        count: usize,
+    },
     /// A private message to you.
     Private {
         /// The sender.
@@ -92,12 +104,19 @@ pub enum Event {
     Goodbye,
     /// You were silent for `--idle-timeout`; the connection is closed after this.
     IdleTimeout,
+    /// You did not join within `--name-timeout` of connecting; the connection is closed after
+    /// this.
+    NameTimeout,
     /// The server is stopping; the connection is closed after this.
     Shutdown,
 }
 
 /// How many names the welcome lists before saying "and N more".
 pub const WELCOME_NAMES: usize = 50;
+
+/// How many names of each list a digest shows on the line wire before "and N others"; the
+/// JSON wire always carries them all.
+pub const PRESENCE_NAMES: usize = 10;
 
 /// One line of `/help`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! The room: every rule of the chat as a state machine over inputs that carry the time.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub struct Config {
     pub max_users: usize,
     /// Silence after which a connection is dropped; `None` never drops anyone.
     pub idle_timeout: Option<Duration>,
+    /// How long a connection may stay at the name prompt, counted from when it opened, however
+    /// much it sends; `None` leaves it to the idle timeout. Stops a peer that keeps a slot by
+    /// trickling invalid names.
+    pub name_timeout: Option<Duration>,
     /// Longest accepted line or JSON message, in bytes.
     pub max_line: usize,
     /// Public messages kept and replayed to newcomers.
@@ -45,6 +50,13 @@ pub struct Config {
     /// the numbering afresh should pick a new value, such as its start time in milliseconds,
     /// so that a client's resume point from an earlier run is not mistaken for one of this run.
     pub epoch: u64,
+    /// Above this many joined users, joins and leaves are no longer announced one by one but
+    /// gathered into a digest (`Event::Presence`), so that churn in a large room cannot flood
+    /// everyone. At or below it, every join and leave is announced as it happens.
+    pub announce_limit: usize,
+    /// The shortest time between two digests; a join or leave waits at most this long to be
+    /// announced. Zero is taken as one millisecond.
+    pub announce_interval: Duration,
 }
 
 impl Default for Config {
@@ -56,6 +68,9 @@ impl Default for Config {
             history: 50,
             flood: Some(FloodConfig::default()),
             epoch: 0,
+            name_timeout: Some(Duration::from_secs(60)),
+            announce_limit: 200,
+            announce_interval: Duration::from_secs(10),
         }
     }
 }
@@ -87,6 +102,8 @@ pub enum CloseReason {
     Quit,
     /// Silent for longer than the idle timeout.
     IdleTimeout,
+    /// Still at the name prompt when the name timeout ran out.
+    NameTimeout,
     /// Refused at the door: `max_users` reached.
     Full,
     /// The server is stopping.
@@ -173,6 +190,8 @@ struct Conn {
     peer: Option<IpAddr>,
     /// `None` while at the name prompt.
     name: Option<String>,
+    /// When it opened: the name timeout counts from here.
+    opened: Timestamp,
     last_active: Timestamp,
     /// Where this connection's entry in the timer table is, so it can be removed exactly.
     timer: Option<Timestamp>,
@@ -180,6 +199,76 @@ struct Conn {
     flood_tat: Timestamp,
     /// The user has been told to slow down and has not had a line accepted since.
     throttled: bool,
+    /// While a digest is gathering: the segment from which this user's view of the roster
+    /// dates (a welcome or a `/who` answer during the window); `None` for the window's start.
+    seen: Option<u64>,
+}
+
+/// Joins and leaves gathered for the next digest, while the room is above `announce_limit`.
+///
+/// Each user must be told exactly what changed since they last saw the roster, so that a
+/// client keeping one from `welcome`, `who` and the digests ends with the room's: most saw it
+/// at the window's start, a newcomer in its welcome, someone in a `/who` answer. The window
+/// is cut into segments at those moments, each holding the net change of its stretch by name
+/// key; a user's digest is the net change of the segments from theirs on. A join and a later
+/// leave of the same name within one segment cancel out, so a connect/disconnect ghost costs
+/// nothing. A segment nobody's view starts at is merged into the one before, so the window
+/// holds at most one segment per joined user, each at most one entry per name.
+#[derive(Debug)]
+struct Presence {
+    due: Timestamp,
+    /// By id, in time order; id 0 starts at the window's start.
+    segments: BTreeMap<u64, Segment>,
+    next_id: u64,
+}
+
+#[derive(Debug, Default)]
+struct Segment {
+    /// Net change by [`name_key`].
+    changes: BTreeMap<String, Change>,
+    /// Joined users whose view starts here (not counted for segment 0).
+    viewers: usize,
+}
+
+/// A name's state before and after a stretch of time: the spelling online, or `None`.
+#[derive(Debug)]
+struct Change {
+    before: Option<String>,
+    after: Option<String>,
+}
+
+/// Adds `later` (the changes of a stretch after `earlier`'s) into `earlier`.
+fn compose(earlier: &mut BTreeMap<String, Change>, later: BTreeMap<String, Change>) {
+    for (key, change) in later {
+        match earlier.entry(key) {
+            Entry::Occupied(mut e) => {
+                e.get_mut().after = change.after;
+                if e.get().before == e.get().after {
+                    e.remove();
+                }
+            }
+            Entry::Vacant(e) => {
+                e.insert(change);
+            }
+        }
+    }
+}
+
+/// Adds `earlier` (the changes of a stretch before `later`'s) into `later`.
+fn compose_before(later: &mut BTreeMap<String, Change>, earlier: BTreeMap<String, Change>) {
+    for (key, change) in earlier {
+        match later.entry(key) {
+            Entry::Occupied(mut e) => {
+                e.get_mut().before = change.before;
+                if e.get().before == e.get().after {
+                    e.remove();
+                }
+            }
+            Entry::Vacant(e) => {
+                e.insert(change);
+            }
+        }
+    }
 }
 
 /// The chat room: connections, names, history, timers. Sans-IO: it never touches a socket, a
@@ -231,9 +320,11 @@ pub struct Room {
     names: BTreeMap<String, ConnId>,
     history: VecDeque<ChatMessage>,
     next_seq: u64,
-    /// Idle deadlines: at most one entry per connection. An entry may be earlier than the
-    /// connection's real deadline (activity does not move it); it is moved when it fires.
+    /// Idle and name deadlines: at most one entry per connection. An entry may be earlier than
+    /// the connection's real deadline (activity does not move it); it is moved when it fires.
     timers: BTreeSet<(Timestamp, ConnId)>,
+    /// The digest being gathered, above `announce_limit`.
+    presence: Option<Presence>,
     outputs: VecDeque<Output>,
     now: Timestamp,
 }
@@ -248,6 +339,7 @@ impl Room {
             history: VecDeque::new(),
             next_seq: 1,
             timers: BTreeSet::new(),
+            presence: None,
             outputs: VecDeque::new(),
             now: Timestamp::ZERO,
         }
@@ -319,7 +411,16 @@ impl Room {
 
     /// When [`Room::handle_timeout`] should next be called; `None` when nothing waits.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.timers.first().map(|&(at, _)| at)
+        let timer = self.timers.first().map(|&(at, _)| at);
+        match (timer, self.presence_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the join and leave digest being gathered goes out; `None` when none is.
+    pub fn presence_due(&self) -> Option<Timestamp> {
+        self.presence.as_ref().map(|p| p.due)
     }
 
     /// A connection opened. Over `max_users` it is refused: it gets `Full`, then `Close`.
@@ -342,13 +443,15 @@ impl Room {
                 wire,
                 peer,
                 name: None,
+                opened: self.now,
                 last_active: self.now,
                 timer: None,
                 flood_tat: self.now,
                 throttled: false,
+                seen: None,
             },
         );
-        self.schedule(conn, self.now);
+        self.schedule(conn);
         self.send(conn, &Event::Prompt);
     }
 
@@ -440,7 +543,9 @@ impl Room {
         self.remove(conn, reason);
     }
 
-    /// Time has passed: drops every connection silent for longer than the idle timeout.
+    /// Time has passed: drops every connection silent for longer than the idle timeout, or at
+    /// the name prompt for longer than the name timeout, and sends the digest of joins and
+    /// leaves when it is due.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.advance(now);
         while let Some(&(at, conn)) = self.timers.first() {
@@ -452,13 +557,23 @@ impl Room {
                 continue;
             };
             c.timer = None;
-            let last_active = c.last_active;
-            if self.deadline(last_active).is_some_and(|d| d <= self.now) {
-                self.send(conn, &Event::IdleTimeout);
-                self.close(conn, CloseReason::IdleTimeout, LeaveReason::IdleTimeout);
-            } else {
-                self.schedule(conn, last_active);
+            let (idle, name) = deadlines(&self.config, c);
+            // The idle timeout wins when it comes first, or at the same instant.
+            match (idle, name) {
+                (Some(i), n) if i <= self.now && n.is_none_or(|n| i <= n) => {
+                    self.send(conn, &Event::IdleTimeout);
+                    self.close(conn, CloseReason::IdleTimeout, LeaveReason::IdleTimeout);
+                }
+                (_, Some(n)) if n <= self.now => {
+                    self.send(conn, &Event::NameTimeout);
+                    // Never joined: nobody is told, nothing is logged.
+                    self.close(conn, CloseReason::NameTimeout, LeaveReason::IdleTimeout);
+                }
+                _ => self.schedule(conn),
             }
+        }
+        if self.presence_due().is_some_and(|due| due <= self.now) {
+            self.flush_presence();
         }
     }
 
@@ -485,6 +600,7 @@ impl Room {
         self.conns.clear();
         self.names.clear();
         self.timers.clear();
+        self.presence = None;
     }
 
     fn handle_request(&mut self, conn: ConnId, request: Request) {
@@ -516,6 +632,7 @@ impl Room {
             (Request::Who, Some(_)) => {
                 let online = self.online();
                 self.send(conn, &Event::Who { online });
+                self.mark_seen(conn);
             }
             (Request::Help, Some(_)) => self.send(conn, &Event::help()),
         }
@@ -531,12 +648,20 @@ impl Room {
             let message = format!("The name '{name}' is already taken; choose another.");
             return self.refuse(conn, ErrorCode::NameTaken, message);
         }
-        self.names.insert(key, conn);
+        // Above the limit the join waits for the digest; at or below it, it is announced now,
+        // after any digest still gathering, so that nobody hears of changes out of order.
+        let gathered = self.names.len() + 1 > self.config.announce_limit;
+        if !gathered {
+            self.flush_presence();
+        }
+        self.names.insert(key.clone(), conn);
         let mut peer = None;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.name = Some(name.clone());
             peer = c.peer;
         }
+        // No name timeout any more: only the idle one, if any, is left to wait for.
+        self.schedule(conn);
         let welcome = Event::Welcome {
             name: name.clone(),
             count: self.names.len(),
@@ -547,7 +672,13 @@ impl Room {
         if let Some(history) = self.history_for(resume) {
             self.send(conn, &history);
         }
-        self.broadcast(&Event::Joined { name: name.clone() }, |id, _| id != conn);
+        if gathered {
+            self.gather(key, None, Some(name.clone()));
+            // The welcome showed the roster as it is now, the join included.
+            self.mark_seen(conn);
+        } else {
+            self.broadcast(&Event::Joined { name: name.clone() }, |id, _| id != conn);
+        }
         self.outputs
             .push_back(Output::Log(LogRecord::Join { name, peer }));
     }
@@ -676,19 +807,20 @@ impl Room {
         self.now = self.now.max(now);
     }
 
-    fn deadline(&self, last_active: Timestamp) -> Option<Timestamp> {
-        self.config.idle_timeout.map(|t| last_active + t)
-    }
-
-    /// Puts `conn`'s entry in the timer table at its deadline counted from `last_active`.
-    fn schedule(&mut self, conn: ConnId, last_active: Timestamp) {
-        let Some(at) = self.deadline(last_active) else {
+    /// Puts `conn`'s entry in the timer table at its next deadline, idle or name (or takes
+    /// it out when it has none).
+    fn schedule(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if let Some(c) = self.conns.get_mut(&conn) {
-            if let Some(old) = c.timer.replace(at) {
-                self.timers.remove(&(old, conn));
-            }
+        let at = match deadlines(&self.config, c) {
+            (Some(i), Some(n)) => Some(i.min(n)),
+            (i, n) => i.or(n),
+        };
+        if let Some(old) = std::mem::replace(&mut c.timer, at) {
+            self.timers.remove(&(old, conn));
+        }
+        if let Some(at) = at {
             self.timers.insert((at, conn));
         }
     }
@@ -708,10 +840,127 @@ impl Room {
             self.timers.remove(&(at, conn));
         }
         if let Some(name) = c.name {
-            self.names.remove(&name_key(&name));
-            self.broadcast(&Event::Left { name: name.clone() }, |_, _| true);
+            // Counted before the leave, like a join after it: crossing the limit either way is
+            // gathered, so a room hovering at the limit sends digests, not a line per change.
+            let gathered = self.names.len() > self.config.announce_limit;
+            let key = name_key(&name);
+            if gathered {
+                self.names.remove(&key);
+                if let Some(segment) = c.seen {
+                    self.release(segment);
+                }
+                self.gather(key, Some(name.clone()), None);
+            } else {
+                // The digest still gathering comes first, with its count from before the leave.
+                self.flush_presence();
+                self.names.remove(&key);
+                self.broadcast(&Event::Left { name: name.clone() }, |_, _| true);
+            }
             self.outputs
                 .push_back(Output::Log(LogRecord::Leave { name, reason }));
+        }
+    }
+
+    /// Records a join (`before` is `None`) or a leave (`after` is `None`) of the name `key`
+    /// for the next digest, opening a window if none is gathering.
+    fn gather(&mut self, key: String, before: Option<String>, after: Option<String>) {
+        let interval = self.config.announce_interval.max(Duration::from_millis(1));
+        let due = self.now + interval;
+        let presence = self.presence.get_or_insert_with(|| Presence {
+            due,
+            segments: BTreeMap::from([(0, Segment::default())]),
+            next_id: 1,
+        });
+        if let Some(mut last) = presence.segments.last_entry() {
+            let change = Change { before, after };
+            compose(&mut last.get_mut().changes, BTreeMap::from([(key, change)]));
+        }
+    }
+
+    /// `conn` has just been shown the whole roster: its next digest starts from here.
+    fn mark_seen(&mut self, conn: ConnId) {
+        let Some(presence) = &mut self.presence else {
+            return;
+        };
+        let current = match presence.segments.last_key_value() {
+            Some((&id, last)) if last.changes.is_empty() => id,
+            _ => {
+                let id = presence.next_id;
+                presence.next_id += 1;
+                presence.segments.insert(id, Segment::default());
+                id
+            }
+        };
+        if let Some(segment) = presence.segments.get_mut(&current) {
+            segment.viewers += 1;
+        }
+        let old = self
+            .conns
+            .get_mut(&conn)
+            .and_then(|c| c.seen.replace(current));
+        if let Some(old) = old {
+            self.release(old);
+        }
+    }
+
+    /// One viewer fewer for segment `id`; a segment left without any is merged into the one
+    /// before it.
+    fn release(&mut self, id: u64) {
+        let Some(presence) = &mut self.presence else {
+            return;
+        };
+        let Some(segment) = presence.segments.get_mut(&id) else {
+            return;
+        };
+        segment.viewers = segment.viewers.saturating_sub(1);
+        if id == 0 || segment.viewers > 0 {
+            return;
+        }
+        let Some(segment) = presence.segments.remove(&id) else {
+            return;
+        };
+        if let Some((_, earlier)) = presence.segments.range_mut(..id).next_back() {
+            compose(&mut earlier.changes, segment.changes);
+        }
+    }
+
+    /// Sends the digest being gathered, if any: each joined user gets what changed since they
+    /// last saw the roster (nothing, if nothing did).
+    fn flush_presence(&mut self) {
+        let Some(presence) = self.presence.take() else {
+            return;
+        };
+        let mut by_segment: BTreeMap<u64, Vec<ConnId>> = BTreeMap::new();
+        for (&conn, c) in &mut self.conns {
+            let seen = c.seen.take();
+            if c.name.is_some() {
+                by_segment.entry(seen.unwrap_or(0)).or_default().push(conn);
+            }
+        }
+        let count = self.names.len();
+        // From the last segment back, so that each group's changes are complete when reached.
+        let mut since: BTreeMap<String, Change> = BTreeMap::new();
+        for (id, segment) in presence.segments.into_iter().rev() {
+            compose_before(&mut since, segment.changes);
+            let Some(group) = by_segment.get(&id) else {
+                continue;
+            };
+            if since.is_empty() {
+                continue;
+            }
+            // `compose_before` dropped every name whose state did not change.
+            let event = Event::Presence {
+                joined: since.values().filter_map(|c| c.after.clone()).collect(),
+                left: since.values().filter_map(|c| c.before.clone()).collect(),
+                count,
+            };
+            let (mut line_data, mut json_data) = (None, None);
+            for &conn in group {
+                if let Some(c) = self.conns.get(&conn) {
+                    let data = encoded(c.wire, &event, &mut line_data, &mut json_data);
+                    self.outputs.push_back(Output::Send { conn, data });
+                }
+            }
         }
     }
 
@@ -737,6 +986,16 @@ impl Room {
             }
         }
     }
+}
+
+/// When `c` is due to be dropped: for silence, and (at the name prompt) for not joining.
+fn deadlines(config: &Config, c: &Conn) -> (Option<Timestamp>, Option<Timestamp>) {
+    let idle = config.idle_timeout.map(|t| c.last_active + t);
+    let name = match c.name {
+        None => config.name_timeout.map(|t| c.opened + t),
+        Some(_) => None,
+    };
+    (idle, name)
 }
 
 /// `event` encoded for `wire`, reusing an earlier encoding for the same wire if given one.

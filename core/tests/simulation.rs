@@ -3,18 +3,23 @@
 //! Each seed drives the room through thousands of random steps: connections, good, bad and
 //! duplicate names, JSON joins that resume from any point (of this epoch or another), public
 //! and private messages, commands, quits, drops, lines too long,
-//! invalid UTF-8, control characters, and jumps of the fake clock past the idle timeout, with
-//! flood control on for some seeds and off for others. The simulation keeps its own model of
+//! invalid UTF-8, control characters, and jumps of the fake clock past the idle and name
+//! timeouts, with flood control on for some seeds and off for others, and for a third of the
+//! seeds an announce limit low enough that joins and leaves come as digests. The simulation keeps its own model of
 //! the room and, after every step, compares what every connection received (parsed back from
 //! the wire), what was logged and what was closed against what the model says a user must
 //! see. Beside that oracle it checks invariants that do not depend on it:
 //!
 //! - joined names are unique, compared case-insensitively, and match `Room::online`;
+//! - whenever no digest is pending, the roster every joined user was told (welcome, `/who`,
+//!   joins, leaves, digests; on both wires) is the room's: a digest tells each user exactly
+//!   what changed since they last saw it;
 //! - every public message (identified by its seq, or on the line wire by its unique text) is
 //!   received exactly once, in the room's single order and without gaps, by every user who was
 //!   joined when it was sent; a line-wire sender never gets it back, a JSON sender gets it once;
 //! - nothing is sent to a connection after its close (checked by the harness);
-//! - `poll_timeout` is after the current time, and no later than the earliest idle deadline;
+//! - `poll_timeout` is after the current time, and no later than the earliest idle or name
+//!   deadline or the digest's;
 //! - the room never holds more than `max_users` connections;
 //! - nobody ever receives a forbidden control character.
 //!
@@ -90,7 +95,11 @@ fn random_sessions_keep_every_invariant() {
     println!("{totals:?} in {:?}", started.elapsed());
     if steps >= 1000 && env_u64("SIM_SEED").is_none() {
         assert!(
-            totals.messages > 0 && totals.joins > 0 && totals.idle_closes > 0,
+            totals.messages > 0
+                && totals.joins > 0
+                && totals.idle_closes > 0
+                && totals.name_closes > 0
+                && totals.digests > 0,
             "the simulation no longer exercises the room: {totals:?}"
         );
     }
@@ -143,6 +152,8 @@ struct Totals {
     deliveries: usize,
     flood_drops: usize,
     idle_closes: usize,
+    name_closes: usize,
+    digests: usize,
     full: usize,
 }
 
@@ -154,6 +165,8 @@ impl Totals {
         self.deliveries += o.deliveries;
         self.flood_drops += o.flood_drops;
         self.idle_closes += o.idle_closes;
+        self.name_closes += o.name_closes;
+        self.digests += o.digests;
         self.full += o.full;
     }
 }
@@ -240,9 +253,11 @@ fn error(code: ErrorCode) -> Event {
 /// The model's change once a step's outcome is known.
 enum Effect {
     None,
-    Join(String),
+    /// Joined as this name; the digest is due then.
+    Join(String, Option<Timestamp>),
     Say,
-    Gone,
+    /// Gone; the digest is due then.
+    Gone(Option<Timestamp>),
 }
 
 /// What a line or JSON message means, as the simulation intends it.
@@ -271,6 +286,10 @@ enum Ask {
 struct Peer {
     wire: Wire,
     name: Option<String>,
+    /// When it connected: the name timeout counts from here.
+    opened: Timestamp,
+    /// The roster as this user was told it (welcome, `/who`, joins, leaves, digests).
+    roster: Vec<String>,
     /// The last complete line or message; the idle deadline counts from here.
     last_active: Timestamp,
     /// The last line charged to flood control; `None` before the first.
@@ -301,6 +320,8 @@ struct Sim<'t> {
     at_door: Option<(ConnId, Wire)>,
     messages: Vec<Sent>,
     by_text: HashMap<String, usize>,
+    /// When the digest of joins and leaves being gathered goes out.
+    presence_due: Option<Timestamp>,
     unique: u64,
     step: usize,
     trace: &'t mut VecDeque<String>,
@@ -332,6 +353,17 @@ impl<'t> Sim<'t> {
             history: rng.range(0, 6) as usize,
             flood,
             epoch: EPOCH,
+            name_timeout: if seed % 5 == 3 {
+                None
+            } else {
+                Some(Duration::from_secs(rng.range(10, 150)))
+            },
+            announce_limit: if seed % 3 == 0 {
+                rng.range(0, 6) as usize
+            } else {
+                Config::default().announce_limit
+            },
+            announce_interval: Duration::from_millis(rng.range(1, 30_000)),
         };
         trace.push_back(format!("seed {seed}: {config:?}"));
         Sim {
@@ -342,6 +374,7 @@ impl<'t> Sim<'t> {
             at_door: None,
             messages: Vec::new(),
             by_text: HashMap::new(),
+            presence_due: None,
             unique: 0,
             step: 0,
             trace,
@@ -521,6 +554,8 @@ impl<'t> Sim<'t> {
                 Peer {
                     wire,
                     name: None,
+                    opened: self.now(),
+                    roster: Vec::new(),
                     last_active: self.now(),
                     last_line: None,
                     throttled: Some(false),
@@ -907,7 +942,8 @@ impl<'t> Sim<'t> {
         } else {
             LeaveReason::Dropped
         };
-        self.expect_leave(&mut expected, actor, reason, &[]);
+        let mut announce = self.announce();
+        self.expect_leave(&mut expected, &mut announce, actor, reason);
         match (slow, wire) {
             (true, _) => self.h.too_slow(actor),
             (false, Wire::Line) => self.h.eof(actor),
@@ -916,38 +952,79 @@ impl<'t> Sim<'t> {
         let observed = self.observe(&involved);
         self.expect_one_of(|| "disconnect".into(), &observed, &[expected]);
         self.peers.remove(&actor);
+        self.presence_due = announce.due;
     }
 
     fn advance(&mut self, by: Duration) {
         self.note(format!("time passes: {by:?}"));
         let involved: Vec<ConnId> = self.peers.keys().copied().collect();
         let target = self.now() + by;
-        let mut expired: Vec<(Timestamp, ConnId)> = match self.config.idle_timeout {
-            Some(t) => self
-                .peers
-                .iter()
-                .map(|(&id, p)| (p.last_active + t, id))
-                .filter(|&(deadline, _)| deadline <= target)
-                .collect(),
-            None => Vec::new(),
-        };
-        // Deadlines in time order; at the same instant, in the room's connection order.
+        // Each connection's first deadline, and which: the idle timeout wins a tie.
+        let mut expired: Vec<(Timestamp, ConnId, bool)> = self
+            .peers
+            .iter()
+            .filter_map(|(&id, p)| {
+                let idle = self.config.idle_timeout.map(|t| p.last_active + t);
+                let name = match p.name {
+                    None => self.config.name_timeout.map(|t| p.opened + t),
+                    Some(_) => None,
+                };
+                match (idle, name) {
+                    (Some(i), Some(n)) if n < i => Some((n, id, false)),
+                    (Some(i), _) => Some((i, id, true)),
+                    (None, Some(n)) => Some((n, id, false)),
+                    (None, None) => None,
+                }
+            })
+            .filter(|&(deadline, _, _)| deadline <= target)
+            .collect();
+        // Deadlines in time order; at the same instant, in the room's connection order, and
+        // before a digest due then.
         expired.sort();
         let mut expected = Observed::default();
+        let mut announce = self.announce();
         let mut gone = Vec::new();
-        for &(_, conn) in &expired {
-            expected.to(conn, Event::IdleTimeout);
-            expected.closes.insert(conn, CloseReason::IdleTimeout);
-            self.expect_leave(&mut expected, conn, LeaveReason::IdleTimeout, &gone);
-            gone.push(conn);
+        let mut expiries = expired.into_iter().peekable();
+        loop {
+            let next = expiries.peek().map(|&(at, _, _)| at);
+            match (next, announce.due) {
+                (Some(at), due) if due.is_none_or(|due| at <= due) => {
+                    let (at, conn, idle) = expiries.next().expect("peeked");
+                    announce.now = at;
+                    if idle {
+                        expected.to(conn, Event::IdleTimeout);
+                        expected.closes.insert(conn, CloseReason::IdleTimeout);
+                        self.expect_leave(
+                            &mut expected,
+                            &mut announce,
+                            conn,
+                            LeaveReason::IdleTimeout,
+                        );
+                    } else {
+                        expected.to(conn, Event::NameTimeout);
+                        expected.closes.insert(conn, CloseReason::NameTimeout);
+                    }
+                    gone.push((conn, idle));
+                }
+                (_, Some(due)) if due <= target => {
+                    announce.now = due;
+                    announce.flush(&mut expected, None);
+                }
+                _ => break,
+            }
         }
         self.h.advance(by);
         let observed = self.observe(&involved);
         self.expect_one_of(|| "time passing".into(), &observed, &[expected]);
-        for conn in gone {
+        for (conn, idle) in gone {
             self.peers.remove(&conn);
-            self.totals.idle_closes += 1;
+            if idle {
+                self.totals.idle_closes += 1;
+            } else {
+                self.totals.name_closes += 1;
+            }
         }
+        self.presence_due = announce.due;
     }
 
     fn shutdown(&mut self) {
@@ -968,6 +1045,7 @@ impl<'t> Sim<'t> {
         let observed = self.observe(&involved);
         self.expect_one_of(|| "shutdown".into(), &observed, &[expected]);
         self.peers.clear();
+        self.presence_due = None;
         assert!(self.h.room().is_empty(), "the room is empty after shutdown");
         assert_eq!(
             self.h.room().poll_timeout(),
@@ -999,8 +1077,9 @@ impl<'t> Sim<'t> {
             Ask::Quit => {
                 let mut o = Observed::only(actor, [Event::Goodbye]);
                 o.closes.insert(actor, CloseReason::Quit);
-                self.expect_leave(&mut o, actor, LeaveReason::Quit, &[]);
-                (o, Effect::Gone)
+                let mut announce = self.announce();
+                self.expect_leave(&mut o, &mut announce, actor, LeaveReason::Quit);
+                (o, Effect::Gone(announce.due))
             }
             Ask::Name(raw, resume) => {
                 assert!(me.is_none(), "model bug: a name from a joined user");
@@ -1016,17 +1095,24 @@ impl<'t> Sim<'t> {
                     let e = Event::error(ErrorCode::NameTaken, message);
                     return only(vec![e, Event::Prompt]);
                 }
+                // At or below the limit, a digest still gathering goes out before the join.
+                let mut announce = self.announce();
+                let mut o = Observed::default();
+                let gathered = announce.joined.len() + 1 > self.config.announce_limit;
+                if !gathered {
+                    announce.flush(&mut o, None);
+                }
                 let mut online = self.online();
                 online.push(name.clone());
                 online.sort_by_cached_key(|n| n.to_lowercase());
-                let mut o = Observed::only(
+                o.to(
                     actor,
-                    [Event::Welcome {
+                    Event::Welcome {
                         name: name.clone(),
                         count: online.len(),
                         online,
                         epoch: EPOCH,
-                    }],
+                    },
                 );
                 let keep = self.config.history.min(self.messages.len());
                 let held = &self.messages[self.messages.len() - keep..];
@@ -1048,14 +1134,18 @@ impl<'t> Sim<'t> {
                 if !messages.is_empty() || gap {
                     o.to(actor, Event::History { messages, gap });
                 }
-                for other in self.joined() {
-                    o.to(other, Event::Joined { name: name.clone() });
+                if gathered {
+                    announce.open();
+                } else {
+                    for other in self.joined() {
+                        o.to(other, Event::Joined { name: name.clone() });
+                    }
                 }
                 o.logs.push(LogRecord::Join {
                     name: name.clone(),
                     peer: None,
                 });
-                (o, Effect::Join(name))
+                (o, Effect::Join(name, announce.due))
             }
             Ask::Say(raw) => {
                 let Some(from) = me else {
@@ -1113,30 +1203,52 @@ impl<'t> Sim<'t> {
         }
     }
 
-    /// `conn` goes: if it had joined, every other joined user still there hears it, and the
-    /// log says why. `already_gone` left earlier in the same step.
+    /// `conn` goes: if it had joined, every other joined user still there hears it (at once,
+    /// or in a digest above the announce limit), and the log says why.
     fn expect_leave(
         &self,
         o: &mut Observed,
+        announce: &mut Announce,
         conn: ConnId,
         reason: LeaveReason,
-        already_gone: &[ConnId],
     ) {
         let Some(name) = self.peers[&conn].name.clone() else {
             return;
         };
-        for other in self.joined() {
-            if other != conn && !already_gone.contains(&other) {
+        // Counted before the leave.
+        if announce.joined.len() > self.config.announce_limit {
+            announce.joined.remove(&conn);
+            announce.open();
+        } else {
+            announce.flush(o, Some(conn));
+            announce.joined.remove(&conn);
+            for (&other, (_, roster)) in &mut announce.joined {
                 o.to(other, Event::Left { name: name.clone() });
+                roster.retain(|n| n != &name);
             }
         }
         o.logs.push(LogRecord::Leave { name, reason });
     }
 
+    /// The model's side of the digest, to predict one step.
+    fn announce(&self) -> Announce {
+        Announce {
+            joined: self
+                .peers
+                .iter()
+                .filter_map(|(&id, p)| Some((id, (p.name.clone()?, p.roster.clone()))))
+                .collect(),
+            due: self.presence_due,
+            now: self.now(),
+            interval: self.config.announce_interval,
+        }
+    }
+
     fn apply(&mut self, actor: ConnId, effect: Effect) {
         match effect {
             Effect::None | Effect::Say => {}
-            Effect::Join(name) => {
+            Effect::Join(name, due) => {
+                self.presence_due = due;
                 let chars = name.chars().count();
                 assert!(
                     (1..=32).contains(&chars)
@@ -1151,8 +1263,9 @@ impl<'t> Sim<'t> {
                 p.cursor = cursor;
                 self.totals.joins += 1;
             }
-            Effect::Gone => {
+            Effect::Gone(due) => {
                 self.peers.remove(&actor);
+                self.presence_due = due;
             }
         }
     }
@@ -1195,6 +1308,12 @@ impl<'t> Sim<'t> {
             for e in &events {
                 if let Event::Message(m) = e {
                     self.ledger_receive(conn, m);
+                }
+                if let Some(p) = self.peers.get_mut(&conn) {
+                    keep_roster(&mut p.roster, e);
+                }
+                if matches!(e, Event::Presence { .. }) {
+                    self.totals.digests += 1;
                 }
             }
             for e in events {
@@ -1286,6 +1405,7 @@ impl<'t> Sim<'t> {
                 "Server is full, please try again later." => Event::Full,
                 "Goodbye!" => Event::Goodbye,
                 "Disconnected: idle timeout." => Event::IdleTimeout,
+                "Disconnected: no name given in time." => Event::NameTimeout,
                 "*** Server is shutting down ***" => Event::Shutdown,
                 "Commands:" => {
                     for (usage, description) in COMMANDS {
@@ -1320,6 +1440,8 @@ impl<'t> Sim<'t> {
                         Event::Joined { name: name.into() }
                     } else if let Some(name) = between(l, "*** ", " has left the chat ***") {
                         Event::Left { name: name.into() }
+                    } else if let Some(body) = between(l, "*** ", " online) ***") {
+                        parse_digest(body).unwrap_or_else(|| panic!("not a digest: {l:?}"))
                     } else if let Some(rest) = l.strip_prefix("[private to ") {
                         let (to, text) = rest.split_once("] ").expect(l);
                         Event::PrivateSent {
@@ -1419,23 +1541,137 @@ impl<'t> Sim<'t> {
             "the room and the model disagree on connections"
         );
         let now = self.now();
-        if let Some(t) = self.config.idle_timeout {
-            let earliest = self.peers.values().map(|p| p.last_active + t).min();
-            if let Some(earliest) = earliest {
+        let deadlines = self.peers.values().flat_map(|p| {
+            let idle = self.config.idle_timeout.map(|t| p.last_active + t);
+            let name = match p.name {
+                None => self.config.name_timeout.map(|t| p.opened + t),
+                Some(_) => None,
+            };
+            [idle, name]
+        });
+        let earliest = deadlines.chain([self.presence_due]).flatten().min();
+        assert_eq!(room.presence_due(), self.presence_due, "the digest's time");
+        match earliest {
+            Some(earliest) => {
                 assert!(earliest > now, "someone idle is still connected");
-                let wake = room
-                    .poll_timeout()
-                    .expect("a deadline while anyone is connected");
+                let wake = room.poll_timeout().expect("a deadline while one is due");
                 assert!(wake > now, "poll_timeout {wake:?} is not after {now:?}");
                 assert!(
                     wake <= earliest,
-                    "poll_timeout {wake:?} sleeps past an idle deadline {earliest:?}"
+                    "poll_timeout {wake:?} sleeps past a deadline {earliest:?}"
                 );
             }
-        } else {
-            assert_eq!(room.poll_timeout(), None, "no idle timeout, no deadline");
+            None => assert_eq!(room.poll_timeout(), None, "nothing due, no deadline"),
+        }
+        if self.presence_due.is_none() {
+            for (conn, p) in &self.peers {
+                if p.name.is_some() {
+                    assert_eq!(
+                        p.roster, online,
+                        "{conn:?} was told a roster that is not the room's"
+                    );
+                }
+            }
         }
     }
+}
+
+/// The digest as the model predicts it within one step: who is joined with the roster each
+/// was told, and when the digest is due.
+struct Announce {
+    joined: BTreeMap<ConnId, (String, Vec<String>)>,
+    due: Option<Timestamp>,
+    now: Timestamp,
+    interval: Duration,
+}
+
+impl Announce {
+    /// A join or leave was gathered: the window opens if it was not.
+    fn open(&mut self) {
+        let interval = self.interval.max(Duration::from_millis(1));
+        self.due.get_or_insert(self.now + interval);
+    }
+
+    /// The pending digest goes out: each joined user (but `leaving`, whose name still counts)
+    /// is told the difference between the roster it was told and the room's.
+    fn flush(&mut self, o: &mut Observed, leaving: Option<ConnId>) {
+        if self.due.take().is_none() {
+            return;
+        }
+        let mut online: Vec<String> = self.joined.values().map(|(n, _)| n.clone()).collect();
+        online.sort_by_cached_key(|n| n.to_lowercase());
+        for (&conn, (_, roster)) in &mut self.joined {
+            if Some(conn) == leaving {
+                continue;
+            }
+            let joined: Vec<String> = online
+                .iter()
+                .filter(|n| !roster.contains(n))
+                .cloned()
+                .collect();
+            let left: Vec<String> = roster
+                .iter()
+                .filter(|n| !online.contains(n))
+                .cloned()
+                .collect();
+            if !joined.is_empty() || !left.is_empty() {
+                let count = online.len();
+                o.to(
+                    conn,
+                    Event::Presence {
+                        joined,
+                        left,
+                        count,
+                    },
+                );
+                *roster = online.clone();
+            }
+        }
+    }
+}
+
+/// Keeps the roster a user was told, as a client would.
+fn keep_roster(roster: &mut Vec<String>, event: &Event) {
+    let sort = |r: &mut Vec<String>| r.sort_by_cached_key(|n| n.to_lowercase());
+    match event {
+        Event::Welcome { online, .. } | Event::Who { online } => *roster = online.clone(),
+        Event::Joined { name } => {
+            roster.push(name.clone());
+            sort(roster);
+        }
+        Event::Left { name } => roster.retain(|n| n != name),
+        Event::Presence { joined, left, .. } => {
+            roster.retain(|n| !left.contains(n));
+            roster.extend(joined.iter().cloned());
+            sort(roster);
+        }
+        _ => {}
+    }
+}
+
+/// `2 joined: ann, bob; 1 left: cy (3` back into a digest (at most ten names, as in a room of
+/// the simulation's size).
+fn parse_digest(body: &str) -> Option<Event> {
+    let (lists, count) = body.rsplit_once(" (")?;
+    let (mut joined, mut left) = (Vec::new(), Vec::new());
+    for part in lists.split("; ") {
+        let (head, names) = part.split_once(": ")?;
+        let (n, verb) = head.split_once(' ')?;
+        let names: Vec<String> = names.split(", ").map(String::from).collect();
+        if n.parse::<usize>().ok()? != names.len() {
+            return None;
+        }
+        match verb {
+            "joined" if joined.is_empty() && left.is_empty() => joined = names,
+            "left" if left.is_empty() => left = names,
+            _ => return None,
+        }
+    }
+    Some(Event::Presence {
+        joined,
+        left,
+        count: count.parse().ok()?,
+    })
 }
 
 /// Moves `cursor` past the messages `conn` itself sent over the line wire: no echo there.

@@ -426,6 +426,271 @@ fn joining_is_announced_to_everyone_else_but_not_to_the_newcomer() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Large rooms: above `announce_limit`, joins and leaves come as one digest per interval.
+
+/// A room that gathers announcements above `limit` users, every 10 s.
+fn thinned(limit: usize) -> Harness {
+    with(Config {
+        announce_limit: limit,
+        announce_interval: secs(10),
+        idle_timeout: None,
+        name_timeout: None,
+        ..no_flood()
+    })
+}
+
+#[test]
+fn at_the_announce_limit_every_join_and_leave_is_still_announced() {
+    let mut h = thinned(3);
+    let alice = h.join("alice");
+    h.join("bob");
+    let carol = h.join("carol"); // 3 online: not above the limit
+    assert_eq!(
+        h.take(alice),
+        [
+            "*** bob has joined the chat ***",
+            "*** carol has joined the chat ***"
+        ]
+    );
+    h.line(carol, "/quit");
+    assert_eq!(h.take(alice), ["*** carol has left the chat ***"]);
+    assert_eq!(h.room().presence_due(), None);
+}
+
+#[test]
+fn above_the_limit_joins_and_leaves_come_as_one_digest_per_interval() {
+    let mut h = thinned(2);
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    let carol = h.join("carol"); // the third: gathered
+    assert!(h.take(alice).is_empty() && h.take(bob).is_empty());
+    h.advance(secs(2));
+    let dave = h.join("dave");
+    h.advance(secs(2));
+    h.line(bob, "/quit");
+    assert_eq!(h.take(bob), ["Goodbye!"]);
+    h.advance(secs(6) - millis(1));
+    for c in [alice, carol, dave] {
+        assert!(h.take(c).is_empty(), "nothing before the interval is over");
+    }
+    h.advance(millis(1));
+    // Each hears what changed since they last saw the roster: alice since the window opened,
+    // carol and dave since their welcome.
+    assert_eq!(
+        h.take(alice),
+        ["*** 2 joined: carol, dave; 1 left: bob (3 online) ***"]
+    );
+    assert_eq!(
+        h.take(carol),
+        ["*** 1 joined: dave; 1 left: bob (3 online) ***"]
+    );
+    assert_eq!(h.take(dave), ["*** 1 left: bob (3 online) ***"]);
+    // The welcome is exact all the same, and the log has every join and leave.
+    let log: Vec<String> = h
+        .log()
+        .into_iter()
+        .map(|r| match r {
+            LogRecord::Join { name, .. } => format!("+{name}"),
+            LogRecord::Leave { name, .. } => format!("-{name}"),
+            LogRecord::Message(m) => m.text,
+        })
+        .collect();
+    assert_eq!(log, ["+carol", "+dave", "-bob"]);
+    assert_eq!(h.room().presence_due(), None);
+    assert_eq!(h.room().poll_timeout(), None);
+}
+
+#[test]
+fn digests_are_at_least_an_interval_apart_under_steady_churn() {
+    let mut h = thinned(1);
+    let alice = h.join("alice");
+    let mut conns = Vec::new();
+    let mut got = Vec::new();
+    // Each second someone joins, and from the 15th on, the one of 15 s ago leaves.
+    for second in 0..60 {
+        conns.push(h.join(&format!("u{second}")));
+        if second >= 15 {
+            h.drop_conn(conns[second - 15]);
+        }
+        for _ in 0..4 {
+            h.advance(millis(250));
+            got.extend(h.take(alice).into_iter().map(|line| (h.now(), line)));
+        }
+    }
+    // One digest per 10 s, at 10, 20, ... 60 s: never a line per change.
+    let times: Vec<u64> = got.iter().map(|(t, _)| t.as_duration().as_secs()).collect();
+    assert_eq!(times, [10, 20, 30, 40, 50, 60], "{got:?}");
+    assert_eq!(
+        got[2].1,
+        "*** 10 joined: u20, u21, u22, u23, u24, u25, u26, u27, u28, u29; \
+         10 left: u10, u11, u12, u13, u14, u5, u6, u7, u8, u9 (16 online) ***"
+    );
+}
+
+#[test]
+fn a_join_and_a_leave_of_the_same_user_within_a_window_cancel_out() {
+    let mut h = thinned(1);
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.advance(secs(20)); // bob's join went out
+    h.clear();
+    // A ghost connects and goes; bob goes and comes back.
+    let ghost = h.join("ghost");
+    h.advance(secs(1));
+    h.drop_conn(ghost);
+    h.line(bob, "/quit");
+    let bob = h.join("bob");
+    h.advance(secs(20));
+    assert!(h.take(alice).is_empty(), "nothing changed, nothing to tell");
+    // bob's own welcome is current: nothing for him either.
+    assert!(h.take(bob).is_empty());
+    assert_eq!(h.log().len(), 4, "the log still has all four");
+}
+
+#[test]
+fn a_newcomer_who_saw_a_ghost_in_its_welcome_is_told_it_left_and_nobody_else_is() {
+    let mut h = thinned(1);
+    let alice = h.join("alice");
+    let ghost = h.join("ghost");
+    let carol = h.join_json("carol"); // her welcome lists the ghost
+    h.drop_conn(ghost);
+    h.advance(secs(10));
+    assert_eq!(
+        h.take(alice),
+        ["*** 1 joined: carol (2 online) ***"],
+        "the ghost came and went"
+    );
+    assert_eq!(
+        h.take(carol),
+        [r#"{"type":"presence","joined":[],"left":["ghost"],"count":2}"#]
+    );
+}
+
+#[test]
+fn a_who_answer_during_the_window_is_where_the_next_digest_starts() {
+    let mut h = thinned(1);
+    let alice = h.join_json("alice");
+    let bob = h.join("bob");
+    h.advance(secs(10));
+    h.clear();
+    let carol = h.join("carol");
+    h.json(alice, r#"{"type":"who"}"#);
+    assert_eq!(
+        h.take_events(alice),
+        [Event::Who {
+            online: vec!["alice".into(), "bob".into(), "carol".into()]
+        }]
+    );
+    h.drop_conn(carol);
+    h.advance(secs(10));
+    assert_eq!(
+        h.take_events(alice),
+        [Event::Presence {
+            joined: vec![],
+            left: vec!["carol".into()],
+            count: 2
+        }]
+    );
+    assert!(h.take(bob).is_empty(), "bob never saw carol");
+}
+
+#[test]
+fn a_digest_names_ten_on_the_line_wire_and_everyone_on_the_json_wire() {
+    let mut h = thinned(1);
+    let alice = h.join("alice");
+    let bob = h.join_json("bob");
+    h.advance(secs(10));
+    h.clear();
+    let names: Vec<String> = (1..=12).map(|i| format!("user{i:02}")).collect();
+    for name in &names {
+        h.join(name);
+    }
+    h.advance(secs(10));
+    assert_eq!(
+        h.take(alice),
+        [format!(
+            "*** 12 joined: {} and 2 others (14 online) ***",
+            names[..10].join(", ")
+        )]
+    );
+    assert_eq!(
+        h.take_events(bob),
+        [Event::Presence {
+            joined: names.clone(),
+            left: vec![],
+            count: 14
+        }]
+    );
+}
+
+#[test]
+fn a_name_that_leaves_and_comes_back_spelled_differently_is_a_leave_and_a_join() {
+    let mut h = thinned(1);
+    let alice = h.join_json("alice");
+    let bob = h.join("Bob");
+    h.advance(secs(10));
+    h.clear();
+    h.drop_conn(bob);
+    h.join("bob");
+    h.advance(secs(10));
+    assert_eq!(
+        h.take_events(alice),
+        [Event::Presence {
+            joined: vec!["bob".into()],
+            left: vec!["Bob".into()],
+            count: 2
+        }]
+    );
+}
+
+#[test]
+fn falling_back_to_the_limit_sends_the_pending_digest_before_the_next_announcement() {
+    let mut h = thinned(2);
+    let alice = h.join_json("alice");
+    let bob = h.join("bob");
+    h.clear();
+    let carol = h.join("carol"); // 3: gathered
+    h.line(bob, "/quit"); // counted before it, 3 > 2: gathered
+    assert!(h.take(alice).is_empty());
+    // 2 online: carol's leave takes the room to 1, at or below the limit: announced, after
+    // the digest that tells of her join.
+    h.line(carol, "/quit");
+    assert_eq!(
+        h.take_events(alice),
+        [
+            Event::Presence {
+                joined: vec!["carol".into()],
+                left: vec!["bob".into()],
+                count: 2
+            },
+            Event::Left {
+                name: "carol".into()
+            }
+        ]
+    );
+    assert_eq!(h.room().presence_due(), None, "nothing is left to send");
+    h.advance(secs(60));
+    assert!(h.take(alice).is_empty(), "and nothing is sent twice");
+}
+
+#[test]
+fn a_room_hovering_at_the_limit_sends_digests_not_a_line_per_change() {
+    let mut h = thinned(2);
+    let alice = h.join("alice");
+    h.join("bob");
+    h.clear();
+    // 2 <-> 3 users: each change crosses the limit, and each is gathered.
+    for _ in 0..5 {
+        let c = h.join("carol");
+        h.advance(secs(1));
+        h.drop_conn(c);
+        h.advance(secs(1));
+    }
+    assert!(h.take(alice).is_empty(), "carol came and went five times");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Talking.
 
 #[test]
@@ -645,7 +910,11 @@ fn unknown_command_gets_one_line_starting_with_unknown_command() {
 
 #[test]
 fn idle_client_at_the_name_prompt_is_dropped_after_the_timeout() {
-    let mut h = Harness::default();
+    // The name timeout (below) would come first; without it the idle timeout still applies.
+    let mut h = with(Config {
+        name_timeout: None,
+        ..Config::default()
+    });
     let c = h.connect(Wire::Line);
     h.take(c);
     h.advance(mins(5) - millis(1));
@@ -719,6 +988,7 @@ fn the_idle_timeout_follows_the_configuration_and_can_be_turned_off() {
 
     let mut h = with(Config {
         idle_timeout: None,
+        name_timeout: None,
         ..Config::default()
     });
     let alice = h.join("alice");
@@ -726,6 +996,122 @@ fn the_idle_timeout_follows_the_configuration_and_can_be_turned_off() {
     assert_eq!(h.room().poll_timeout(), None);
     h.advance(mins(60 * 24 * 365));
     assert!(!h.is_closed(alice) && !h.is_closed(waiting));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Name timeout: a slot at the name prompt is held for a bounded time, whatever is sent.
+
+const NAME_TIMEOUT: &str = "Disconnected: no name given in time.";
+
+#[test]
+fn a_connection_that_sends_only_invalid_names_is_closed_at_the_name_timeout() {
+    let mut h = Harness::default(); // name timeout 60 s, idle timeout 300 s
+    let alice = h.join("alice");
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    // A slow-loris keeps sending refused names, each of them resetting the idle timer.
+    for second in (5..60).step_by(5) {
+        h.advance(secs(5));
+        h.line(c, &format!("bad name {second}"));
+        assert_eq!(h.take(c)[1], PROMPT);
+    }
+    h.advance(secs(5) - millis(1));
+    assert!(!h.is_closed(c), "not before 60 s");
+    h.advance(millis(1));
+    assert_eq!(h.take(c), [NAME_TIMEOUT]);
+    assert_eq!(h.close_reason(c), Some(CloseReason::NameTimeout));
+    assert!(h.take(alice).is_empty(), "nobody else hears of it");
+    assert!(h.log().iter().all(|r| matches!(r, LogRecord::Join { .. })));
+    assert_eq!(h.room().len(), 1);
+}
+
+#[test]
+fn the_idle_timeout_applies_at_the_name_prompt_when_it_comes_first() {
+    let mut h = with(Config {
+        idle_timeout: Some(secs(30)),
+        name_timeout: Some(secs(60)),
+        ..Config::default()
+    });
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.advance(secs(30));
+    assert_eq!(h.take(c), ["Disconnected: idle timeout."]);
+    assert_eq!(h.close_reason(c), Some(CloseReason::IdleTimeout));
+
+    // At the same instant, the idle timeout is the one reported.
+    let mut h = with(Config {
+        idle_timeout: Some(secs(60)),
+        name_timeout: Some(secs(60)),
+        ..Config::default()
+    });
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.advance(secs(60));
+    assert_eq!(h.take(c), ["Disconnected: idle timeout."]);
+
+    // A line at 40 s postpones the idle timeout to 100 s; the name timeout, at 60 s, does not move.
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.advance(secs(40));
+    h.line(c, "no good");
+    h.take(c);
+    h.advance(secs(20));
+    assert_eq!(h.take(c), [NAME_TIMEOUT]);
+}
+
+#[test]
+fn joining_in_time_ends_the_name_timeout_and_the_idle_timeout_goes_on() {
+    let mut h = with(Config {
+        idle_timeout: Some(secs(100)),
+        name_timeout: Some(secs(60)),
+        ..Config::default()
+    });
+    let c = h.connect(Wire::Line);
+    h.advance(secs(59));
+    h.line(c, "alice");
+    assert_eq!(h.take(c)[1], "Welcome, alice! Online (1): alice");
+    h.advance(secs(100) - millis(1));
+    assert!(
+        !h.is_closed(c),
+        "joined: no name timeout, and the idle one counts from 59 s"
+    );
+    h.advance(millis(1));
+    assert_eq!(h.take(c), ["Disconnected: idle timeout."]);
+}
+
+#[test]
+fn a_json_client_that_does_not_join_in_time_gets_name_timeout() {
+    let mut h = with(Config {
+        name_timeout: Some(secs(5)),
+        ..Config::default()
+    });
+    let c = h.connect(Wire::Json);
+    h.take(c);
+    h.advance(secs(3));
+    h.json(c, r#"{"type":"join","name":"not valid"}"#);
+    h.json(c, r#"{"type":"who"}"#);
+    h.take(c);
+    h.advance(secs(2));
+    assert_eq!(h.take(c), [r#"{"type":"name_timeout"}"#]);
+    assert_eq!(h.close_reason(c), Some(CloseReason::NameTimeout));
+}
+
+#[test]
+fn without_a_name_timeout_only_the_idle_timeout_limits_the_prompt() {
+    let mut h = with(Config {
+        name_timeout: None,
+        idle_timeout: Some(secs(30)),
+        ..Config::default()
+    });
+    let c = h.connect(Wire::Line);
+    for _ in 0..100 {
+        h.advance(secs(29));
+        h.line(c, "bad name");
+    }
+    assert!(!h.is_closed(c), "a line every 29 s keeps it at the prompt");
+    h.take(c);
+    h.advance(secs(30));
+    assert_eq!(h.take(c), ["Disconnected: idle timeout."]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -783,6 +1169,25 @@ fn end_of_input_delivers_an_unfinished_last_line_then_leaves() {
     assert_eq!(
         h.take(alice),
         ["bob: bye for now", "*** bob has left the chat ***"]
+    );
+}
+
+#[test]
+fn an_unfinished_last_line_over_the_limit_is_refused_at_end_of_input_not_relayed() {
+    let mut h = with(Config {
+        max_line: 8,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    h.clear();
+    // Nine bytes: within the decoder's one byte of slack for a `\r`, but no `\r` came.
+    h.raw(bob, b"123456789");
+    h.eof(bob);
+    assert_eq!(h.take(alice), ["*** bob has left the chat ***"]);
+    assert_eq!(
+        h.take(bob),
+        ["Error: line too long (the limit is 8 bytes); it was discarded."]
     );
 }
 

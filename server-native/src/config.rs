@@ -151,6 +151,30 @@ pub struct Config {
     /// --tls-cert.
     #[arg(long, env = "CHAT_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Seconds a connection may stay at the name prompt, however many names it tries, before
+    /// "Disconnected: no name given in time."; 0 leaves it to the idle timeout.
+    #[arg(
+        long,
+        env = "CHAT_NAME_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 60
+    )]
+    pub name_timeout: u64,
+
+    /// Above this many users, joins and leaves are announced in one digest per
+    /// --announce-interval instead of a line each.
+    #[arg(
+        long,
+        env = "CHAT_ANNOUNCE_LIMIT",
+        value_name = "N",
+        default_value_t = 200
+    )]
+    pub announce_limit: u32,
+
+    /// Seconds between two digests of joins and leaves in a room above --announce-limit.
+    #[arg(long, env = "CHAT_ANNOUNCE_INTERVAL", value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub announce_interval: u64,
 }
 
 /// `on` or `off`.
@@ -200,6 +224,9 @@ impl Config {
             history: self.history as usize,
             flood: (self.flood == Switch::On).then(chat_core::FloodConfig::default),
             epoch,
+            name_timeout: (self.name_timeout > 0).then(|| Duration::from_secs(self.name_timeout)),
+            announce_limit: self.announce_limit as usize,
+            announce_interval: Duration::from_secs(self.announce_interval),
         }
     }
 
@@ -263,6 +290,9 @@ mod tests {
         assert!(!door.limit_loopback);
         assert_eq!(c.handshake_timeout, 10);
         assert_eq!((c.tls_cert, c.tls_key), (None, None));
+        assert_eq!(room.name_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(room.announce_limit, 200);
+        assert_eq!(room.announce_interval, Duration::from_secs(10));
     }
 
     #[test]
@@ -296,6 +326,26 @@ mod tests {
             let err = Config::from_args_only(["x", given, "f.pem"]).unwrap_err();
             assert!(err.to_string().contains(missing), "{err}");
         }
+    }
+
+    #[test]
+    fn name_timeout_and_announcements_follow_their_flags() {
+        let c = Config::from_args_only([
+            "x",
+            "--name-timeout",
+            "0",
+            "--announce-limit",
+            "5",
+            "--announce-interval",
+            "30",
+        ])
+        .unwrap();
+        let room = c.room_config();
+        assert_eq!(room.name_timeout, None);
+        assert_eq!(room.announce_limit, 5);
+        assert_eq!(room.announce_interval, Duration::from_secs(30));
+        let c = Config::from_args_only(["x", "--name-timeout", "15"]).unwrap();
+        assert_eq!(c.room_config().name_timeout, Some(Duration::from_secs(15)));
     }
 
     #[test]
@@ -358,6 +408,9 @@ mod tests {
             &["x", "--idle-timeout", "soon"],
             &["x", "--handshake-timeout", "0"],
             &["x", "--max-conns-per-ip", "-1"],
+            &["x", "--announce-interval", "0"],
+            &["x", "--announce-limit", "-1"],
+            &["x", "--name-timeout", "later"],
         ] {
             let err = Config::from_args_only(args).unwrap_err();
             assert!(!err.to_string().is_empty());

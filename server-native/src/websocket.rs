@@ -358,6 +358,7 @@ fn close_frame(end: &End) -> Option<CloseFrame> {
     let (code, reason) = match end {
         End::Room(Some(CloseReason::Quit)) => (CloseCode::Normal, "goodbye"),
         End::Room(Some(CloseReason::IdleTimeout)) => (CloseCode::Normal, "idle timeout"),
+        End::Room(Some(CloseReason::NameTimeout)) => (CloseCode::Normal, "no name given in time"),
         End::Room(Some(CloseReason::Full)) => (CloseCode::Again, "the server is full"),
         End::Room(Some(CloseReason::Shutdown) | None) | End::Read(ReadEnd::RoomGone) => {
             (CloseCode::Away, "the server is shutting down")

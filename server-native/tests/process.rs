@@ -182,6 +182,7 @@ fn environment_variables_set_the_flags() {
             ("CHAT_HTTP", "127.0.0.1:0"),
             ("CHAT_MAX_USERS", "1"),
             ("CHAT_MAX_LINE", "10"),
+            ("CHAT_NAME_TIMEOUT", "1"),
         ],
     );
     let mut first = Peer::connect(&server.tcp);
@@ -190,6 +191,7 @@ fn environment_variables_set_the_flags() {
     assert!(second.read_to_end().contains("Server is full"));
     first.send("a_long_name_here");
     first.expect("Error: line too long");
+    first.expect("Disconnected: no name given in time.");
 }
 
 /// One request to the HTTP listener; the whole response.
@@ -264,6 +266,9 @@ fn help_documents_every_flag_with_its_environment_variable() {
         ("--handshake-timeout", "CHAT_HANDSHAKE_TIMEOUT"),
         ("--tls-cert", "CHAT_TLS_CERT"),
         ("--tls-key", "CHAT_TLS_KEY"),
+        ("--name-timeout", "CHAT_NAME_TIMEOUT"),
+        ("--announce-limit", "CHAT_ANNOUNCE_LIMIT"),
+        ("--announce-interval", "CHAT_ANNOUNCE_INTERVAL"),
     ] {
         assert!(
             help.contains(flag) && help.contains(var),

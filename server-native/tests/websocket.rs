@@ -477,6 +477,35 @@ async fn flood_control_and_the_idle_timeout_apply_to_websocket_users() {
 }
 
 #[tokio::test]
+async fn a_websocket_client_that_never_joins_gets_name_timeout_and_a_normal_close() {
+    let server = TestServer::start(&["--name-timeout", "1"]).await;
+    let mut lurker = WsClient::connect(&server).await;
+    assert_eq!(lurker.event().await, json!({"type": "prompt"}));
+    lurker
+        .send(json!({"type": "join", "name": "not a name"}))
+        .await;
+    let (events, close) = lurker.closed().await;
+    assert_eq!(events.last(), Some(&json!({"type": "name_timeout"})));
+    assert_eq!(code(&close), Some(CloseCode::Normal));
+}
+
+#[tokio::test]
+async fn above_the_announce_limit_joins_come_as_one_presence_event() {
+    let server = TestServer::start(&["--announce-limit", "1", "--announce-interval", "1"]).await;
+    let (mut alice, _) = WsClient::join(&server, "alice").await;
+    let mut bob = server.join("bob").await;
+    let _carol = server.join("carol").await;
+    // One digest a second later: alice, who saw neither join, hears of both; bob, whose
+    // welcome listed alice and himself, of carol only.
+    let presence = alice.event_of("presence").await;
+    assert_eq!(
+        presence,
+        json!({"type": "presence", "joined": ["bob", "carol"], "left": [], "count": 3})
+    );
+    bob.line_eq("*** 1 joined: carol (3 online) ***").await;
+}
+
+#[tokio::test]
 async fn a_peer_that_stops_answering_is_dropped_after_two_ping_intervals() {
     let server = TestServer::start(&["--ws-ping", "1"]).await;
     let mut watcher = server.join("watcher").await;

@@ -7,6 +7,8 @@
 //! resumes where it left off and a duplicate is dropped, the roster, and the connection's
 //! life: connect, join, rejoin after a drop with back-off, or stop after `/quit`.
 
+use std::collections::BTreeSet;
+
 use chat_core::codec::line;
 use chat_core::{ChatMessage, ErrorCode, Event, Request, Resume, name_key, validate_name};
 
@@ -223,6 +225,9 @@ pub struct ClientState {
     name_error: String,
     epoch: Option<u64>,
     last_seq: u64,
+    /// The last public message shown, to find it again in the history of a restarted server,
+    /// which reloads its recent messages (with their `seq`) under a new epoch.
+    last_shown: Option<ChatMessage>,
     roster: Vec<String>,
     count: usize,
     roster_version: u64,
@@ -258,6 +263,7 @@ impl ClientState {
             name_error: String::new(),
             epoch: None,
             last_seq: 0,
+            last_shown: None,
             roster: Vec::new(),
             count: 0,
             roster_version: 0,
@@ -484,14 +490,26 @@ impl ClientState {
                 online,
                 epoch,
             } => self.welcome(&mut fx, name, count, online, epoch),
-            Event::History { messages, gap } => {
+            Event::History { mut messages, gap } => {
                 // After a restart the room flags a gap, since it cannot know the old run's
-                // tail. If the old server said goodbye with `shutdown`, we had all of that
+                // tail. But a server that reloaded its recent messages keeps their `seq`: if
+                // the last message shown here is among them, what follows it is exactly what
+                // was missed, and nothing is lost.
+                let found = self
+                    .new_epoch
+                    .then_some(self.last_shown.as_ref())
+                    .flatten()
+                    .and_then(|last| messages.iter().position(|m| m == last));
+                if let Some(at) = found {
+                    self.last_seq = messages[at].seq;
+                    messages.drain(..=at);
+                }
+                // Otherwise: if the old server said goodbye with `shutdown`, we had all of its
                 // tail; and a replay from seq 1 is all of the new run (with `--history 0`
                 // nothing is replayed and this cannot be told, so the notice stays away).
                 let whole_new_run = messages.first().is_none_or(|m| m.seq == 1);
                 let restart_only = self.new_epoch && self.saw_shutdown && whole_new_run;
-                if gap && !restart_only {
+                if gap && found.is_none() && !restart_only {
                     fx.push(Effect::Append(Entry::system(GAP_NOTICE)));
                 }
                 // nc's own frame lines, with the count: "--- Recent messages (2) ---".
@@ -540,6 +558,29 @@ impl ClientState {
                     vec![span("name", name), words(" left the chat")],
                 )));
             }
+            event @ Event::Presence { .. } => {
+                // The digest of a large room: apply its leaves before its joins (a name may
+                // come back spelled differently), and show it as nc users read it.
+                let text = sentence(&event);
+                if let Event::Presence {
+                    joined,
+                    left,
+                    count,
+                } = event
+                {
+                    let gone: BTreeSet<String> = left.iter().map(|n| name_key(n)).collect();
+                    self.roster.retain(|n| !gone.contains(&name_key(n)));
+                    for name in joined {
+                        let key = name_key(&name);
+                        if let Err(at) = self.roster.binary_search_by_key(&key, |n| name_key(n)) {
+                            self.roster.insert(at, name);
+                        }
+                    }
+                    self.count = count.max(self.roster.len());
+                    self.roster_version += 1;
+                }
+                fx.push(Effect::Append(Entry::system(text)));
+            }
             Event::Private { from, text } => fx.push(Effect::Append(Entry::new(
                 Kind::Private,
                 vec![
@@ -573,7 +614,7 @@ impl ClientState {
             }
             event @ Event::Help { .. } => fx.push(Effect::Append(Entry::system(sentence(&event)))),
             Event::Error { code, message } => self.error(&mut fx, code, message),
-            event @ (Event::Goodbye | Event::IdleTimeout) => {
+            event @ (Event::Goodbye | Event::IdleTimeout | Event::NameTimeout) => {
                 if self.ever_joined {
                     fx.push(Effect::Append(Entry::system(sentence(&event))));
                 }
@@ -655,6 +696,7 @@ impl ClientState {
             return; // Seen already, before a reconnect.
         }
         self.last_seq = m.seq;
+        self.last_shown = Some(m.clone());
         let own = self
             .name
             .as_deref()

@@ -9,6 +9,9 @@
 //! - `cargo xtask site`: builds the browser client into `target/site/` (the page of `www/`,
 //!   the wasm module and its wasm-bindgen glue), installing the wasm-bindgen CLI of the
 //!   version in `Cargo.lock` if it is missing.
+//! - `cargo xtask fuzz [TARGET] [--time SECS]`: runs the fuzz targets of `fuzz/` (every one
+//!   by default, 60 s each) with cargo-fuzz, installing it if it is missing, on the stable
+//!   toolchain; prints each run's figures and any input that crashed.
 
 use std::env;
 use std::fs;
@@ -24,6 +27,10 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const WASM_PROFILE: &str = "wasm-release";
 /// The variable that tells the server (and the end-to-end tests) where the site is.
 const WEB_ROOT_VAR: &str = "CHAT_WEB_ROOT";
+/// The fuzz targets of `fuzz/fuzz_targets/`.
+const FUZZ_TARGETS: &[&str] = &["line_decoder", "json_decoder", "room"];
+/// Seconds each target runs when `--time` is not given.
+const FUZZ_SECONDS: u64 = 60;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -33,11 +40,15 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") | Some("ci") => test(),
         Some("site") => site().map(drop),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask run [-- SERVER FLAGS]   build the site and start the server\n  \
                  cargo xtask test                    install what is missing, run every check and test\n  \
-                 cargo xtask site                    build the browser client into target/site"
+                 cargo xtask site                    build the browser client into target/site\n  \
+                 cargo xtask fuzz [TARGET] [--time SECS]\n                                      \
+                 fuzz TARGET ({}; default: each) for SECS (default {FUZZ_SECONDS}) each",
+                FUZZ_TARGETS.join(", ")
             );
             return ExitCode::from(2);
         }
@@ -184,6 +195,194 @@ fn site() -> Result<PathBuf> {
     let shown = site.strip_prefix(root()).unwrap_or(&site);
     println!("site: {} ({})", shown.display(), sizes.join("; "));
     Ok(site)
+}
+
+/// `cargo xtask fuzz [TARGET] [--time SECS]`: each target in turn with cargo-fuzz, its corpus
+/// in `fuzz/corpus/TARGET` (kept between runs), crashes in `fuzz/artifacts/TARGET`.
+///
+/// cargo-fuzz passes nightly `-Z` flags to rustc; `RUSTC_BOOTSTRAP=1` lets the stable
+/// toolchain take them, so no nightly is needed. The targets are built optimised with debug
+/// assertions and overflow checks, without a sanitizer: the code fuzzed is safe Rust, and
+/// AddressSanitizer would cost more than half the speed.
+fn fuzz(args: &[String]) -> Result {
+    let mut targets: Vec<&str> = Vec::new();
+    let mut seconds = FUZZ_SECONDS;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--time" => {
+                let value = args.next().ok_or("--time needs a number of seconds")?;
+                seconds = value
+                    .parse()
+                    .ok()
+                    .filter(|&s| s > 0)
+                    .ok_or(format!("--time {value}: not a number of seconds"))?;
+            }
+            target => match FUZZ_TARGETS.iter().find(|&&t| t == target) {
+                Some(&t) => targets.push(t),
+                None => {
+                    return Err(format!(
+                        "no fuzz target {target:?}; the targets are {}",
+                        FUZZ_TARGETS.join(", ")
+                    ));
+                }
+            },
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.to_vec();
+    }
+    step("prerequisites");
+    ensure_cargo_fuzz()?;
+    let fuzz_dir = root().join("fuzz");
+    let mut summaries = Vec::new();
+    let mut crashed = Vec::new();
+    for target in targets {
+        step(&format!("fuzz {target} for {seconds} s"));
+        let corpus = fuzz_dir.join("corpus").join(target);
+        let artifacts = fuzz_dir.join("artifacts").join(target);
+        for dir in [&corpus, &artifacts] {
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let before = files_in(&artifacts);
+        let mut child = Command::new(cargo_bin())
+            .args(["fuzz", "run", "--release", "--debug-assertions"])
+            .args(["--sanitizer", "none", target])
+            .arg(&corpus)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg("-print_final_stats=1")
+            .env("RUSTC_BOOTSTRAP", "1")
+            .current_dir(&fuzz_dir)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let mut stats = FuzzStats::default();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.map_err(|e| format!("cannot read cargo fuzz's output: {e}"))?;
+            eprintln!("{line}");
+            stats.read(&line);
+        }
+        let status = child.wait().map_err(|e| format!("cargo fuzz: {e}"))?;
+        let found: Vec<PathBuf> = files_in(&artifacts)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        let outcome = if found.is_empty() && status.success() {
+            "nothing found".to_owned()
+        } else if found.is_empty() {
+            format!("cargo fuzz failed ({status}) before fuzzing")
+        } else {
+            format!("FOUND {}", shown(&found))
+        };
+        summaries.push(format!("{target}: {}; {outcome}", stats.summary()));
+        if !(found.is_empty() && status.success()) {
+            crashed.push((target, found));
+        }
+    }
+    println!();
+    for summary in &summaries {
+        println!("fuzz {summary}");
+    }
+    for (target, found) in &crashed {
+        for input in found {
+            println!(
+                "replay: RUSTC_BOOTSTRAP=1 cargo fuzz run --release --debug-assertions \
+                 --sanitizer none {target} {} (in fuzz/)",
+                input.display()
+            );
+        }
+    }
+    check(crashed.is_empty(), "a fuzz target failed")
+}
+
+/// The figures libFuzzer prints at the end (`-print_final_stats=1`) and along the way.
+#[derive(Default)]
+struct FuzzStats {
+    runs: Option<u64>,
+    per_second: Option<u64>,
+    /// Edges covered and features, from the last status line (`cov: 1234 ft: 5678`).
+    cov: Option<u64>,
+    ft: Option<u64>,
+    corpus: Option<String>,
+}
+
+impl FuzzStats {
+    fn read(&mut self, line: &str) {
+        let number = |key: &str| {
+            line.split_whitespace()
+                .skip_while(|w| *w != key)
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+        };
+        if let Some(n) = line.strip_prefix("stat::number_of_executed_units:") {
+            self.runs = n.trim().parse().ok();
+        } else if let Some(n) = line.strip_prefix("stat::average_exec_per_sec:") {
+            self.per_second = n.trim().parse().ok();
+        } else if line.starts_with('#') {
+            self.cov = number("cov:").or(self.cov);
+            self.ft = number("ft:").or(self.ft);
+            if let Some(corp) = line.split("corp: ").nth(1) {
+                self.corpus = corp.split_whitespace().next().map(str::to_owned);
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        let figure = |n: Option<u64>| n.map_or("?".to_owned(), |n| grouped(n as usize));
+        format!(
+            "{} runs, {} exec/s, coverage {} edges ({} features), corpus {}",
+            figure(self.runs),
+            figure(self.per_second),
+            figure(self.cov),
+            figure(self.ft),
+            // libFuzzer's `corp: 3163/1512Kb`.
+            self.corpus
+                .as_deref()
+                .map_or("?".to_owned(), |c| c.replace('/', " inputs, "))
+        )
+    }
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn shown(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths
+        .iter()
+        .map(|p| p.strip_prefix(root()).unwrap_or(p).display().to_string())
+        .collect();
+    names.join(", ")
+}
+
+/// cargo-fuzz from crates.io when `cargo fuzz` is not there.
+fn ensure_cargo_fuzz() -> Result {
+    let works = || {
+        Command::new(cargo_bin())
+            .args(["fuzz", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works() {
+        return Ok(());
+    }
+    eprintln!("installing cargo-fuzz (about a minute, once)");
+    if cargo(&["install", "cargo-fuzz", "--locked"]).is_err() {
+        // Its own lock file may name a dependency the registry no longer serves.
+        eprintln!("retrying without --locked");
+        cargo(&["install", "cargo-fuzz"])?;
+    }
+    check(
+        works(),
+        "cargo fuzz does not run after installing cargo-fuzz",
+    )
 }
 
 /// Copies the files under `from` into `to`, keeping the folders.

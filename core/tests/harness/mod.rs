@@ -11,10 +11,15 @@
 //! connection after its `Close` (or after the driver reported it gone), the line wire only
 //! ever carries whole UTF-8 lines (and the prompt), the JSON wire only well-formed events,
 //! nobody is ever sent a control character that could drive a terminal, and `poll_timeout`
-//! is never in the past, so a driver's loop cannot spin.
+//! is never in the past, so a driver's loop cannot spin. It also keeps every JSON client's
+//! roster as a browser does (from `welcome`, `who`, `joined`, `left` and `presence`) and checks
+//! that, whenever no digest of joins and leaves is pending, each one equals the room's.
 
 // Each test binary uses its own subset of the harness.
 #![allow(dead_code)]
+
+pub mod checks;
+pub mod ops;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -22,7 +27,7 @@ use std::time::Duration;
 use chat_core::codec::{json, line};
 use chat_core::{
     CloseReason, Config, ConnId, Disconnect, Event, Line, LineDecoder, LogRecord, Output, Room,
-    Timestamp, Wire,
+    Timestamp, Wire, name_key,
 };
 
 /// Outputs one input may produce before the harness calls it a livelock.
@@ -49,6 +54,9 @@ struct Peer {
     closed: Option<CloseReason>,
     /// The driver reported it gone (dropped, too slow): the room must never address it again.
     gone: bool,
+    /// The roster a JSON client would keep from what it was told; `None` before its welcome
+    /// and while its welcome listed only part of the room (until a `who` answer).
+    roster: Option<Vec<String>>,
 }
 
 impl Default for Harness {
@@ -101,6 +109,7 @@ impl Harness {
             events: Vec::new(),
             closed: None,
             gone: false,
+            roster: None,
         });
         let conn = ConnId(self.conns.len() as u64);
         self.room.handle_open(self.now, conn, wire, peer);
@@ -333,6 +342,7 @@ impl Harness {
                                 !json_has_forbidden_control(text),
                                 "{conn:?} was sent a control character: {text}"
                             );
+                            keep_roster(&mut peer.roster, &event);
                             peer.inbox.push(text.to_owned());
                             peer.events.push(event);
                         }
@@ -358,6 +368,70 @@ impl Harness {
                 self.now
             );
         }
+        if self.room.presence_due().is_none() {
+            self.check_rosters();
+        }
+    }
+
+    /// Every joined JSON client that knows the whole roster knows the room's.
+    fn check_rosters(&self) {
+        let online = self.room.online();
+        for (i, peer) in self.conns.iter().enumerate() {
+            let conn = ConnId(i as u64 + 1);
+            if peer.closed.is_some() || peer.gone || self.room.name_of(conn).is_none() {
+                continue;
+            }
+            if let Some(roster) = &peer.roster {
+                assert_eq!(
+                    roster, &online,
+                    "{conn:?}'s roster, kept from what it was told, is not the room's"
+                );
+            }
+        }
+    }
+}
+
+/// Keeps a roster from one event as a browser client does.
+fn keep_roster(roster: &mut Option<Vec<String>>, event: &Event) {
+    let insert = |names: &mut Vec<String>, name: &String| {
+        if let Err(at) = names.binary_search_by_key(&name_key(name), |n| name_key(n)) {
+            names.insert(at, name.clone());
+        }
+    };
+    let remove = |names: &mut Vec<String>, name: &String| {
+        names.retain(|n| name_key(n) != name_key(name));
+    };
+    match event {
+        Event::Welcome { count, online, .. } => {
+            *roster = (*count == online.len()).then(|| online.clone());
+        }
+        Event::Who { online } => *roster = Some(online.clone()),
+        Event::Joined { name } => {
+            if let Some(names) = roster {
+                insert(names, name);
+            }
+        }
+        Event::Left { name } => {
+            if let Some(names) = roster {
+                remove(names, name);
+            }
+        }
+        Event::Presence {
+            joined,
+            left,
+            count,
+        } => {
+            if let Some(names) = roster {
+                assert!(
+                    !joined.is_empty() || !left.is_empty(),
+                    "an empty digest was sent"
+                );
+                left.iter().for_each(|name| remove(names, name));
+                joined.iter().for_each(|name| insert(names, name));
+                assert_eq!(names.len(), *count, "a digest's count is not its roster's");
+            }
+        }
+        _ => {}
     }
 }
 

@@ -246,6 +246,41 @@ fn joins_and_leaves_keep_the_roster_sorted_and_counted() {
 }
 
 #[test]
+fn a_presence_digest_updates_the_roster_and_shows_one_line() {
+    let mut c = joined_alice();
+    c.received(r#"{"type":"joined","name":"Bob2"}"#);
+    let v = c.roster_version();
+    let fx = c.received(
+        r#"{"type":"presence","joined":["carol","BOB"],"left":["bob","Bob2","nobody"],"count":3}"#,
+    );
+    assert_eq!(
+        lines(&fx),
+        vec![system(
+            "*** 2 joined: carol, BOB; 3 left: bob, Bob2, nobody (3 online) ***"
+        )]
+    );
+    // Leaves first: bob came back as BOB. A leave of someone not listed changes nothing.
+    assert_eq!(c.roster(), ["alice", "BOB", "carol"]);
+    assert_eq!(c.count(), 3);
+    assert!(c.roster_version() > v);
+}
+
+#[test]
+fn a_presence_digest_while_the_full_roster_is_asked_for_keeps_the_count() {
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    c.submit_name("alice");
+    c.received(
+        r#"{"type":"welcome","name":"alice","count":300,"online":["alice","bob"],"epoch":1}"#,
+    );
+    c.received(r#"{"type":"presence","joined":["zed"],"left":[],"count":301}"#);
+    assert_eq!(c.count(), 301, "the room's count, not the partial list's");
+    c.received(r#"{"type":"who","online":["alice","bob","zed"]}"#);
+    assert_eq!(c.roster(), ["alice", "bob", "zed"]);
+}
+
+#[test]
 fn private_messages_name_the_other_side() {
     let mut c = joined_alice();
     assert_eq!(
@@ -507,6 +542,112 @@ fn a_restart_announced_by_shutdown_loses_nothing_and_says_nothing_was_missed() {
         lines(&fx),
         vec![system(GAP_NOTICE), (Kind::Message, "bob: busy run".into())]
     );
+}
+
+/// Alice saw bob's messages 6 and 7; the server went down without a word (a crash).
+fn back_after_a_crash() -> ClientState {
+    let mut c = joined_alice();
+    c.received(&message(6, "bob", "six"));
+    c.received(&message(7, "bob", "seven"));
+    c.closed(0.0);
+    c.opened();
+    c.received(&welcome("alice", &["alice", "bob"], EPOCH + 1));
+    c
+}
+
+#[test]
+fn a_restarted_server_that_reloaded_its_history_loses_nothing_and_repeats_nothing() {
+    // The new run reloaded 5..7 from its log and has had 8 and 9 said since.
+    let mut c = back_after_a_crash();
+    let fx = c.received(
+        r#"{"type":"history","messages":[{"seq":5,"from":"bob","text":"five"},{"seq":6,"from":"bob","text":"six"},{"seq":7,"from":"bob","text":"seven"},{"seq":8,"from":"carol","text":"eight"},{"seq":9,"from":"alice","text":"nine"}],"gap":true}"#,
+    );
+    assert_eq!(
+        lines(&fx),
+        vec![
+            (Kind::Message, "carol: eight".into()),
+            (Kind::Own, "alice: nine".into())
+        ],
+        "only what came after seven, and no gap notice"
+    );
+    // The numbering goes on in the new epoch.
+    assert_eq!(
+        c.resume(),
+        Some(Resume {
+            epoch: EPOCH + 1,
+            seq: 9
+        })
+    );
+    assert!(c.received(&message(9, "alice", "nine")).is_empty());
+    assert_eq!(lines(&c.received(&message(10, "bob", "ten"))).len(), 1);
+
+    // Nothing said since the restart: nothing to show, nothing missed.
+    let fx = back_after_a_crash().received(
+        r#"{"type":"history","messages":[{"seq":6,"from":"bob","text":"six"},{"seq":7,"from":"bob","text":"seven"}],"gap":true}"#,
+    );
+    assert_eq!(lines(&fx), vec![]);
+}
+
+#[test]
+fn a_restarted_server_whose_history_does_not_hold_the_last_message_seen_is_a_gap() {
+    // The same seq with other words is another message (another log): a gap.
+    let fx = back_after_a_crash().received(
+        r#"{"type":"history","messages":[{"seq":7,"from":"bob","text":"other"},{"seq":8,"from":"bob","text":"eight"}],"gap":true}"#,
+    );
+    assert_eq!(
+        lines(&fx),
+        vec![
+            system(GAP_NOTICE),
+            (Kind::Message, "bob: other".into()),
+            (Kind::Message, "bob: eight".into())
+        ]
+    );
+    // Moved on past what it holds: a gap too.
+    let fx = back_after_a_crash().received(
+        r#"{"type":"history","messages":[{"seq":60,"from":"bob","text":"much later"}],"gap":true}"#,
+    );
+    assert_eq!(
+        lines(&fx),
+        vec![
+            system(GAP_NOTICE),
+            (Kind::Message, "bob: much later".into())
+        ]
+    );
+    // Within one run, a message seen again is not looked for: the seqs already say it all.
+    let mut c = joined_alice();
+    c.received(&message(7, "bob", "seven"));
+    c.closed(0.0);
+    c.opened();
+    c.received(&welcome("alice", &["alice", "bob"], EPOCH));
+    let fx = c.received(
+        r#"{"type":"history","messages":[{"seq":60,"from":"bob","text":"later"}],"gap":true}"#,
+    );
+    assert_eq!(
+        lines(&fx),
+        vec![system(GAP_NOTICE), (Kind::Message, "bob: later".into())]
+    );
+}
+
+#[test]
+fn after_an_announced_restart_a_reloaded_history_continues_where_the_page_stopped() {
+    let fx = back_after_an_announced_restart().received(
+        r#"{"type":"history","messages":[{"seq":7,"from":"bob","text":"old run"},{"seq":8,"from":"bob","text":"new"}],"gap":true}"#,
+    );
+    assert_eq!(lines(&fx), vec![(Kind::Message, "bob: new".into())]);
+}
+
+#[test]
+fn a_name_timeout_at_the_form_does_not_reconnect_until_the_user_joins() {
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    assert!(c.received(r#"{"type":"name_timeout"}"#).is_empty());
+    assert!(
+        c.closed(0.0).is_empty(),
+        "no reconnect loop for a page left open"
+    );
+    assert_eq!(c.status_state(), "closed");
+    assert_eq!(c.submit_name("alice"), vec![Effect::Connect]);
 }
 
 #[test]
