@@ -13,7 +13,7 @@ use chat_tests::Server;
 use chat_tests::load::{self, Incoming, Target, Wire};
 use tokio::sync::{Semaphore, mpsc};
 
-const CLIENTS: usize = 1_000;
+const CLIENTS: usize = 10_000;
 /// Connections being set up at once.
 const CONCURRENT_JOINS: usize = 200;
 /// Bound on the whole join storm, and on each broadcast reaching everyone.
