@@ -126,7 +126,7 @@ impl MessageLog {
         Ok((log, recent))
     }
 
-    /// Queues a record; never blocks. When the writer is [`MAX_QUEUED`] behind (a disk that
+    /// Queues a record; never blocks. When the writer is 64 MiB of records behind (a disk that
     /// blocks), the record is dropped and counted instead.
     pub fn append(&self, time: SystemTime, record: LogRecord) {
         let size = queued_size(&record);

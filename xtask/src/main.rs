@@ -41,13 +41,16 @@ fn main() -> ExitCode {
         Some("test") | Some("ci") => test(),
         Some("site") => site().map(drop),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask run [-- SERVER FLAGS]   build the site and start the server\n  \
                  cargo xtask test                    install what is missing, run every check and test\n  \
                  cargo xtask site                    build the browser client into target/site\n  \
                  cargo xtask fuzz [TARGET] [--time SECS]\n                                      \
-                 fuzz TARGET ({}; default: each) for SECS (default {FUZZ_SECONDS}) each",
+                 fuzz TARGET ({}; default: each) for SECS (default {FUZZ_SECONDS}) each\n  \
+                 cargo xtask bench [-- CHAT-BENCH ARGS]\n                                      \
+                 build, then measure against the seed (default: `report --out docs`)",
                 FUZZ_TARGETS.join(", ")
             );
             return ExitCode::from(2);
@@ -95,6 +98,50 @@ fn run(server_args: &[String]) -> Result {
             &format!("chat-server exited with {status}"),
         )
     }
+}
+
+/// Builds the site, the release server and the load generator, then runs `chat-bench` from
+/// the workspace root: by default its `report`, which measures everything of
+/// docs/benchmarks.md against the seed's server and rewrites that page, its chart and its data.
+fn bench(args: &[String]) -> Result {
+    let args: Vec<&str> = match args.first().map(String::as_str) {
+        Some("--") => args[1..].iter().map(String::as_str).collect(),
+        Some(_) => args.iter().map(String::as_str).collect(),
+        None => vec!["report", "--out", "docs"],
+    };
+    check(
+        Command::new("python3")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "the seed's server needs python3 (Debian: apt-get install python3)",
+    )?;
+    // For the wasm bundle's size in the report.
+    site()?;
+    step("release builds of chat-server and chat-bench");
+    cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "chat-server",
+        "-p",
+        "chat-tests",
+        "--bin",
+        "chat-server",
+        "--bin",
+        "chat-bench",
+    ])?;
+    let bench = target_dir().join("release").join("chat-bench");
+    step(&format!("chat-bench {}", args.join(" ")));
+    let status = Command::new(&bench)
+        .args(&args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", bench.display()))?;
+    check(
+        status.success(),
+        &format!("chat-bench exited with {status}"),
+    )
 }
 
 fn test() -> Result {

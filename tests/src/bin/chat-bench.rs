@@ -434,6 +434,8 @@ fn print_idle(wire: Wire, r: &IdleReport) {
 async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
     let scale = |full: usize, small: usize| if quick { small } else { full };
     let mut json = serde_json::Map::new();
+    let mut md = Page::default();
+    let started = Instant::now();
 
     // 1. Throughput: 1000 clients, 10 senders flat out, TCP, both servers.
     let spec = Fanout {
@@ -451,8 +453,18 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
         "throughput".into(),
         fanout_json(&spec, &ours, seed.as_ref()),
     );
+    md.section("Fan-out throughput", &describe(&spec));
+    md.fanout_table(&ours, seed.as_ref());
+    let throughput_ratio = seed.as_ref().map(|s| ours.rate() / s.rate().max(1e-9));
+    if let Some(ratio) = throughput_ratio {
+        md.line(&format!(
+            "chat-server moved **{ratio:.1}×** the seed's deliveries per second."
+        ));
+    }
+    let throughput_clean = clean(&ours);
 
     // 2. Latency at a fixed load: 100 clients, 10 senders at 100 msg/s, on both wires.
+    let mut fixed = Vec::new();
     for wire in [Wire::Line, Wire::Json] {
         let spec = Fanout {
             clients: 100,
@@ -467,9 +479,23 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
         print_fanout(&spec, &ours, seed.as_ref());
         let key = format!("latency_{}", wire_name(wire).to_lowercase());
         json.insert(key, fanout_json(&spec, &ours, seed.as_ref()));
+        md.section(
+            &format!("Latency at a fixed load, {}", wire_name(wire)),
+            &describe(&spec),
+        );
+        md.fanout_table(&ours, seed.as_ref());
+        fixed.push(ours);
     }
 
     // 3. Idle memory, each wire on a fresh server.
+    md.section(
+        "Idle memory",
+        "Joined connections that say nothing; the server's resident memory (VmRSS) before and \
+         after, each wire on a fresh server.",
+    );
+    md.line("| wire | connections | RSS before | RSS after | per connection |");
+    md.line("| --- | ---: | ---: | ---: | ---: |");
+    let mut idle_per_conn = Vec::new();
     for wire in [Wire::Line, Wire::Json] {
         let r = servers.idle(wire, scale(10_000, 1000)).await?;
         print_idle(wire, &r);
@@ -480,6 +506,15 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
                 "rss_after_kib": r.rss_after, "kib_per_connection": r.per_connection(),
             }),
         );
+        md.line(&format!(
+            "| {} | {} | {} KiB | {} KiB | {:.1} KiB |",
+            wire_name(wire),
+            r.connections,
+            r.rss_before,
+            r.rss_after,
+            r.per_connection()
+        ));
+        idle_per_conn.push(r.per_connection());
     }
 
     // 4. Join storm.
@@ -493,6 +528,16 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
         "join_storm".into(),
         serde_json::json!({"clients": clients, "seconds": r.join_time.as_secs_f64()}),
     );
+    md.section(
+        "Join storm",
+        &format!(
+            "{clients} TCP clients connect and join one room, 1000 at a time: all joined in \
+             **{:.2} s** ({:.0} joins a second).",
+            r.join_time.as_secs_f64(),
+            clients as f64 / r.join_time.as_secs_f64()
+        ),
+    );
+    let join_seconds = r.join_time.as_secs_f64();
 
     // 5. Latency against offered load, both servers, for the chart.
     let rates: &[f64] = if quick {
@@ -520,11 +565,7 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
             let offered = rate * spec.senders as f64 * (spec.clients - 1) as f64;
             println!(
                 "  {:<12} offered {:>9.0}/s: delivered {:>9.0}/s, p50 {:.2} ms, p99 {:.2} ms{}",
-                if flavor == Flavor::Ours {
-                    "chat-server"
-                } else {
-                    "seed"
-                },
+                flavor_name(flavor),
                 offered,
                 r.rate(),
                 r.ms(0.5),
@@ -537,6 +578,7 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
             );
             points.push(Point {
                 offered,
+                delivered: r.rate(),
                 p50: r.ms(0.5),
                 p99: r.ms(0.99),
                 lost: r.lost,
@@ -553,14 +595,108 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
             curves
                 .iter()
                 .map(|(flavor, points)| serde_json::json!({
-                    "server": if *flavor == Flavor::Ours { "chat-server" } else { "seed" },
+                    "server": flavor_name(*flavor),
                     "points": points.iter().map(|p| serde_json::json!({
-                        "offered_per_s": p.offered, "p50_ms": p.p50, "p99_ms": p.p99,
-                        "lost": p.lost,
+                        "offered_per_s": p.offered, "delivered_per_s": p.delivered,
+                        "p50_ms": p.p50, "p99_ms": p.p99, "lost": p.lost,
                     })).collect::<Vec<_>>(),
                 }))
                 .collect::<Vec<_>>()
         ),
+    );
+    md.section(
+        "Latency against offered load",
+        "100 clients, 10 senders at a fixed rate each, over TCP; the offered load is the \
+         deliveries a second that rate asks for (rate × 10 senders × 99 receivers). A curve \
+         stops where its server saturates (p99 over a second, or the run's time limit).",
+    );
+    md.line("![Latency against offered load](latency.svg)");
+    md.line("");
+    md.line("| server | offered/s | delivered/s | p50 ms | p99 ms | lost |");
+    md.line("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (flavor, points) in &curves {
+        for p in points {
+            md.line(&format!(
+                "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
+                flavor_name(*flavor),
+                p.offered,
+                p.delivered,
+                p.p50,
+                p.p99,
+                p.lost
+            ));
+        }
+    }
+
+    // 6. The browser client's size, as `cargo xtask site` built it.
+    let wasm = wasm_sizes();
+    md.section("The browser client", "");
+    match wasm {
+        Some((raw, gzip)) => {
+            md.line(&format!(
+                "`chat_web_bg.wasm`: {raw} bytes, {gzip} bytes gzip-compressed (as served to \
+                 browsers that accept gzip)."
+            ));
+            json.insert(
+                "wasm".into(),
+                serde_json::json!({"raw_bytes": raw, "gzip_bytes": gzip}),
+            );
+        }
+        None => md.line("Not built: run `cargo xtask site` first."),
+    }
+
+    // The targets, met or not.
+    let (tcp, ws) = (&fixed[0], &fixed[1]);
+    md.section("Targets", "");
+    md.line("| target | measured | met |");
+    md.line("| --- | --- | --- |");
+    let mut target = |what: &str, measured: String, met: bool| {
+        md.line(&format!(
+            "| {what} | {measured} | {} |",
+            if met { "yes" } else { "**no**" }
+        ));
+    };
+    if let Some(ratio) = throughput_ratio {
+        target(
+            "fan-out over TCP, 1000 clients, 10 senders flat out: ≥ 15× the seed, nothing lost, \
+             duplicated or reordered",
+            format!(
+                "{ratio:.1}×, {}",
+                if throughput_clean { "clean" } else { "losses" }
+            ),
+            ratio >= 15.0 && throughput_clean,
+        );
+    }
+    target(
+        "TCP at 100 clients, 10 × 100 msg/s: p99 ≤ 1 ms, p99.9 ≤ 3 ms",
+        format!("p99 {:.2} ms, p99.9 {:.2} ms", tcp.ms(0.99), tcp.ms(0.999)),
+        tcp.ms(0.99) <= 1.0 && tcp.ms(0.999) <= 3.0,
+    );
+    target(
+        "WebSocket at the same load: at most 1.5× the TCP figures",
+        format!(
+            "p99 {:.2} ms ({:.2}×), p99.9 {:.2} ms ({:.2}×)",
+            ws.ms(0.99),
+            ws.ms(0.99) / tcp.ms(0.99).max(1e-9),
+            ws.ms(0.999),
+            ws.ms(0.999) / tcp.ms(0.999).max(1e-9)
+        ),
+        ws.ms(0.99) <= 1.5 * tcp.ms(0.99) && ws.ms(0.999) <= 1.5 * tcp.ms(0.999),
+    );
+    target(
+        "idle memory at 10,000 connections: ≤ 8 KiB per TCP connection",
+        format!("{:.1} KiB", idle_per_conn[0]),
+        idle_per_conn[0] <= 8.0,
+    );
+    target(
+        "idle memory at 10,000 connections: ≤ 16 KiB per WebSocket connection",
+        format!("{:.1} KiB", idle_per_conn[1]),
+        idle_per_conn[1] <= 16.0,
+    );
+    target(
+        "a join storm of 10,000 clients completes",
+        format!("{join_seconds:.2} s"),
+        true,
     );
 
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
@@ -569,8 +705,137 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
     let results = out.join("benchmarks.json");
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
     std::fs::write(&results, text + "\n").map_err(|e| e.to_string())?;
-    println!("wrote {} and {}", svg.display(), results.display());
+    let page = out.join("benchmarks.md");
+    std::fs::write(&page, md.render(quick, started.elapsed())).map_err(|e| e.to_string())?;
+    println!(
+        "wrote {}, {} and {}",
+        page.display(),
+        svg.display(),
+        results.display()
+    );
     Ok(())
+}
+
+fn flavor_name(flavor: Flavor) -> &'static str {
+    match flavor {
+        Flavor::Ours => "chat-server",
+        Flavor::Seed => "seed",
+    }
+}
+
+/// Nothing lost, duplicated or reordered.
+fn clean(r: &FanoutReport) -> bool {
+    r.lost == 0 && r.duplicated == 0 && r.reordered == 0 && !r.timed_out
+}
+
+/// The size of the built wasm module, raw and gzip, from `target/site`.
+fn wasm_sizes() -> Option<(u64, u64)> {
+    let dir = Path::new("target/site");
+    let entries = std::fs::read_dir(dir).ok()?;
+    let wasm = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wasm"))?;
+    let raw = std::fs::metadata(&wasm).ok()?.len();
+    let mut gz = wasm.into_os_string();
+    gz.push(".gz");
+    let gzip = std::fs::metadata(gz).ok()?.len();
+    Some((raw, gzip))
+}
+
+/// docs/benchmarks.md, built up section by section.
+#[derive(Default)]
+struct Page {
+    body: String,
+}
+
+impl Page {
+    fn section(&mut self, title: &str, intro: &str) {
+        self.body += &format!("\n## {title}\n\n");
+        if !intro.is_empty() {
+            self.body += intro;
+            self.body += "\n\n";
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        self.body += line;
+        self.body += "\n";
+    }
+
+    fn fanout_table(&mut self, ours: &FanoutReport, seed: Option<&FanoutReport>) {
+        self.line(
+            "| server | deliveries | seconds | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms \
+             | lost | duplicated | reordered |",
+        );
+        self.line("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for (who, r) in std::iter::once(("chat-server", ours)).chain(seed.map(|s| ("seed", s))) {
+            self.line(&format!(
+                "| {who} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                r.delivered,
+                r.elapsed.as_secs_f64(),
+                r.rate(),
+                r.ms(0.5),
+                r.ms(0.99),
+                r.ms(0.999),
+                r.latency.max() as f64 / 1000.0,
+                r.lost,
+                r.duplicated,
+                r.reordered
+            ));
+        }
+        self.line("");
+    }
+
+    fn render(&self, quick: bool, took: Duration) -> String {
+        format!(
+            "# Benchmarks\n\n\
+             Every figure on this page comes from one run of `cargo xtask bench` (which builds \
+             the release server, the page and `chat-bench`, then runs `chat-bench report --out \
+             docs`{quick}), finished in {:.0} s. The page, the chart (`latency.svg`) and the raw \
+             figures (`benchmarks.json`) are written by that run: run it again to reproduce them \
+             on your machine.\n\n\
+             The seed is the Python asyncio tutorial's chat server \
+             (`../shared/reference/seed_chat_server.py`), measured in the same run with the \
+             same workload over TCP, because this machine is shared and noisy: only figures \
+             from one run are compared. The load generator runs on the same machine as the \
+             server it measures, so both share its cores.\n\n\
+             **Machine:** {}\n\n\
+             **How latency is measured:** every message carries the time it was sent (one clock, \
+             the load generator's); each receiver takes the difference when the message arrives, \
+             so a delivery's latency includes the sender's write, the server, the receiver's read \
+             and both sides' scheduling on the shared cores. Deliveries count each message once \
+             per receiver; a message missing, repeated or out of its sender's order at any \
+             receiver is counted as lost, duplicated or reordered.\n{}",
+            took.as_secs_f64(),
+            machine(),
+            self.body,
+            quick = if quick { " --quick" } else { "" },
+        )
+    }
+}
+
+/// The CPU model, core count, memory and kernel of this machine.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".to_string(), |m| m.trim().to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or("unknown memory".to_string(), |kib| {
+            format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0)
+        });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or("unknown kernel".to_string(), |k| k.trim().to_string());
+    format!("{model}, {cores} cores, {memory}, Linux {kernel}")
 }
 
 fn fanout_json(
@@ -600,6 +865,7 @@ fn fanout_json(
 #[derive(Clone, Copy)]
 struct Point {
     offered: f64,
+    delivered: f64,
     p50: f64,
     p99: f64,
     lost: u64,
