@@ -171,15 +171,24 @@ struct Shared {
     last_delivery: AtomicU64,
     disconnected: AtomicUsize,
     stop: AtomicBool,
+    /// This run's number ([`run_number`]).
+    run: u64,
 }
 
-/// The text of message `k` of sender `s`: `s k sent_ns`.
-fn payload(s: usize, k: u64) -> String {
-    format!("{s} {k} {}", now_ns())
+/// The text of message `k` of sender `s` in run `run`: `run s k sent_ns`. The run's number
+/// keeps apart what an earlier run left in the room's history, which a joining client is
+/// replayed.
+fn payload(run: u64, s: usize, k: u64) -> String {
+    format!("{run} {s} {k} {}", now_ns())
 }
 
-/// Parses `s k sent_ns` (the text after `NAME: ` or the JSON `text`).
-fn parse_payload(text: &[u8]) -> Option<(usize, u64, u64)> {
+/// A number for one run, unlike any other's in this process or another.
+fn run_number() -> u64 {
+    (u64::from(std::process::id()) << 40) ^ now_ns()
+}
+
+/// Parses `run s k sent_ns` (the text after `NAME: ` or the JSON `text`).
+fn parse_payload(text: &[u8]) -> Option<(u64, usize, u64, u64)> {
     let mut fields = text.split(|&b| b == b' ');
     let mut number = || -> Option<u64> {
         let field = fields.next()?;
@@ -191,8 +200,8 @@ fn parse_payload(text: &[u8]) -> Option<(usize, u64, u64)> {
                 .then(|| n.wrapping_mul(10).wrapping_add(u64::from(b - b'0')))
         })
     };
-    let (s, k, sent) = (number()?, number()?, number()?);
-    Some((usize::try_from(s).ok()?, k, sent))
+    let (run, s, k, sent) = (number()?, number()?, number()?, number()?);
+    Some((run, usize::try_from(s).ok()?, k, sent))
 }
 
 /// A joined client's halves, flavour-aware.
@@ -295,6 +304,7 @@ pub async fn fanout(
         last_delivery: AtomicU64::new(0),
         disconnected: AtomicUsize::new(0),
         stop: AtomicBool::new(false),
+        run: run_number(),
     });
 
     // Split every client; receivers run until stopped or closed.
@@ -323,7 +333,9 @@ pub async fn fanout(
             return Err(io::Error::other("the room never became complete"));
         }
         if syncs % 20 == 0 {
-            writers[0].say(&format!("sync {syncs}")).await?;
+            writers[0]
+                .say(&format!("sync {} {syncs}", shared.run))
+                .await?;
         }
         syncs += 1;
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -363,7 +375,8 @@ pub async fn fanout(
                         }
                     }
                 }
-                if shared.stop.load(Ordering::Relaxed) || writer.say(&payload(s, k)).await.is_err()
+                if shared.stop.load(Ordering::Relaxed)
+                    || writer.say(&payload(shared.run, s, k)).await.is_err()
                 {
                     break;
                 }
@@ -476,18 +489,19 @@ async fn receive(
     let mut seen = Seen::new(senders, messages);
     let mut synced = false;
     let me = format!("b{r}");
+    let sync = format!("sync {} ", shared.run);
     let mut on_text = |from: &str, text: &[u8], seen: &mut Seen| {
         if from == me {
             return;
         }
-        if text.starts_with(b"sync ") {
+        if text.starts_with(sync.as_bytes()) {
             if !std::mem::replace(&mut synced, true) {
                 shared.synced.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
-        if let Some((s, k, sent)) = parse_payload(text) {
-            if seen.record(s, k, sent) {
+        if let Some((run, s, k, sent)) = parse_payload(text) {
+            if run == shared.run && seen.record(s, k, sent) {
                 shared.delivered[s][r].fetch_add(1, Ordering::Relaxed);
                 shared.total.fetch_add(1, Ordering::Relaxed);
                 shared.last_delivery.fetch_max(now_ns(), Ordering::Relaxed);
@@ -613,11 +627,17 @@ mod tests {
 
     #[test]
     fn payloads_round_trip_and_junk_is_refused() {
-        let text = payload(3, 41);
-        let (s, k, sent) = parse_payload(text.as_bytes()).unwrap();
-        assert_eq!((s, k), (3, 41));
+        let text = payload(7, 3, 41);
+        let (run, s, k, sent) = parse_payload(text.as_bytes()).unwrap();
+        assert_eq!((run, s, k), (7, 3, 41));
         assert!(sent <= now_ns());
-        for junk in ["", "sync 1", "1 2", "1 x 3", "99999999999999999999999 1 1"] {
+        for junk in [
+            "",
+            "sync 1 2",
+            "1 2 3",
+            "1 1 x 3",
+            "1 99999999999999999999999 1 1",
+        ] {
             assert_eq!(parse_payload(junk.as_bytes()), None, "{junk:?}");
         }
     }

@@ -1,0 +1,97 @@
+//! The load generator measures what it claims: a small fan-out over each wire against the real
+//! server, and over TCP against the tutorial's seed server, delivers every message exactly once
+//! and in order, and the report adds up.
+
+use std::time::Duration;
+
+use chat_tests::bench::{self, Endpoint, Fanout, Flavor};
+use chat_tests::load::{Target, Wire};
+use chat_tests::{Server, workspace_root};
+
+fn spec(wire: Wire, rate: Option<f64>) -> Fanout {
+    Fanout {
+        clients: 30,
+        senders: 3,
+        messages: 40,
+        rate,
+        window: 8,
+        wire,
+        time_limit: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_over_either_wire_delivers_everything_once_in_order() {
+    let server = Server::start(&["--flood", "off"]).await;
+    let endpoint = Endpoint {
+        target: Target {
+            tcp: server.tcp,
+            http: server.http,
+        },
+        flavor: Flavor::Ours,
+    };
+    for (wire, rate) in [
+        (Wire::Line, None),
+        (Wire::Json, None),
+        (Wire::Line, Some(200.0)),
+    ] {
+        let spec = spec(wire, rate);
+        let report = bench::fanout(endpoint, &spec, |_, _| {})
+            .await
+            .expect("the run completes");
+        let expected = 3 * 40 * 29;
+        assert_eq!(report.expected, expected, "{wire:?}");
+        assert_eq!(report.delivered, expected, "{wire:?}: {report:?}");
+        assert_eq!(
+            (report.lost, report.duplicated, report.reordered),
+            (0, 0, 0),
+            "{wire:?} at {rate:?}"
+        );
+        assert!(!report.timed_out);
+        assert_eq!(
+            report.latency.len(),
+            expected,
+            "one latency sample per delivery"
+        );
+        assert!(report.rate() > 0.0 && report.ms(0.5) <= report.ms(0.99));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_server_is_measured_by_the_same_code() {
+    let seed = workspace_root().join("../shared/reference/seed_chat_server.py");
+    if !seed.exists() {
+        // The seed lives beside the project, not in it; without it there is nothing to run.
+        eprintln!("SKIPPED: no seed server at {}", seed.display());
+        return;
+    }
+    let port = chat_tests::free_port();
+    let mut child = std::process::Command::new("python3")
+        .arg(&seed)
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs the seed");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the seed listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let endpoint = Endpoint {
+        target: Target {
+            tcp: addr,
+            http: addr,
+        },
+        flavor: Flavor::Seed,
+    };
+    let report = bench::fanout(endpoint, &spec(Wire::Line, None), |_, _| {}).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let report = report.expect("the run completes");
+    assert_eq!(report.delivered, report.expected);
+    assert_eq!(
+        (report.lost, report.duplicated, report.reordered),
+        (0, 0, 0)
+    );
+}
