@@ -245,7 +245,11 @@ async fn the_page_reconnects_after_a_server_restart() {
     let root = require!(prerequisites(test));
     let _serial = SERIAL.lock().await;
     bounded(test, async {
-        let mut server = Server::with_page(&root, &[]).await;
+        // With a message log, the restarted server replays what was said before the restart.
+        let dir = chat_tests::TempDir::new(test);
+        let log = dir.path().join("chat.jsonl");
+        let log = log.to_str().expect("UTF-8 path");
+        let mut server = Server::with_page(&root, &["--log", log]).await;
         let page = Browser::start(test).await;
         page.open_and_join(&server.url(), "alice").await;
         page.say("before the restart").await;
@@ -263,6 +267,11 @@ async fn the_page_reconnects_after_a_server_restart() {
         server.start_again().await;
         // The page rejoins by itself: an nc user who comes in sees alice, now or on arrival.
         let (mut carol, welcome) = server.nc_join("carol").await;
+        let history = carol.expect("--- End of recent messages ---\n").await;
+        assert!(
+            history.contains("--- Recent messages (1) ---\nalice: before the restart\n"),
+            "a newcomer after the restart is replayed the logged history: {history:?}"
+        );
         if !welcome.contains("alice") {
             carol.expect("*** alice has joined the chat ***\n").await;
         }
@@ -285,7 +294,7 @@ async fn the_page_reconnects_after_a_server_restart() {
         assert_eq!(
             shown.count("own", &["before the restart"]),
             1,
-            "the old messages stay, once:\n{shown}"
+            "the old messages stay, once, though the restarted server replayed them:\n{shown}"
         );
         // The server said it was shutting down, so nothing of its run can have been missed.
         assert!(
