@@ -151,6 +151,17 @@ pub struct Config {
     /// --tls-cert.
     #[arg(long, env = "CHAT_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Serve the server's metrics on the HTTP listener's /metrics (Prometheus, OpenMetrics
+    /// text). Anyone who reaches the HTTP listener can read them: on a public address, block
+    /// /metrics at the proxy in front, or turn it off. Off also stops counting.
+    #[arg(
+        long,
+        env = "CHAT_METRICS",
+        value_name = "on|off",
+        default_value = "on"
+    )]
+    pub metrics: Switch,
 }
 
 /// `on` or `off`.
@@ -263,6 +274,14 @@ mod tests {
         assert!(!door.limit_loopback);
         assert_eq!(c.handshake_timeout, 10);
         assert_eq!((c.tls_cert, c.tls_key), (None, None));
+        assert_eq!(c.metrics, Switch::On);
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off() {
+        let c = Config::from_args_only(["x", "--metrics", "off"]).unwrap();
+        assert_eq!(c.metrics, Switch::Off);
+        assert!(Config::from_args_only(["x", "--metrics", "maybe"]).is_err());
     }
 
     #[test]
