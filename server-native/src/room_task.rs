@@ -232,7 +232,7 @@ impl Router<'_> {
         } else {
             // Counted before the writer can see the frame, so its subtraction never underflows.
             let was = outbox.queued.fetch_add(len, Ordering::AcqRel);
-            outbox.probe.enqueued(was, len, now);
+            self.metrics.enqueued(&outbox.probe, was, len, now);
             match outbox.frames.send(data) {
                 Ok(()) => return,
                 Err(_) => Disconnect::Dropped, // The writer has already gone.
