@@ -15,6 +15,7 @@
 //! - [`name`]: the name rules, shared with the browser client.
 //! - [`text`]: control-character stripping.
 //! - [`time`]: [`Timestamp`], the time drivers pass in.
+//! - [`stats`]: [`Stats`], the room's counts for a driver's metrics.
 //! - [`admission`]: [`Admission`], the per-address limits a driver applies when it accepts a
 //!   connection.
 
@@ -26,6 +27,7 @@ pub mod command;
 pub mod event;
 pub mod name;
 pub mod room;
+pub mod stats;
 pub mod text;
 pub mod time;
 
@@ -38,4 +40,5 @@ pub use room::{
     CloseReason, Config, ConnId, Disconnect, FloodConfig, LeaveReason, LogRecord, Output, Room,
     Wire,
 };
+pub use stats::Stats;
 pub use time::Timestamp;

@@ -12,6 +12,7 @@ use crate::codec::{json, line};
 use crate::command::{ParseError, Request, Resume, parse_line};
 use crate::event::{ChatMessage, ErrorCode, Event, WELCOME_NAMES};
 use crate::name::{name_key, validate_name};
+use crate::stats::Stats;
 use crate::text::{clean_message, strip_controls};
 use crate::time::Timestamp;
 
@@ -327,6 +328,7 @@ pub struct Room {
     presence: Option<Presence>,
     outputs: VecDeque<Output>,
     now: Timestamp,
+    stats: Stats,
 }
 
 impl Room {
@@ -342,6 +344,7 @@ impl Room {
             presence: None,
             outputs: VecDeque::new(),
             now: Timestamp::ZERO,
+            stats: Stats::default(),
         }
     }
 
@@ -377,6 +380,11 @@ impl Room {
     /// The name `conn` joined with, if it has.
     pub fn name_of(&self, conn: ConnId) -> Option<&str> {
         self.conns.get(&conn).and_then(|c| c.name.as_deref())
+    }
+
+    /// What the room has counted so far, for metrics.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// The sequence number the next public message will get.
@@ -742,6 +750,7 @@ impl Room {
             let message = format!("No user named '{to}'.");
             return self.send(conn, &Event::error(ErrorCode::NoSuchUser, message));
         };
+        self.stats.private_messages += 1;
         self.send(
             target,
             &Event::Private {
@@ -771,6 +780,7 @@ impl Room {
         let tat = c.flood_tat.max(now);
         let allowance = flood.interval.saturating_mul(flood.burst.saturating_sub(1));
         if tat > now + allowance {
+            self.stats.flood_rejections += 1;
             if !std::mem::replace(&mut c.throttled, true) {
                 let message = "Error: you are sending too fast; slow down. \
                                Lines are dropped until you do.";

@@ -175,6 +175,17 @@ pub struct Config {
     #[arg(long, env = "CHAT_ANNOUNCE_INTERVAL", value_name = "SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub announce_interval: u64,
+
+    /// Serve the server's metrics on the HTTP listener's /metrics (Prometheus, OpenMetrics
+    /// text). Anyone who reaches the HTTP listener can read them: on a public address, block
+    /// /metrics at the proxy in front, or turn it off. Off also stops counting.
+    #[arg(
+        long,
+        env = "CHAT_METRICS",
+        value_name = "on|off",
+        default_value = "on"
+    )]
+    pub metrics: Switch,
 }
 
 /// `on` or `off`.
@@ -293,6 +304,14 @@ mod tests {
         assert_eq!(room.name_timeout, Some(Duration::from_secs(60)));
         assert_eq!(room.announce_limit, 200);
         assert_eq!(room.announce_interval, Duration::from_secs(10));
+        assert_eq!(c.metrics, Switch::On);
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off() {
+        let c = Config::from_args_only(["x", "--metrics", "off"]).unwrap();
+        assert_eq!(c.metrics, Switch::Off);
+        assert!(Config::from_args_only(["x", "--metrics", "maybe"]).is_err());
     }
 
     #[test]

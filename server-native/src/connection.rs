@@ -11,6 +11,7 @@ use chat_core::{ConnId, Disconnect, LineDecoder, Wire};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+use crate::metrics::{Metrics, Probe};
 use crate::room_task::{Outbox, Outgoing, RoomInput};
 
 /// How much one read takes off the socket.
@@ -31,6 +32,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     conn: ConnId,
     room: mpsc::Sender<RoomInput>,
     max_line: usize,
+    metrics: &Metrics,
 ) {
     let (
         outbox,
@@ -38,8 +40,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             frames: outgoing,
             queued,
             abort,
+            probe,
         },
-    ) = Outbox::new(None);
+    ) = Outbox::new(None, metrics.probe());
     let open = RoomInput::Open {
         conn,
         wire: Wire::Line,
@@ -53,7 +56,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut rd, mut wr) = tokio::io::split(stream);
     let closed_by_room = {
         let reader = read_lines(&mut rd, conn, &room, max_line);
-        let writer = write_frames(&mut wr, outgoing, &queued);
+        let writer = write_frames(&mut wr, outgoing, &queued, &probe);
         tokio::pin!(reader, writer);
         tokio::select! {
             () = abort.cancelled() => false,
@@ -123,6 +126,7 @@ async fn write_frames(
     wr: &mut (impl AsyncWrite + Unpin),
     mut frames: mpsc::UnboundedReceiver<Bytes>,
     queued: &AtomicUsize,
+    probe: &Probe,
 ) -> std::io::Result<()> {
     let mut batch = Vec::new();
     while let Some(first) = frames.recv().await {
@@ -143,6 +147,7 @@ async fn write_frames(
         // TLS may keep part of a write when the socket is full: push it out now, not with the
         // next frame, which may never come.
         wr.flush().await?;
+        probe.written();
         queued.fetch_sub(written, Ordering::AcqRel);
     }
     wr.shutdown().await

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use crate::http;
+use crate::metrics::{Metrics, Refused};
 use crate::room_task::Clock;
 
 /// Refusals being written and drained at once; past this, refused sockets are closed at once.
@@ -60,6 +61,7 @@ pub struct Door {
     state: Mutex<State>,
     clock: Clock,
     refusing: Arc<Semaphore>,
+    metrics: Metrics,
 }
 
 struct State {
@@ -115,7 +117,7 @@ impl Drop for Pass {
 }
 
 impl Door {
-    pub fn new(config: AdmissionConfig) -> Arc<Door> {
+    pub fn new(config: AdmissionConfig, metrics: Metrics) -> Arc<Door> {
         Arc::new(Door {
             state: Mutex::new(State {
                 admission: Admission::new(config),
@@ -124,6 +126,7 @@ impl Door {
             }),
             clock: Clock::new(),
             refusing: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
+            metrics,
         })
     }
 
@@ -148,6 +151,7 @@ impl Door {
         };
         let refusal = match decision {
             Ok(admitted) => {
+                self.metrics.accepted(listener);
                 let pass = Pass {
                     door: self.clone(),
                     admitted: Some(admitted),
@@ -156,6 +160,7 @@ impl Door {
             }
             Err(refusal) => refusal,
         };
+        self.metrics.refused(Refused::from(&refusal));
         let key = chat_core::AddrKey::of(peer.ip());
         tracing::debug!(listener = listener.name(), %peer, %key, ?refusal, "connection refused");
         if let Some(earlier) = report {
@@ -210,6 +215,7 @@ impl Door {
             .ok()
             .and_then(|mut s| s.out_of_fds.count(now));
         tracing::debug!(listener = listener.name(), %peer, "out of file descriptors: refused");
+        self.metrics.refused(Refused::OutOfFds);
         if let Some(earlier) = report {
             tracing::warn!(
                 listener = listener.name(),

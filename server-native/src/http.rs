@@ -1,5 +1,5 @@
 //! The HTTP listener: the browser client's files (`--web-root`), or a page that says how to get
-//! it; `/healthz`; and `/ws`, upgraded to WebSocket. Every plain request is answered and the
+//! it; `/healthz`; `/metrics` (unless `--metrics off`); and `/ws`, upgraded to WebSocket. Every plain request is answered and the
 //! connection closed; an upgraded one is handed back to the caller.
 
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::connection::linger;
 use crate::files;
+use crate::metrics::{self, Metrics, Refused};
 use crate::websocket::{self, Upgraded};
 
 /// The largest request head read; a longer one gets 431.
@@ -35,6 +36,8 @@ pub struct Site {
     /// `--handshake-timeout`: how long a client may take to send its request head and have
     /// its answer (`101` for an upgrade) taken.
     pub handshake_timeout: Duration,
+    /// What `/metrics` shows; with `--metrics off` it is empty and `/metrics` is 404.
+    pub metrics: Metrics,
 }
 
 /// A parsed request head.
@@ -185,6 +188,7 @@ fn upgrade(
     // Past `--max-users` and the slack in which the room itself says `full`, like the TCP
     // listener when it stops accepting.
     let permit = site.admitted.clone().try_acquire_owned().map_err(|_| {
+        site.metrics.refused(Refused::Full);
         let mut response = Response::text(503, "The server is full; try again later.\n");
         response.headers.push(("Retry-After", "5".to_owned()));
         Box::new(response)
@@ -237,6 +241,9 @@ async fn respond(head: &Head, path: &str, site: &Site) -> Response {
     if path == "/healthz" {
         return Response::text(200, "ok\n");
     }
+    if path == "/metrics" {
+        return metrics_response(&site.metrics);
+    }
     let Some(root) = &site.web_root else {
         return match path {
             "/" | "/index.html" => Response {
@@ -267,6 +274,25 @@ async fn respond(head: &Head, path: &str, site: &Site) -> Response {
             }
         }
         Err(status) => Response::text(status, status_text(status)),
+    }
+}
+
+/// `/metrics`: the OpenMetrics text, never cached; 404 with `--metrics off`.
+fn metrics_response(metrics: &Metrics) -> Response {
+    match metrics.encode() {
+        Some(Ok(text)) => Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", metrics::CONTENT_TYPE.to_owned()),
+                ("Cache-Control", "no-store".to_owned()),
+            ],
+            body: Body::Text(text),
+        },
+        Some(Err(err)) => {
+            tracing::warn!(%err, "cannot encode the metrics");
+            Response::text(500, status_text(500))
+        }
+        None => Response::text(404, status_text(404)),
     }
 }
 
@@ -301,6 +327,7 @@ fn status_text(status: u16) -> &'static str {
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",
     }
@@ -402,6 +429,7 @@ mod tests {
             },
             admitted: Arc::new(Semaphore::new(1)),
             handshake_timeout: Duration::from_secs(10),
+            metrics: Metrics::default(),
         }
     }
 
@@ -426,6 +454,23 @@ mod tests {
         assert!(answer("GET", "/healthz").await.ends_with("\r\n\r\nok\n"));
         assert!(answer("GET", "/nope").await.starts_with("HTTP/1.1 404"));
         assert!(answer("POST", "/").await.starts_with("HTTP/1.1 405"));
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text_or_404_when_off() {
+        let mut on = site(None);
+        on.metrics = Metrics::new(true);
+        on.metrics.refused(Refused::Full);
+        let response = respond(&head("GET", "/metrics", &[]), "/metrics", &on).await;
+        let Body::Text(body) = &response.body else {
+            panic!("a text answer")
+        };
+        let head = response.head();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains(&format!("Content-Type: {}\r\n", metrics::CONTENT_TYPE)));
+        assert!(body.contains("\nchat_connections_refused_total{reason=\"full\"} 1\n"));
+        assert!(body.ends_with("# EOF\n"));
+        assert!(answer("GET", "/metrics").await.starts_with("HTTP/1.1 404"));
     }
 
     #[test]

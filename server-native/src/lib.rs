@@ -17,6 +17,7 @@
 //! - `tls`: `--tls-cert` and `--tls-key`, and the handshake each connection's task performs
 //!   before anything else when they are given.
 //! - [`log`]: the message log, JSON Lines written by a thread of its own.
+//! - `metrics`: the counters, gauges and histogram of `/metrics`, and their hooks.
 //!
 //! The binary in `main.rs` only parses flags, binds, prints the addresses and waits for
 //! Ctrl-C or SIGTERM.
@@ -27,6 +28,7 @@ mod door;
 mod files;
 mod http;
 pub mod log;
+mod metrics;
 mod room_task;
 mod tls;
 mod websocket;
@@ -49,6 +51,7 @@ use door::{Door, Listener, Pass, Reserve};
 
 pub use config::Config;
 use log::MessageLog;
+use metrics::{Metrics, Transport};
 use tls::Tls;
 
 /// Connections accepted beyond `--max-users` at once, so that the room can tell them it is
@@ -150,14 +153,22 @@ pub async fn run_with_reopen(
     let tracker = TaskTracker::new();
     let (room_tx, room_rx) = mpsc::channel(1024);
 
+    let metrics = Metrics::new(config.metrics == config::Switch::On);
     let mut room = Room::new(config.room_config());
     room.restore_history(recent);
     let max_queue = usize::try_from(config.max_queue).unwrap_or(usize::MAX);
-    let room_task = room_task::run(room, room_rx, stop.clone(), log.as_ref(), max_queue);
+    let room_task = room_task::run(
+        room,
+        room_rx,
+        stop.clone(),
+        log.as_ref(),
+        max_queue,
+        metrics.clone(),
+    );
 
     let max_line = config.max_line as usize;
     // Per-address limits, for both listeners together.
-    let door = Door::new(config.admission_config());
+    let door = Door::new(config.admission_config(), metrics.clone());
     let admitted = Arc::new(Semaphore::new(config.max_users as usize + ADMISSION_SLACK));
     // Connection ids, unique across both listeners.
     let next_id = Arc::new(AtomicU64::new(1));
@@ -167,6 +178,7 @@ pub async fn run_with_reopen(
     let tcp_id = new_id.clone();
     let tcp_tls = tls.as_ref().map(|tls| tls.line.clone());
     let tcp_stop = stop.clone();
+    let tcp_metrics = metrics.clone();
     // Each connection gets a clone of the room's sender; the room itself stops on `stop`.
     // Its TLS handshake, if any, happens in its own task, so that accepting never waits.
     let tcp = accept_loop(
@@ -179,9 +191,11 @@ pub async fn run_with_reopen(
             let conn = tcp_id();
             let room = tcp_room.clone();
             let (tls, stop) = (tcp_tls.clone(), tcp_stop.clone());
+            let metrics = tcp_metrics.clone();
             tcp_tracker.spawn(async move {
                 if let Some(stream) = tls::accept(tls.as_ref(), stream, peer, &stop).await {
-                    connection::serve(stream, peer, conn, room, max_line).await;
+                    let _open = metrics.open(Transport::Tcp);
+                    connection::serve(stream, peer, conn, room, max_line, &metrics).await;
                 }
                 drop((permit, pass));
             });
@@ -200,6 +214,7 @@ pub async fn run_with_reopen(
         },
         admitted,
         handshake_timeout: Duration::from_secs(config.handshake_timeout),
+        metrics,
     });
     let http_slots = Arc::new(Semaphore::new(MAX_HTTP));
     let http_tls = tls.map(|tls| tls.http);
@@ -223,7 +238,8 @@ pub async fn run_with_reopen(
                 // A WebSocket holds a place among the admitted connections, not an HTTP slot.
                 drop(permit);
                 if let Some(upgraded) = upgraded {
-                    websocket::serve(upgraded, peer, new_id(), room, &site.ws).await;
+                    let _open = site.metrics.open(Transport::WebSocket);
+                    websocket::serve(upgraded, peer, new_id(), room, &site.ws, &site.metrics).await;
                 }
                 // The WebSocket counted among its address's connections until here.
                 drop(pass);

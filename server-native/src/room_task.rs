@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::log::MessageLog;
+use crate::metrics::{Metrics, Probe};
 
 /// Inputs taken per wake-up before the loop looks at timers and shutdown again.
 const INPUT_BATCH: usize = 64;
@@ -51,6 +52,8 @@ pub struct Outbox {
     /// Told why, just before `frames` closes, when the room closes the connection; for a
     /// transport (WebSocket) whose close says why.
     pub close: Option<oneshot::Sender<CloseReason>>,
+    /// Counts what the room hands over, and stamps a frame that finds the queue empty.
+    pub probe: Probe,
 }
 
 /// The connection's end of its [`Outbox`]: the frames its writer drains, the count of bytes
@@ -60,12 +63,14 @@ pub struct Outgoing {
     pub frames: mpsc::UnboundedReceiver<Bytes>,
     pub queued: Arc<AtomicUsize>,
     pub abort: CancellationToken,
+    /// The writer records a stamped frame's latency with it.
+    pub probe: Probe,
 }
 
 impl Outbox {
     /// A connection's outbox and its own end of it; `close` for a transport whose close says
     /// why (WebSocket).
-    pub fn new(close: Option<oneshot::Sender<CloseReason>>) -> (Outbox, Outgoing) {
+    pub fn new(close: Option<oneshot::Sender<CloseReason>>, probe: Probe) -> (Outbox, Outgoing) {
         let (frames, outgoing) = mpsc::unbounded_channel();
         let (queued, abort) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
         let outbox = Outbox {
@@ -73,11 +78,13 @@ impl Outbox {
             queued: queued.clone(),
             abort: abort.clone(),
             close,
+            probe: probe.clone(),
         };
         let outgoing = Outgoing {
             frames: outgoing,
             queued,
             abort,
+            probe,
         };
         (outbox, outgoing)
     }
@@ -113,12 +120,14 @@ pub async fn run(
     shutdown: CancellationToken,
     log: Option<&MessageLog>,
     max_queue: usize,
+    metrics: Metrics,
 ) {
-    let clock = Clock::new();
+    let clock = metrics.clock();
     let mut router = Router {
         outboxes: HashMap::new(),
         log,
         max_queue,
+        metrics,
     };
     loop {
         let deadline = room.poll_timeout().map(|at| clock.instant(at));
@@ -156,6 +165,7 @@ struct Router<'a> {
     outboxes: HashMap<ConnId, Outbox>,
     log: Option<&'a MessageLog>,
     max_queue: usize,
+    metrics: Metrics,
 }
 
 impl Router<'_> {
@@ -167,6 +177,7 @@ impl Router<'_> {
                 peer,
                 outbox,
             } => {
+                self.metrics.track(&outbox.queued);
                 self.outboxes.insert(conn, outbox);
                 room.handle_open(now, conn, wire, peer);
             }
@@ -187,6 +198,7 @@ impl Router<'_> {
                 Output::Send { conn, data } => self.send(room, now, conn, data),
                 Output::Close { conn, reason } => {
                     tracing::debug!(?conn, ?reason, "closing");
+                    self.metrics.closed(reason);
                     // Dropping the sender lets the writer flush what is queued, then close.
                     if let Some(mut outbox) = self.outboxes.remove(&conn) {
                         if let Some(close) = outbox.close.take() {
@@ -195,12 +207,14 @@ impl Router<'_> {
                     }
                 }
                 Output::Log(record) => {
+                    self.metrics.logged(&record);
                     if let Some(log) = self.log {
                         log.append(SystemTime::now(), record);
                     }
                 }
             }
         }
+        self.metrics.room_stats(room.stats());
     }
 
     fn send(&mut self, room: &mut Room, now: Timestamp, conn: ConnId, data: Bytes) {
@@ -213,10 +227,12 @@ impl Router<'_> {
         // reason to drop anyone; beyond that, the bound holds.
         let why = if queued > 0 && queued + len > self.max_queue {
             tracing::info!(?conn, queued, "dropping a connection that does not read");
+            self.metrics.too_slow();
             Disconnect::TooSlow
         } else {
             // Counted before the writer can see the frame, so its subtraction never underflows.
-            outbox.queued.fetch_add(len, Ordering::AcqRel);
+            let was = outbox.queued.fetch_add(len, Ordering::AcqRel);
+            self.metrics.enqueued(&outbox.probe, was, len, now);
             match outbox.frames.send(data) {
                 Ok(()) => return,
                 Err(_) => Disconnect::Dropped, // The writer has already gone.

@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::connection::{READ_CHUNK, WRITE_BATCH, linger};
 use crate::http::Head;
+use crate::metrics::{Metrics, Probe};
 use crate::room_task::{Outbox, Outgoing, RoomInput};
 
 /// How long a closing connection waits for the peer to answer its close frame (or, when the
@@ -267,6 +268,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     conn: ConnId,
     room: mpsc::Sender<RoomInput>,
     settings: &Settings,
+    metrics: &Metrics,
 ) {
     let Upgraded {
         stream,
@@ -287,8 +289,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             frames: outgoing,
             queued,
             abort,
+            probe,
         },
-    ) = Outbox::new(Some(close));
+    ) = Outbox::new(Some(close), metrics.probe());
     let open = RoomInput::Open {
         conn,
         wire: Wire::Json,
@@ -305,7 +308,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let (mut sink, mut stream) = ws.split();
     let end = {
         let reader = read_messages(&mut stream, conn, &room, settings);
-        let writer = write_frames(&mut sink, outgoing, &queued, settings.ping);
+        let writer = write_frames(&mut sink, outgoing, &queued, &probe, settings.ping);
         tokio::pin!(reader, writer);
         let written = |result: Result<(), WsError>, close_reason: &mut oneshot::Receiver<_>| {
             match result {
@@ -453,6 +456,7 @@ async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
     sink: &mut SplitSink<Ws<S>, Message>,
     mut frames: mpsc::UnboundedReceiver<Bytes>,
     queued: &AtomicUsize,
+    probe: &Probe,
     ping: Option<Duration>,
 ) -> Result<(), WsError> {
     let mut pings = ping.map(|every| {
@@ -480,6 +484,7 @@ async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
             sink.feed(text_message(more)).await?;
         }
         sink.flush().await?;
+        probe.written();
         queued.fetch_sub(written, Ordering::AcqRel);
     }
 }

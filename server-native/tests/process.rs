@@ -240,6 +240,26 @@ fn the_web_root_and_allowed_origins_come_from_the_environment() {
 }
 
 #[test]
+fn metrics_are_served_unless_chat_metrics_is_off() {
+    let on = Server::start(&["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"], &[]);
+    let metrics = http_request(&on.http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
+    assert!(metrics.contains("\nchat_connections_accepted_total{listener=\"http\"} 1\n"));
+    assert!(metrics.ends_with("\n# EOF\n"), "{metrics}");
+    let off = Server::start(
+        &["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        &[("CHAT_METRICS", "off")],
+    );
+    let metrics = http_request(&off.http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        metrics.starts_with("HTTP/1.1 404 Not Found\r\n"),
+        "{metrics}"
+    );
+    let health = http_request(&off.http, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(health.starts_with("HTTP/1.1 200 OK\r\n") && health.ends_with("\r\n\r\nok\n"));
+}
+
+#[test]
 fn help_documents_every_flag_with_its_environment_variable() {
     let out = hermetic(env!("CARGO_BIN_EXE_chat-server"))
         .arg("--help")
@@ -269,6 +289,7 @@ fn help_documents_every_flag_with_its_environment_variable() {
         ("--name-timeout", "CHAT_NAME_TIMEOUT"),
         ("--announce-limit", "CHAT_ANNOUNCE_LIMIT"),
         ("--announce-interval", "CHAT_ANNOUNCE_INTERVAL"),
+        ("--metrics", "CHAT_METRICS"),
     ] {
         assert!(
             help.contains(flag) && help.contains(var),
