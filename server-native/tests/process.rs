@@ -1,128 +1,12 @@
 //! The real `chat-server` binary as a user runs it: its printed addresses, its flags and
 //! environment variables, SIGTERM, and two real `nc` processes chatting through it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support;
 
-const WAIT: Duration = Duration::from_secs(10);
+use std::io::Write;
+use std::process::{Command, Stdio};
 
-/// A running `chat-server` process, killed when dropped.
-struct Server {
-    child: Child,
-    tcp: String,
-    http: String,
-}
-
-/// A command for `program` without the shell's `CHAT_*` variables: the server would read them
-/// for every flag a test leaves out.
-fn hermetic(program: &str) -> Command {
-    let mut command = Command::new(program);
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CHAT_")) {
-        command.env_remove(name);
-    }
-    command
-}
-
-impl Server {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = hermetic(env!("CARGO_BIN_EXE_chat-server"))
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start chat-server");
-        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = |prefix: &str| {
-            let mut line = String::new();
-            out.read_line(&mut line).expect("read the address line");
-            line.trim_end()
-                .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("{line:?} starts with {prefix:?}"))
-                .to_owned()
-        };
-        let tcp = line("tcp listening on ");
-        let http = line("http listening on ");
-        Server { child, tcp, http }
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(start.elapsed() < WAIT, "the server did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A plain TCP client that reads everything the server sends into a string.
-struct Peer {
-    stream: TcpStream,
-    seen: String,
-}
-
-impl Peer {
-    fn connect(addr: &str) -> Peer {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        Peer {
-            stream,
-            seen: String::new(),
-        }
-    }
-
-    fn send(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap();
-    }
-
-    /// Reads until what was received contains `want`.
-    fn expect(&mut self, want: &str) {
-        let mut buf = [0u8; 4096];
-        while !self.seen.contains(want) {
-            let n = self
-                .stream
-                .read(&mut buf)
-                .unwrap_or_else(|e| panic!("waiting for {want:?} after {:?}: {e}", self.seen));
-            assert!(
-                n > 0,
-                "closed while waiting for {want:?} after {:?}",
-                self.seen
-            );
-            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    }
-
-    fn read_to_end(&mut self) -> String {
-        let mut rest = String::new();
-        self.stream.read_to_string(&mut rest).expect("read to end");
-        rest
-    }
-}
+use support::{Peer, ServerProcess as Server, Terminal, WAIT, hermetic};
 
 #[test]
 fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
@@ -155,7 +39,7 @@ fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
     ann.send("/msg ann done"); // Answered only after the 100 notes were taken in.
     ann.expect("[private to ann] done");
 
-    server.sigterm();
+    server.signal("TERM");
     assert!(
         ann.read_to_end()
             .ends_with("*** Server is shutting down ***\n")
@@ -315,90 +199,15 @@ fn an_address_in_use_is_a_clear_error_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// An `nc` process whose output is collected by a thread, so reads can time out.
-struct Nc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    output: mpsc::Receiver<Vec<u8>>,
-    seen: String,
-}
-
-impl Nc {
-    fn connect(addr: &str) -> Nc {
-        let (host, port) = addr.rsplit_once(':').unwrap();
-        let mut child = Command::new(nc_path())
-            .args([host, port])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start nc");
-        let stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().unwrap();
-        let (tx, output) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Nc {
-            child,
-            stdin,
-            output,
-            seen: String::new(),
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits until the screen so far contains `want`; returns everything seen since the last
-    /// expectation was met.
-    fn expect(&mut self, want: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        while !self.seen.contains(want) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.output.recv_timeout(left) {
-                Ok(bytes) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
-                Err(_) => panic!("nc never showed {want:?}; it showed {:?}", self.seen),
-            }
-        }
-        let end = self.seen.find(want).unwrap() + want.len();
-        self.seen.drain(..end).collect()
-    }
-}
-
-impl Drop for Nc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nc_path() -> PathBuf {
-    ["/usr/bin/nc", "/bin/nc", "/usr/local/bin/nc"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect(
-            "nc is installed (Debian: apt-get install netcat-openbsd; `cargo xtask test` does it)",
-        )
-}
-
 #[test]
 fn two_real_nc_users_chat() {
     let server = Server::start(&["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"], &[]);
-    let mut alice = Nc::connect(&server.tcp);
+    let mut alice = Terminal::nc(&server.tcp, WAIT);
     alice.expect("Enter your name: ");
     alice.type_line("alice");
     alice.expect("Welcome, alice! Online (1): alice\nType /help for the list of commands.\n");
 
-    let mut bob = Nc::connect(&server.tcp);
+    let mut bob = Terminal::nc(&server.tcp, WAIT);
     bob.expect("Enter your name: ");
     bob.type_line("Alice");
     bob.expect("The name 'Alice' is already taken; choose another.\nEnter your name: ");
@@ -425,7 +234,7 @@ fn two_real_nc_users_chat() {
     );
 
     // End of input from nc (Ctrl-D at a terminal) is a leave too.
-    let mut carol = Nc::connect(&server.tcp);
+    let mut carol = Terminal::nc(&server.tcp, WAIT);
     carol.expect("Enter your name: ");
     carol.type_line("carol");
     alice.expect("*** carol has joined the chat ***\n");
@@ -479,33 +288,21 @@ fn the_per_address_limits_come_from_the_environment() {
 #[test]
 fn a_closed_standard_error_does_not_stop_a_graceful_shutdown() {
     // As under `chat-server 2>&1 | tee chat.log` when Ctrl-C has ended the tee first.
-    let mut child = hermetic(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start chat-server");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let tcp = first
-        .trim_end()
-        .strip_prefix("tcp listening on ")
-        .unwrap()
-        .to_owned();
-    drop(child.stderr.take());
-    let mut server = Server {
-        child,
-        tcp: tcp.clone(),
-        http: String::new(),
-    };
+    let mut server = Server::spawn(
+        hermetic(env!("CARGO_BIN_EXE_chat-server"))
+            .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped()),
+        WAIT,
+    );
+    drop(server.child.stderr.take());
+    let tcp = server.tcp.clone();
     let mut dave = Peer::connect(&tcp);
     dave.expect("Enter your name: ");
     dave.send("dave");
     dave.expect("Welcome, dave!");
 
-    server.sigterm();
+    server.signal("TERM");
     assert!(
         dave.read_to_end()
             .ends_with("*** Server is shutting down ***\n")
