@@ -2,144 +2,46 @@
 //! `kill -9`, a torn last line, SIGHUP after logrotate's rename and size rotation leave in the
 //! log, and what users see after a restart (the history read back from the log).
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::{FREE_PORTS, ServerProcess, TempDir, Terminal, hermetic};
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long a test waits for something that must happen before failing.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A directory of its own for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("chat-durability-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A command for `program` without the shell's `CHAT_*` variables.
-fn hermetic(program: &str) -> Command {
-    let mut command = Command::new(program);
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CHAT_")) {
-        command.env_remove(name);
-    }
-    command
-}
-
 /// A running `chat-server` on free ports, killed when dropped; its standard error is kept.
-struct Server {
-    child: Child,
-    tcp: String,
-    http: String,
-    stderr: Arc<Mutex<String>>,
+type Server = ServerProcess;
+
+/// Starts the server on free ports with `args`.
+fn start_server(args: &[&str]) -> Server {
+    start_server_with_env(args, &[])
 }
 
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        Server::start_with_env(args, &[])
-    }
-
-    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = hermetic(env!("CARGO_BIN_EXE_chat-server"))
-            .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+/// Starts the server on free ports with `args` and `env`, keeping its standard error.
+fn start_server_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+    ServerProcess::spawn(
+        hermetic(env!("CARGO_BIN_EXE_chat-server"))
+            .args(FREE_PORTS)
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chat-server");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let kept = stderr.clone();
-        thread::spawn(move || {
-            let mut line = String::new();
-            while err.read_line(&mut line).is_ok_and(|n| n > 0) {
-                eprint!("[server] {line}");
-                kept.lock().unwrap().push_str(&line);
-                line.clear();
-            }
-        });
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = |prefix: &str| {
-            let mut line = String::new();
-            out.read_line(&mut line).expect("read the address line");
-            line.trim_end()
-                .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("{line:?} starts with {prefix:?}"))
-                .to_owned()
-        };
-        let tcp = line("tcp listening on ");
-        let http = line("http listening on ");
-        Server {
-            child,
-            tcp,
-            http,
-            stderr,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(start.elapsed() < WAIT, "the server did not exit in time");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, and a clean exit.
-    fn stop(&mut self) {
-        self.signal("TERM");
-        let status = self.wait_exit();
-        assert!(status.success(), "{status}: {}", self.stderr());
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .stderr(Stdio::piped()),
+        WAIT,
+    )
+    .keep_stderr()
 }
 
 /// Waits until `done` holds, polling; fails with `what` after [`WAIT`].
@@ -356,86 +258,17 @@ fn assert_numbered_from(messages: &[(u64, String, String)], first: u64) {
     }
 }
 
-/// An `nc` process whose output is collected by a thread, so reads can time out.
-struct Nc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    output: mpsc::Receiver<Vec<u8>>,
-    seen: String,
-}
-
-impl Nc {
-    fn connect(addr: &str) -> Nc {
-        let (host, port) = addr.rsplit_once(':').unwrap();
-        let nc = ["/usr/bin/nc", "/bin/nc", "/usr/local/bin/nc"]
-            .iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nc is installed (Debian: apt-get install netcat-openbsd)");
-        let mut child = Command::new(nc)
-            .args([host, port])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start nc");
-        let stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().unwrap();
-        let (tx, output) = mpsc::channel();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        Nc {
-            child,
-            stdin,
-            output,
-            seen: String::new(),
-        }
+/// Joins as `name` with a real `nc`; returns what it showed from the welcome on, up to the
+/// end of the history when there is one.
+fn nc_join(addr: &str, name: &str, history: bool) -> (Terminal, String) {
+    let mut nc = Terminal::nc(addr, WAIT);
+    nc.expect("Enter your name: ");
+    nc.type_line(name);
+    let mut seen = nc.expect("Type /help for the list of commands.\n");
+    if history {
+        seen.push_str(&nc.expect("--- End of recent messages ---\n"));
     }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits until the screen so far contains `want`; returns everything seen up to it since
-    /// the last expectation was met.
-    fn expect(&mut self, want: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        while !self.seen.contains(want) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.output.recv_timeout(left) {
-                Ok(bytes) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
-                Err(_) => panic!("nc never showed {want:?}; it showed {:?}", self.seen),
-            }
-        }
-        let end = self.seen.find(want).unwrap() + want.len();
-        self.seen.drain(..end).collect()
-    }
-
-    /// Joins as `name`; returns what it showed from the welcome on, up to the end of the
-    /// history when there is one.
-    fn join(addr: &str, name: &str, history: bool) -> (Nc, String) {
-        let mut nc = Nc::connect(addr);
-        nc.expect("Enter your name: ");
-        nc.type_line(name);
-        let mut seen = nc.expect("Type /help for the list of commands.\n");
-        if history {
-            seen.push_str(&nc.expect("--- End of recent messages ---\n"));
-        }
-        (nc, seen)
-    }
-}
-
-impl Drop for Nc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    (nc, seen)
 }
 
 /// What nc shows for a history of these messages.
@@ -452,7 +285,7 @@ fn history_text(messages: &[(String, String)]) -> String {
 fn sigterm_with_messages_in_flight_loses_none() {
     let dir = TempDir::new("sigterm");
     let log = dir.join("chat.jsonl");
-    let mut server = Server::start(&[
+    let mut server = start_server(&[
         "--log",
         log.to_str().unwrap(),
         "--flood",
@@ -515,7 +348,7 @@ fn kill_9_keeps_what_was_flushed_and_the_next_start_repairs_and_reloads() {
     ];
 
     // A quiet room: everything accepted is in the log within the flush interval.
-    let mut server = Server::start(&args);
+    let mut server = start_server(&args);
     let watcher = Watcher::join(&server.tcp, "ann");
     let mut ann = Peer::join(&server.tcp, "ann");
     for i in 0..300 {
@@ -541,8 +374,8 @@ fn kill_9_keeps_what_was_flushed_and_the_next_start_repairs_and_reloads() {
     drop(watcher);
 
     // The next start reloads them; then kill -9 while messages pour in.
-    let mut server = Server::start(&args);
-    let (_nc, seen) = Nc::join(&server.tcp, "reader", true);
+    let mut server = start_server(&args);
+    let (_nc, seen) = nc_join(&server.tcp, "reader", true);
     assert!(seen.ends_with(&history_text(&notes[250..])), "{seen}");
     let watcher = Watcher::join(&server.tcp, "s1");
     let stop = Arc::new(AtomicBool::new(false));
@@ -558,8 +391,8 @@ fn kill_9_keeps_what_was_flushed_and_the_next_start_repairs_and_reloads() {
     let (received, _) = watcher.finish();
 
     // The start after that succeeds whatever the kill left, and the log is whole lines.
-    let mut server = Server::start(&args);
-    let (_nc, seen) = Nc::join(&server.tcp, "late", true);
+    let mut server = start_server(&args);
+    let (_nc, seen) = nc_join(&server.tcp, "late", true);
     server.stop();
     let all = messages(&records(&log));
     assert_numbered_from(&all, 1);
@@ -602,8 +435,8 @@ fn a_torn_last_line_is_cut_off_at_start_and_the_history_comes_from_the_whole_one
     let torn = r#"{"time":"2026-11-22T04:18:22.004Z","type":"message","seq":4,"fr"#;
     std::fs::write(&log, format!("{whole}{torn}")).unwrap();
 
-    let mut server = Server::start(&["--log", log.to_str().unwrap()]);
-    let (mut ann, seen) = Nc::join(&server.tcp, "ann", true);
+    let mut server = start_server(&["--log", log.to_str().unwrap()]);
+    let (mut ann, seen) = nc_join(&server.tcp, "ann", true);
     let said =
         [("bob", "one"), ("bob", "two"), ("bob", "three")].map(|(f, t)| (f.into(), t.into()));
     assert!(seen.ends_with(&history_text(&said)), "{seen}");
@@ -691,10 +524,10 @@ async fn a_restart_reloads_the_history_and_the_numbering_goes_on() {
     let log = dir.join("chat.jsonl");
     let args = ["--log", log.to_str().unwrap()];
 
-    let mut server = Server::start(&args);
+    let mut server = start_server(&args);
     let (mut ws, first_welcome, history) = ws_join(&server.http, "wendy").await;
     assert!(history.is_none());
-    let (mut alice, _) = Nc::join(&server.tcp, "alice", false);
+    let (mut alice, _) = nc_join(&server.tcp, "alice", false);
     for text in ["good morning", "anyone here?", "the build is green"] {
         alice.type_line(text);
     }
@@ -709,8 +542,8 @@ async fn a_restart_reloads_the_history_and_the_numbering_goes_on() {
     server.stop();
     drop((ws, alice));
 
-    let mut server = Server::start(&args);
-    let (mut carol, seen) = Nc::join(&server.tcp, "carol", true);
+    let mut server = start_server(&args);
+    let (mut carol, seen) = nc_join(&server.tcp, "carol", true);
     let said = ["good morning", "anyone here?", "the build is green"]
         .map(|t| ("alice".to_owned(), t.to_owned()));
     assert!(seen.ends_with(&history_text(&said)), "{seen}");
@@ -755,7 +588,7 @@ async fn a_restart_reloads_the_history_and_the_numbering_goes_on() {
 fn sighup_after_a_rename_reopens_the_log_under_load_without_losing_a_line() {
     let dir = TempDir::new("sighup");
     let log = dir.join("chat.jsonl");
-    let mut server = Server::start(&[
+    let mut server = start_server(&[
         "--log",
         log.to_str().unwrap(),
         "--flood",
@@ -814,9 +647,9 @@ fn sighup_after_a_rename_reopens_the_log_under_load_without_losing_a_line() {
 
 #[test]
 fn sighup_without_a_log_does_not_stop_the_server() {
-    let mut server = Server::start(&[]);
+    let mut server = start_server(&[]);
     server.signal("HUP");
-    let (mut ann, _) = Nc::join(&server.tcp, "ann", false);
+    let (mut ann, _) = nc_join(&server.tcp, "ann", false);
     server.signal("HUP");
     ann.type_line("/who");
     ann.expect("Online (1): ann");
@@ -843,7 +676,7 @@ fn size_rotation_splits_the_log_between_lines_and_the_restart_reads_across_files
         "--max-queue",
         "268435456",
     ];
-    let mut server = Server::start(&args);
+    let mut server = start_server(&args);
     let watcher = Watcher::join(&server.tcp, "ann");
     let mut ann = Peer::join(&server.tcp, "ann");
     for i in 0..2000 {
@@ -877,8 +710,8 @@ fn size_rotation_splits_the_log_between_lines_and_the_restart_reads_across_files
 
     // The current file holds fewer than --history: the rest comes from PATH.1.
     assert!(messages(&records(&log)).len() < 100);
-    let mut server = Server::start(&args);
-    let (_bob, seen) = Nc::join(&server.tcp, "bob", true);
+    let mut server = start_server(&args);
+    let (_bob, seen) = nc_join(&server.tcp, "bob", true);
     assert!(seen.ends_with(&history_text(&notes[1900..])), "{seen}");
     server.stop();
 }
@@ -903,7 +736,7 @@ fn the_log_flags_have_environment_variables_and_help() {
 
     let dir = TempDir::new("env");
     let log = dir.join("chat.jsonl");
-    let mut server = Server::start_with_env(
+    let mut server = start_server_with_env(
         &["--flood", "off"],
         &[
             ("CHAT_LOG", log.to_str().unwrap()),
