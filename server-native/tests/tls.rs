@@ -8,16 +8,17 @@
 //! as a command of its own (without it, a line starting with `Q` or `R` would be). It exits
 //! when the server closes the connection.
 
+mod support;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::{ServerProcess as Server, TempDir, Terminal, WAIT, hermetic};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -26,13 +27,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const WAIT: Duration = Duration::from_secs(10);
 const OPENSSL: &str = "/usr/bin/openssl";
 
 /// A self-signed certificate for `127.0.0.1` and `localhost`, made now, and its key, as PEM
 /// files in a directory removed when dropped.
 struct Cert {
-    dir: PathBuf,
+    dir: TempDir,
     cert: PathBuf,
     key: PathBuf,
     der: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
@@ -45,8 +45,7 @@ impl Cert {
             "localhost".to_owned(),
         ])
         .expect("make a certificate");
-        let dir = std::env::temp_dir().join(format!("chat-tls-{label}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(&format!("tls-{label}"));
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         std::fs::write(&cert, made.cert.pem()).unwrap();
         std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
@@ -80,162 +79,36 @@ impl Cert {
     }
 }
 
-impl Drop for Cert {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A command for `program` without the shell's `CHAT_*` variables.
-fn hermetic(program: &str) -> Command {
-    let mut command = Command::new(program);
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CHAT_")) {
-        command.env_remove(name);
-    }
-    command
-}
-
-/// A running `chat-server` process, killed when dropped.
-struct Server {
-    child: Child,
-    tcp: String,
-    http: String,
-}
-
-impl Server {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = hermetic(env!("CARGO_BIN_EXE_chat-server"))
-            .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start chat-server");
-        let mut out = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = |prefix: &str| {
-            let mut line = String::new();
-            std::io::BufRead::read_line(&mut out, &mut line).expect("read the address line");
-            line.trim_end()
-                .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("{line:?} starts with {prefix:?}"))
-                .to_owned()
-        };
-        // Exactly the lines of a server without TLS: scripts parse them.
-        let tcp = line("tcp listening on ");
-        let http = line("http listening on ");
-        Server { child, tcp, http }
-    }
-
-    fn port(addr: &str) -> u16 {
-        addr.rsplit_once(':').unwrap().1.parse().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The port of `addr`.
+fn port(addr: &str) -> u16 {
+    addr.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
 /// `openssl s_client -quiet -connect ADDR`, as a user runs it; killed when dropped.
-struct SClient {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    output: mpsc::Receiver<Vec<u8>>,
-    seen: String,
-}
-
-impl SClient {
-    fn connect(addr: &str, name: &str) -> SClient {
-        assert!(
-            Path::new(OPENSSL).exists(),
-            "{OPENSSL} is missing: apt-get install openssl (`cargo xtask test` does it)"
-        );
-        let mut child = Command::new(OPENSSL)
+fn s_client(addr: &str, name: &str) -> Terminal {
+    assert!(
+        Path::new(OPENSSL).exists(),
+        "{OPENSSL} is missing: apt-get install openssl (`cargo xtask test` does it)"
+    );
+    Terminal::spawn(
+        &format!("s_client user {name}"),
+        Command::new(OPENSSL)
             .args(["s_client", "-quiet", "-connect", addr])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             // The certificate's details and "self-signed certificate": not the chat.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start openssl s_client");
-        let stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().unwrap();
-        let (tx, output) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        SClient {
-            name: name.to_owned(),
-            child,
-            stdin,
-            output,
-            seen: String::new(),
-        }
-    }
-
-    /// Connects, answers the prompt with the name and waits for the welcome.
-    fn join(addr: &str, name: &str) -> SClient {
-        let mut user = SClient::connect(addr, name);
-        user.expect("Enter your name: ");
-        user.type_line(name);
-        user.expect(&format!("Welcome, {name}! Online ("));
-        user.expect("Type /help for the list of commands.\n");
-        user
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits until the screen so far contains `want`; returns everything up to it and
-    /// consumes it.
-    fn expect(&mut self, want: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        while !self.seen.contains(want) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.output.recv_timeout(left) {
-                Ok(bytes) => self.seen.push_str(&String::from_utf8_lossy(&bytes)),
-                Err(_) => panic!(
-                    "s_client user {} never saw {want:?}; it saw {:?}",
-                    self.name, self.seen
-                ),
-            }
-        }
-        let end = self.seen.find(want).unwrap() + want.len();
-        self.seen.drain(..end).collect()
-    }
-
-    /// Waits for s_client to exit by itself (the server closed the connection).
-    fn exits(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "s_client user {} is still running after the server closed",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+            .stderr(Stdio::null()),
+        WAIT,
+    )
 }
 
-impl Drop for SClient {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An `s_client` user who connects, answers the prompt with the name and waits for the
+/// welcome.
+fn s_client_join(addr: &str, name: &str) -> Terminal {
+    let mut user = s_client(addr, name);
+    user.expect("Enter your name: ");
+    user.type_line(name);
+    user.expect(&format!("Welcome, {name}! Online ("));
+    user.expect("Type /help for the list of commands.\n");
+    user
 }
 
 /// Connects with plain TCP, sends `bytes` and reads until the server closes; returns what it
@@ -258,13 +131,14 @@ fn two_openssl_users_chat_while_a_plain_connection_is_turned_away() {
     let cert = Cert::new("s-client");
     let mut args = vec!["--max-users", "2"];
     args.extend(cert.flags());
-    let server = Server::start(&args, &[]);
+    // It prints exactly the address lines of a server without TLS (scripts parse them).
+    let server = Server::on_free_ports(&args, &[]);
 
     // Someone who connects and says nothing holds up nobody: the handshake waits in its own
     // task, not in the accept loop.
     let _silent = TcpStream::connect(&server.tcp).unwrap();
 
-    let mut alice = SClient::connect(&server.tcp, "alice");
+    let mut alice = s_client(&server.tcp, "alice");
     alice.expect("Enter your name: ");
     alice.type_line("alice");
     alice.expect("Welcome, alice! Online (1): alice\nType /help for the list of commands.\n");
@@ -275,7 +149,7 @@ fn two_openssl_users_chat_while_a_plain_connection_is_turned_away() {
     assert!(!got.contains("Enter your name"), "{got:?}");
 
     // Neither that nor the silent one took a place among the two users.
-    let mut bob = SClient::connect(&server.tcp, "bob");
+    let mut bob = s_client(&server.tcp, "bob");
     bob.expect("Enter your name: ");
     bob.type_line("Alice");
     bob.expect("The name 'Alice' is already taken; choose another.\nEnter your name: ");
@@ -331,11 +205,11 @@ async fn a_wss_client_chats_with_an_openssl_user() {
     let cert = Cert::new("wss");
     // The variables instead of the flags.
     let (cert_path, key_path) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
-    let server = Server::start(
+    let server = Server::on_free_ports(
         &[],
         &[("CHAT_TLS_CERT", cert_path), ("CHAT_TLS_KEY", key_path)],
     );
-    let port = Server::port(&server.http);
+    let port = port(&server.http);
     let ip = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
     let connector = cert.connector();
     let connect = || async {
@@ -360,7 +234,7 @@ async fn a_wss_client_chats_with_an_openssl_user() {
     let plain = plain_exchange(&server.http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(!String::from_utf8_lossy(&plain).contains("HTTP/1.1"));
 
-    let mut carol = SClient::join(&server.tcp, "carol");
+    let mut carol = s_client_join(&server.tcp, "carol");
 
     // WSS, as the page served over https:// opens it: its origin is https://HOST.
     let mut request = format!("wss://127.0.0.1:{port}/ws")
@@ -527,7 +401,7 @@ async fn a_tls_reader_that_falls_behind_gets_every_line_once_it_reads_again() {
     let cert = Cert::new("behind");
     let mut args = vec!["--flood", "off", "--max-queue", "67108864"];
     args.extend(cert.flags());
-    let server = Server::start(&args, &[]);
+    let server = Server::on_free_ports(&args, &[]);
     let mut bob = TlsLines::connect(&cert, &server.tcp).await;
     bob.send("bob").await;
     bob.read_until_end_with("Type /help for the list of commands.\n")
