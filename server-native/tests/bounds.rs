@@ -8,165 +8,41 @@
 
 #![cfg(target_os = "linux")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(10);
+use support::{FREE_PORTS, Peer, ServerProcess as Server, WAIT, hermetic};
+
 /// What a flood sends.
 const FLOOD: usize = 100 * 1024 * 1024;
 /// How much the server's resident memory may grow while it is flooded.
 const MAX_GROWTH_KIB: u64 = 8 * 1024;
 
-/// A running `chat-server` process, killed when dropped; its standard error is collected.
-struct Server {
-    child: Child,
-    tcp: String,
-    http: String,
-    stderr: Option<JoinHandle<String>>,
-}
-
-impl Server {
-    /// Starts the binary with `args`, behind `wrapper` (e.g. `prlimit --nofile=64:64 --`),
-    /// which must exec it so that the process id is the server's.
-    fn start(wrapper: &[&str], args: &[&str]) -> Server {
-        let binary = env!("CARGO_BIN_EXE_chat-server");
-        let mut command = match wrapper {
-            [] => Command::new(binary),
-            [program, rest @ ..] => {
-                let mut command = Command::new(program);
-                command.args(rest).arg(binary);
-                command
-            }
-        };
-        for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("CHAT_")) {
-            command.env_remove(name);
+/// Starts the binary with `args` on free ports, behind `wrapper` (e.g. `prlimit --nofile=64:64
+/// --`, util-linux's), which must exec it so that the process id is the server's; its
+/// standard error is kept.
+fn start_server(wrapper: &[&str], args: &[&str]) -> Server {
+    let binary = env!("CARGO_BIN_EXE_chat-server");
+    let mut command = match wrapper {
+        [] => hermetic(binary),
+        [program, rest @ ..] => {
+            let mut command = hermetic(program);
+            command.args(rest).arg(binary);
+            command
         }
-        let mut child = command
-            .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!("start chat-server {wrapper:?}: {err} (prlimit is util-linux's)")
-            });
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut all = String::new();
-            let _ = stderr.read_to_string(&mut all);
-            all
-        });
-        let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = |prefix: &str| {
-            let mut line = String::new();
-            out.read_line(&mut line).expect("read the address line");
-            line.trim_end()
-                .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("{line:?} starts with {prefix:?}"))
-                .to_owned()
-        };
-        let tcp = line("tcp listening on ");
-        let http = line("http listening on ");
-        Server {
-            child,
-            tcp,
-            http,
-            stderr: Some(stderr),
-        }
-    }
-
-    /// The server's resident memory, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/PID/status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a VmRSS line")
-    }
-
-    /// SIGTERM; checks the server exits with 0 and returns what it logged.
-    fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "exit status {status}");
-                break;
-            }
-            assert!(start.elapsed() < WAIT, "the server did not exit in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.stderr.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A plain TCP client that reads what the server sends into a string.
-struct Peer {
-    stream: TcpStream,
-    seen: String,
-}
-
-impl Peer {
-    fn connect(addr: &str) -> Peer {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        Peer {
-            stream,
-            seen: String::new(),
-        }
-    }
-
-    /// Connects and joins as `name`.
-    fn join(addr: &str, name: &str) -> Peer {
-        let mut peer = Peer::connect(addr);
-        peer.expect("Enter your name: ");
-        peer.send(name);
-        peer.expect(&format!("Welcome, {name}!"));
-        peer.expect("Type /help for the list of commands.\n");
-        peer
-    }
-
-    fn send(&mut self, line: &str) {
-        self.stream
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap();
-    }
-
-    /// Reads until what was received contains `want`.
-    fn expect(&mut self, want: &str) {
-        let mut buf = [0u8; 4096];
-        while !self.seen.contains(want) {
-            let n = self
-                .stream
-                .read(&mut buf)
-                .unwrap_or_else(|e| panic!("waiting for {want:?} after {:?}: {e}", self.seen));
-            assert!(
-                n > 0,
-                "closed while waiting for {want:?} after {:?}",
-                self.seen
-            );
-            self.seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    }
+    };
+    command
+        .args(FREE_PORTS)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped());
+    Server::spawn(&mut command, WAIT).keep_stderr()
 }
 
 /// Everything `stream` receives until the server closes it (a reset after some bytes ends it
@@ -243,7 +119,7 @@ fn check_growth(what: &str, before: u64, peak: u64, after: u64) {
 
 #[test]
 fn a_100_mb_line_gets_one_error_the_sender_stays_and_memory_stays_flat() {
-    let server = Server::start(&[], &["--flood", "off"]);
+    let mut server = start_server(&[], &["--flood", "off"]);
     let mut alice = Peer::join(&server.tcp, "alice");
     let mut bob = Peer::join(&server.tcp, "bob");
     alice.send("warming up");
@@ -336,7 +212,7 @@ fn close_code(stream: &mut TcpStream) -> u16 {
 
 #[test]
 fn a_100_mb_websocket_frame_or_message_closes_with_1009_and_memory_stays_flat() {
-    let server = Server::start(&[], &["--flood", "off"]);
+    let mut server = start_server(&[], &["--flood", "off"]);
     let mut alice = Peer::join(&server.tcp, "alice");
     let mut bob = Peer::join(&server.tcp, "bob");
     alice.send("warming up");
@@ -388,7 +264,7 @@ fn a_100_mb_websocket_frame_or_message_closes_with_1009_and_memory_stays_flat() 
 
 #[test]
 fn a_flood_of_pings_from_a_peer_that_never_reads_leaves_memory_flat() {
-    let server = Server::start(&[], &["--flood", "off"]);
+    let mut server = start_server(&[], &["--flood", "off"]);
     let mut alice = Peer::join(&server.tcp, "alice");
     let mut bob = Peer::join(&server.tcp, "bob");
     alice.send("warming up");
@@ -423,7 +299,7 @@ fn a_flood_of_pings_from_a_peer_that_never_reads_leaves_memory_flat() {
 
 #[test]
 fn a_request_head_that_never_ends_gets_431_at_8_kib() {
-    let server = Server::start(&[], &[]);
+    let mut server = start_server(&[], &[]);
     let before = server.rss_kib();
     let mut peer = TcpStream::connect(&server.http).unwrap();
     peer.set_write_timeout(Some(WAIT)).unwrap();
@@ -453,7 +329,7 @@ fn a_request_head_that_never_ends_gets_431_at_8_kib() {
 
 #[test]
 fn a_request_head_sent_byte_by_byte_gets_408_at_the_handshake_timeout() {
-    let server = Server::start(&[], &["--handshake-timeout", "2"]);
+    let mut server = start_server(&[], &["--handshake-timeout", "2"]);
     let started = Instant::now();
     let mut peer = TcpStream::connect(&server.http).unwrap();
     let mut slow = peer.try_clone().unwrap();
@@ -484,7 +360,7 @@ fn a_request_head_sent_byte_by_byte_gets_408_at_the_handshake_timeout() {
 #[test]
 fn out_of_file_descriptors_newcomers_are_refused_users_chat_on_and_it_recovers() {
     // 64 descriptors for the whole process, soft and hard: raising them is impossible.
-    let server = Server::start(&["prlimit", "--nofile=64:64", "--"], &[]);
+    let mut server = start_server(&["prlimit", "--nofile=64:64", "--"], &[]);
     let mut alice = Peer::join(&server.tcp, "alice");
     let mut bob = Peer::join(&server.tcp, "bob");
 
