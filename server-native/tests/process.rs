@@ -6,12 +6,12 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use support::{Peer, ServerProcess as Server, Terminal, WAIT, hermetic};
+use support::{Peer, ServerProcess as Server, TempDir, Terminal, WAIT, hermetic};
 
 #[test]
 fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
-    let log = std::env::temp_dir().join(format!("chat-sigterm-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&log);
+    let dir = TempDir::new("sigterm");
+    let log = dir.join("chat.jsonl");
     let log_arg = log.to_str().unwrap();
     let mut server = Server::start(
         &[
@@ -46,7 +46,6 @@ fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
     );
     assert!(server.wait_exit().success());
     let content = std::fs::read_to_string(&log).unwrap();
-    let _ = std::fs::remove_file(&log);
     let texts: Vec<String> = content
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
@@ -87,13 +86,12 @@ fn http_request(addr: &str, request: &str) -> String {
 
 #[test]
 fn the_web_root_and_allowed_origins_come_from_the_environment() {
-    let root = std::env::temp_dir().join(format!("chat-env-www-{}", std::process::id()));
-    std::fs::create_dir_all(&root).unwrap();
+    let root = TempDir::new("env-www");
     std::fs::write(root.join("index.html"), "<p>the web client</p>").unwrap();
     let server = Server::start(
         &["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
         &[
-            ("CHAT_WEB_ROOT", root.to_str().unwrap()),
+            ("CHAT_WEB_ROOT", root.path().to_str().unwrap()),
             ("CHAT_ALLOW_ORIGIN", "https://a.example, https://b.example"),
         ],
     );
@@ -120,7 +118,6 @@ fn the_web_root_and_allowed_origins_come_from_the_environment() {
         .unwrap();
     peer.expect("HTTP/1.1 101 Switching Protocols\r\n");
     assert!(upgrade("https://c.example").starts_with("HTTP/1.1 403 Forbidden\r\n"));
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Client, TestServer, WAIT};
+use support::{Client, TempDir, TestServer, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -205,10 +205,8 @@ async fn a_reader_that_stops_reading_is_dropped_without_slowing_the_others() {
 
 #[tokio::test]
 async fn graceful_shutdown_tells_everyone_and_flushes_the_log() {
-    let dir = std::env::temp_dir().join(format!("chat-shutdown-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("shutdown");
     let log = dir.join("log.jsonl");
-    let _ = std::fs::remove_file(&log);
     let mut server = TestServer::start(&["--log", log.to_str().unwrap(), "--flood", "off"]).await;
     let mut alice = server.join("alice").await;
     let mut bob = server.join("bob").await;
@@ -234,7 +232,6 @@ async fn graceful_shutdown_tells_everyone_and_flushes_the_log() {
     }
     let leaves = records.iter().filter(|r| r["reason"] == "shutdown").count();
     assert_eq!(leaves, 2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

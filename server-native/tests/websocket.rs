@@ -4,12 +4,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{TestServer, WAIT};
+use support::{TempDir, TestServer, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -602,14 +601,6 @@ async fn graceful_shutdown_tells_websocket_users_and_closes_with_going_away() {
     assert_eq!(code(&close), Some(CloseCode::Away));
 }
 
-/// A fresh directory for a test's web root.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chat-ws-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The status line, the headers (names lower-cased) and the body of a response.
 fn parse_response(response: &str) -> (String, Vec<(String, String)>, String) {
     let (head, body) = response.split_once("\r\n\r\n").expect("a whole head");
@@ -643,7 +634,7 @@ async fn get(
 
 #[tokio::test]
 async fn the_web_root_is_served_with_content_types_and_nothing_outside_it() {
-    let dir = temp_dir("site");
+    let dir = TempDir::new("ws-site");
     let root = dir.join("www");
     std::fs::create_dir_all(root.join("pkg")).unwrap();
     std::fs::write(
@@ -742,7 +733,6 @@ async fn the_web_root_is_served_with_content_types_and_nothing_outside_it() {
         WsClient::connect(&server).await.event().await["type"],
         "prompt"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
