@@ -281,7 +281,10 @@ impl ServerProcess {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(start.elapsed() < self.wait, "the server did not exit in time");
+            assert!(
+                start.elapsed() < self.wait,
+                "the server did not exit in time"
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
