@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::connection::{READ_CHUNK, WRITE_BATCH, linger};
+use crate::frames::FrameReceiver;
 use crate::http::Head;
 use crate::room_task::{Outbox, Outgoing, RoomInput};
 
@@ -418,14 +419,19 @@ async fn read_messages<S: AsyncRead + AsyncWrite + Unpin>(
     settings: &Settings,
 ) -> ReadEnd {
     let silence = settings.ping.map(|ping| ping * 2);
+    // One timer for the connection's life, pushed back on every frame: setting a later
+    // deadline is a store, where a timeout per read would put a timer in and out of the wheel.
+    let dead = tokio::time::sleep(silence.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(dead);
     loop {
-        let next = match silence {
-            None => stream.next().await,
-            Some(silence) => match tokio::time::timeout(silence, stream.next()).await {
-                Ok(next) => next,
-                Err(_) => return ReadEnd::Dead,
-            },
+        let next = tokio::select! {
+            biased;
+            next = stream.next() => next,
+            () = &mut dead, if silence.is_some() => return ReadEnd::Dead,
         };
+        if let Some(silence) = silence {
+            dead.as_mut().reset(tokio::time::Instant::now() + silence);
+        }
         let input = match next {
             None => return ReadEnd::Closed,
             Some(Err(err)) => return ReadEnd::Failed(err),
@@ -450,7 +456,7 @@ async fn read_messages<S: AsyncRead + AsyncWrite + Unpin>(
 /// flushing once; pings every `ping`. Returns `Ok` once the room lets go of the connection.
 async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
     sink: &mut SplitSink<Ws<S>, Message>,
-    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    mut frames: FrameReceiver,
     queued: &AtomicUsize,
     ping: Option<Duration>,
 ) -> Result<(), WsError> {
@@ -474,7 +480,7 @@ async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
         let mut written = first.len();
         sink.feed(text_message(first)).await?;
         while written < WRITE_BATCH {
-            let Ok(more) = frames.try_recv() else { break };
+            let Some(more) = frames.try_recv() else { break };
             written += more.len();
             sink.feed(text_message(more)).await?;
         }
