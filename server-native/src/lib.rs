@@ -26,6 +26,7 @@ pub mod config;
 mod connection;
 mod door;
 mod files;
+mod frames;
 mod http;
 pub mod log;
 mod metrics;
@@ -42,7 +43,7 @@ use std::time::Duration;
 
 use chat_core::{ConnId, Room};
 use futures_util::{Stream, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,6 +64,9 @@ const MAX_HTTP: usize = 256;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The longest pause after an accept error (out of file descriptors, say).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// Connections the kernel may hold completed for each listener until they are accepted (it
+/// caps this at `net.core.somaxconn`, 4096 on current Linux).
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// The server's bound listeners, and the TLS both speak, if any.
 pub struct Listeners {
@@ -88,7 +92,7 @@ impl Listeners {
             }
         };
         let bind = |flag: &'static str, addr: String| async move {
-            TcpListener::bind(&addr).await.map_err(|err| {
+            listen(&addr).await.map_err(|err| {
                 io::Error::new(
                     err.kind(),
                     format!("cannot listen on {addr} (--{flag}): {err}"),
@@ -111,6 +115,35 @@ impl Listeners {
     pub fn local_addrs(&self) -> io::Result<(SocketAddr, SocketAddr)> {
         Ok((self.tcp.local_addr()?, self.http.local_addr()?))
     }
+}
+
+/// Binds `addr` (a host name is resolved; the first address that binds wins) and listens with
+/// a backlog of [`LISTEN_BACKLOG`]. The standard library's 128 is too small for a crowd
+/// arriving at once: the kernel then drops SYNs, which come back only after a second or more,
+/// and with SYN cookies a client can even be left believing it is connected to a connection
+/// the server never had, waiting for a prompt that never comes.
+async fn listen(addr: &str) -> io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        };
+        // As `TcpListener::bind` does: a restarted server can bind while old connections of
+        // its port are in TIME_WAIT.
+        let bound = socket.and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(addr)?;
+            socket.listen(LISTEN_BACKLOG)
+        });
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on")))
 }
 
 /// Serves the room on `listeners` until `shutdown` completes; then every client is told, the
@@ -143,7 +176,7 @@ pub async fn run_with_reopen(
                 messages = recent.len(),
                 "history read back from the message log"
             );
-            (Some(log), recent)
+            (Some(Arc::new(log)), recent)
         }
         None => (None, Vec::new()),
     };
@@ -157,14 +190,30 @@ pub async fn run_with_reopen(
     let mut room = Room::new(config.room_config());
     room.restore_history(recent);
     let max_queue = usize::try_from(config.max_queue).unwrap_or(usize::MAX);
-    let room_task = room_task::run(
-        room,
-        room_rx,
-        stop.clone(),
-        log.as_ref(),
-        max_queue,
-        metrics.clone(),
-    );
+    // Spawned, so that it runs on a worker thread: the connection tasks it wakes for every
+    // delivery then go to that worker's own queue, where from the thread that runs this
+    // function each wake would go through the runtime's shared queue and unpark a worker.
+    let (room_log, room_stop, room_metrics) = (log.clone(), stop.clone(), metrics.clone());
+    let room_task = tokio::spawn(async move {
+        room_task::run(
+            room,
+            room_rx,
+            room_stop,
+            room_log.as_deref(),
+            max_queue,
+            room_metrics,
+        )
+        .await;
+    });
+    let room_task = async {
+        if let Err(err) = room_task.await {
+            if err.is_panic() {
+                std::panic::resume_unwind(err.into_panic());
+            }
+        }
+    };
+    // Should this function be dropped before the end, the room still stops.
+    let _stop_room = stop.clone().drop_guard();
 
     let max_line = config.max_line as usize;
     // Per-address limits, for both listeners together.
@@ -277,6 +326,9 @@ pub async fn run_with_reopen(
     }
     tracing::debug!("connections closed");
     if let Some(log) = log {
+        // The room task, the only other holder, has ended.
+        let log = Arc::try_unwrap(log)
+            .map_err(|_| io::Error::other("the message log is still in use at shutdown"))?;
         tokio::task::spawn_blocking(move || log.close())
             .await
             .map_err(io::Error::other)??;

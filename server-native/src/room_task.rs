@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::frames::{self, FrameReceiver, FrameSender};
 use crate::log::MessageLog;
 use crate::metrics::{Metrics, Probe};
 
@@ -44,7 +45,7 @@ pub enum RoomInput {
 /// the bytes not yet written, which bounds what a peer that does not read can cost.
 #[derive(Debug)]
 pub struct Outbox {
-    pub frames: mpsc::UnboundedSender<Bytes>,
+    pub frames: FrameSender,
     pub queued: Arc<AtomicUsize>,
     /// Cancelled to drop the connection at once, without flushing what is queued: the peer
     /// does not read it anyway.
@@ -60,7 +61,7 @@ pub struct Outbox {
 /// not yet written, and the room's signal to drop the connection at once.
 #[derive(Debug)]
 pub struct Outgoing {
-    pub frames: mpsc::UnboundedReceiver<Bytes>,
+    pub frames: FrameReceiver,
     pub queued: Arc<AtomicUsize>,
     pub abort: CancellationToken,
     /// The writer records a stamped frame's latency with it.
@@ -71,7 +72,7 @@ impl Outbox {
     /// A connection's outbox and its own end of it; `close` for a transport whose close says
     /// why (WebSocket).
     pub fn new(close: Option<oneshot::Sender<CloseReason>>, probe: Probe) -> (Outbox, Outgoing) {
-        let (frames, outgoing) = mpsc::unbounded_channel();
+        let (frames, outgoing) = frames::queue();
         let (queued, abort) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
         let outbox = Outbox {
             frames,

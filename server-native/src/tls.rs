@@ -24,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 /// How long a client may take over the TLS handshake before it is dropped without a word.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An accepted connection, plain TCP or TLS over TCP.
-pub type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+/// An accepted connection, plain TCP or TLS over TCP. The TLS state (over a kilobyte) is boxed,
+/// so that a plain connection, which is in every connection's task and split halves, stays the
+/// size of a `TcpStream`.
+pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// The TLS settings of the two listeners: one certificate, two sets of protocols.
 #[derive(Clone)]
@@ -113,9 +115,11 @@ pub async fn accept(
 ) -> Option<Stream> {
     match acceptor {
         None => Some(Either::Left(stream)),
-        Some(acceptor) => handshake(acceptor, stream, peer, stop)
+        // Boxed, so that the handshake's state (as big as a TLS stream) is not part of every
+        // connection's task, plain ones included, for its whole life.
+        Some(acceptor) => Box::pin(handshake(acceptor, stream, peer, stop))
             .await
-            .map(Either::Right),
+            .map(|stream| Either::Right(Box::new(stream))),
     }
 }
 

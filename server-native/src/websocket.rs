@@ -23,7 +23,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::connection::{READ_CHUNK, WRITE_BATCH, linger};
+use crate::connection::{WRITE_BATCH, linger};
+use crate::frames::FrameReceiver;
 use crate::http::Head;
 use crate::metrics::{Metrics, Probe};
 use crate::room_task::{Outbox, Outgoing, RoomInput};
@@ -33,6 +34,10 @@ use crate::room_task::{Outbox, Outgoing, RoomInput};
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Room in the write buffer for pongs and the close frame beyond the events.
 const CONTROL_ROOM: usize = 64 * 1024;
+/// tungstenite's read buffer, held by every connection; larger messages take several reads.
+const READ_BUFFER: usize = 1024;
+/// How much tungstenite gathers before it writes (see [`Settings`]'s `config`).
+const WRITE_BUFFER: usize = 2048;
 
 type Ws<S> = WebSocketStream<S>;
 
@@ -73,10 +78,13 @@ impl Settings {
 
     fn config(&self) -> WebSocketConfig {
         WebSocketConfig::default()
-            // Allocated up front for every connection: small, like a TCP read.
-            .read_buffer_size(READ_CHUNK)
-            // Frames fed between two flushes gather up to this much before being written.
-            .write_buffer_size(WRITE_BATCH)
+            // Allocated up front for every connection and kept: a chat message fits.
+            .read_buffer_size(READ_BUFFER)
+            // Frames fed between two flushes are written whenever this much has gathered.
+            // tungstenite keeps its write buffer at the largest size it ever reached, so this
+            // stays small: a burst of events then costs a few more writes, not kilobytes held
+            // by every connection that once had one.
+            .write_buffer_size(WRITE_BUFFER)
             .max_write_buffer_size(self.max_write_buffer())
             .max_message_size(Some(self.hard_cap()))
             .max_frame_size(Some(self.hard_cap()))
@@ -422,14 +430,19 @@ async fn read_messages<S: AsyncRead + AsyncWrite + Unpin>(
     settings: &Settings,
 ) -> ReadEnd {
     let silence = settings.ping.map(|ping| ping * 2);
+    // One timer for the connection's life, pushed back on every frame: setting a later
+    // deadline is a store, where a timeout per read would put a timer in and out of the wheel.
+    let dead = tokio::time::sleep(silence.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(dead);
     loop {
-        let next = match silence {
-            None => stream.next().await,
-            Some(silence) => match tokio::time::timeout(silence, stream.next()).await {
-                Ok(next) => next,
-                Err(_) => return ReadEnd::Dead,
-            },
+        let next = tokio::select! {
+            biased;
+            next = stream.next() => next,
+            () = &mut dead, if silence.is_some() => return ReadEnd::Dead,
         };
+        if let Some(silence) = silence {
+            dead.as_mut().reset(tokio::time::Instant::now() + silence);
+        }
         let input = match next {
             None => return ReadEnd::Closed,
             Some(Err(err)) => return ReadEnd::Failed(err),
@@ -450,11 +463,11 @@ async fn read_messages<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Sends each queued event as one text message, feeding whatever else is already queued and
-/// flushing once; pings every `ping`. Returns `Ok` once the room lets go of the connection.
+/// Sends each queued event as one text message, feeding whatever else is already queued (up
+/// to [`WRITE_BUFFER`] bytes) and flushing once; pings every `ping`. Returns `Ok` once the room lets go of the connection.
 async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
     sink: &mut SplitSink<Ws<S>, Message>,
-    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    mut frames: FrameReceiver,
     queued: &AtomicUsize,
     probe: &Probe,
     ping: Option<Duration>,
@@ -478,8 +491,11 @@ async fn write_frames<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let mut written = first.len();
         sink.feed(text_message(first)).await?;
-        while written < WRITE_BATCH {
-            let Ok(more) = frames.try_recv() else { break };
+        // Fed only up to one write buffer's worth before the flush waits for the socket, so
+        // that a peer reading slowly leaves its backlog in the outbox (freed once drained),
+        // not in tungstenite's write buffer (kept at its largest for good).
+        while written < WRITE_BUFFER {
+            let Some(more) = frames.try_recv() else { break };
             written += more.len();
             sink.feed(text_message(more)).await?;
         }

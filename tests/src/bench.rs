@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::load::{self, Target, Wire};
@@ -62,6 +62,10 @@ pub struct Fanout {
     pub messages: u64,
     /// Messages per second per sender; `None` sends flat out within `window`.
     pub rate: Option<f64>,
+    /// At a rate: every sender ticks at the same instants, so the room gets bursts of one
+    /// message per sender. Otherwise sender `s` starts `s / senders` of a period later, so that
+    /// the messages are spread evenly, as from independent people.
+    pub aligned: bool,
     /// Flat out: a sender's messages not yet received by every client, at most.
     pub window: u64,
     /// The wire.
@@ -312,6 +316,9 @@ pub async fn fanout(
     // Receivers' writing halves are kept: dropping one would end that client's input.
     let mut quiet = Vec::new();
     let mut receivers = Vec::new();
+    // Dropped to stop the receivers: each waits on its own oneshot, which costs nothing per
+    // read (a timeout per read would put a timer in and out of the wheel every time).
+    let mut stop_receivers = Vec::new();
     for (r, client) in clients.into_iter().enumerate() {
         let shared = shared.clone();
         let (writer, receiver) = split(client);
@@ -320,8 +327,10 @@ pub async fn fanout(
         } else {
             quiet.push(writer);
         }
+        let (stop, stopped) = oneshot::channel::<()>();
+        stop_receivers.push(stop);
         receivers.push(tokio::spawn(receive(
-            r, receiver, shared, senders, messages,
+            r, receiver, stopped, shared, senders, messages,
         )));
     }
 
@@ -347,9 +356,16 @@ pub async fn fanout(
     for (s, mut writer) in writers.into_iter().enumerate() {
         let shared = shared.clone();
         let (rate, window) = (spec.rate, spec.window.max(1));
+        let phase = if spec.aligned {
+            0.0
+        } else {
+            s as f64 / senders as f64
+        };
         sending.push(tokio::spawn(async move {
             let mut tick = rate.map(|r| {
-                let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(1e-3)));
+                let period = Duration::from_secs_f64(1.0 / r.max(1e-3));
+                let first = tokio::time::Instant::now() + period.mul_f64(phase);
+                let mut t = tokio::time::interval_at(first, period);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
@@ -401,6 +417,7 @@ pub async fn fanout(
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     shared.stop.store(true, Ordering::Relaxed);
+    drop(stop_receivers);
     let mut keep = Vec::new();
     for task in sending {
         if let Ok(writer) = task.await {
@@ -409,7 +426,7 @@ pub async fn fanout(
     }
     let mut latency = latency_histogram();
     let (mut delivered, mut duplicated, mut reordered) = (0, 0, 0);
-    // Receivers notice `stop` within one read timeout and hand over their tallies.
+    // Receivers notice their stop signal at once and hand over their tallies.
     for task in receivers {
         let seen = task.await.map_err(io::Error::other)?;
         delivered += seen.delivered;
@@ -478,10 +495,11 @@ struct JsonEvent<'a> {
     text: std::borrow::Cow<'a, str>,
 }
 
-/// Receiver `r`: tallies every payload until stopped or closed.
+/// Receiver `r`: tallies every payload until `stopped` (its sender dropped) or closed.
 async fn receive(
     r: usize,
     reader: Reader,
+    mut stopped: oneshot::Receiver<()>,
     shared: Arc<Shared>,
     senders: usize,
     messages: u64,
@@ -508,22 +526,24 @@ async fn receive(
             }
         }
     };
-    let poll = Duration::from_millis(20);
     match reader {
         Reader::Line(mut rd) => {
             let mut buf = vec![0u8; 64 * 1024];
             let mut filled = 0;
-            while !shared.stop.load(Ordering::Relaxed) {
+            loop {
                 if filled == buf.len() {
                     filled = 0; // a line longer than the buffer: not ours, skip it
                 }
-                let n = match tokio::time::timeout(poll, rd.read(&mut buf[filled..])).await {
-                    Err(_) => continue,
-                    Ok(Ok(0)) | Ok(Err(_)) => {
-                        shared.disconnected.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Ok(Ok(n)) => n,
+                let n = tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    read = rd.read(&mut buf[filled..]) => match read {
+                        Ok(0) | Err(_) => {
+                            shared.disconnected.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Ok(n) => n,
+                    },
                 };
                 filled += n;
                 let mut start = 0;
@@ -539,24 +559,25 @@ async fn receive(
                 filled -= start;
             }
         }
-        Reader::Json(mut rx) => {
-            while !shared.stop.load(Ordering::Relaxed) {
-                let frame = match tokio::time::timeout(poll, rx.next()).await {
-                    Err(_) => continue,
-                    Ok(None) | Ok(Some(Err(_))) => {
+        Reader::Json(mut rx) => loop {
+            let frame = tokio::select! {
+                biased;
+                _ = &mut stopped => break,
+                frame = rx.next() => match frame {
+                    None | Some(Err(_)) => {
                         shared.disconnected.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
-                    Ok(Some(Ok(frame))) => frame,
-                };
-                let Message::Text(text) = frame else { continue };
-                if let Ok(event) = serde_json::from_str::<JsonEvent>(&text) {
-                    if event.kind == "message" {
-                        on_text(event.from, event.text.as_bytes(), &mut seen);
-                    }
+                    Some(Ok(frame)) => frame,
+                },
+            };
+            let Message::Text(text) = frame else { continue };
+            if let Ok(event) = serde_json::from_str::<JsonEvent>(&text) {
+                if event.kind == "message" {
+                    on_text(event.from, event.text.as_bytes(), &mut seen);
                 }
             }
-        }
+        },
     }
     seen
 }
@@ -585,7 +606,8 @@ impl IdleReport {
 }
 
 /// Joins `count` clients over `wire` (at most `concurrency` joining at once), lets them sit,
-/// and reads the server's RSS (process `pid`) before and after.
+/// and reads the server's RSS (process `pid`) before and after; then keeps them connected for
+/// `hold` more, so that the idle server can be looked at (a heap profile, `/proc`).
 pub async fn idle(
     endpoint: Endpoint,
     pid: u32,
@@ -593,24 +615,89 @@ pub async fn idle(
     count: usize,
     concurrency: usize,
     time_limit: Duration,
+    hold: Duration,
 ) -> io::Result<IdleReport> {
     let rss_before = load::rss_kib(pid).ok_or_else(|| io::Error::other("no VmRSS"))?;
-    let (clients, join_time) = tokio::time::timeout(
-        time_limit,
-        join_all(endpoint, wire, "idle", count, concurrency),
-    )
-    .await
-    .map_err(|_| io::Error::other(format!("{count} clients did not join in time")))??;
+    // Idle, not stalled: each client reads (and drops) what it is sent from the moment it has
+    // joined, as a person's client does, so that the figure is what a connection costs and
+    // not the backlog of clients that never read (that is bounded by `--max-queue`).
+    let started = Instant::now();
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let (joined_tx, mut joined) = tokio::sync::mpsc::unbounded_channel();
+    let mut clients = Vec::with_capacity(count);
+    for i in 0..count {
+        let (slots, joined) = (slots.clone(), joined_tx.clone());
+        let name = format!("idle{i}");
+        clients.push(tokio::spawn(async move {
+            let permit = slots.acquire_owned().await.expect("open semaphore");
+            let client = connect(endpoint, wire, &name).await;
+            drop(permit);
+            match client {
+                Ok(client) => {
+                    let _ = joined.send(Ok(()));
+                    drain(client).await;
+                }
+                Err(err) => {
+                    let _ = joined.send(Err(err));
+                }
+            }
+        }));
+    }
+    drop(joined_tx);
+    let all_joined = async {
+        for _ in 0..count {
+            joined
+                .recv()
+                .await
+                .unwrap_or_else(|| Err(io::Error::other("a client task ended")))?;
+        }
+        Ok::<_, io::Error>(())
+    };
+    let joined = match tokio::time::timeout(time_limit, all_joined).await {
+        Ok(Ok(())) => Ok(started.elapsed()),
+        Ok(Err(err)) => Err(err),
+        Err(_) => Err(io::Error::other(format!(
+            "{count} clients did not join in time"
+        ))),
+    };
+    let join_time = match joined {
+        Ok(time) => time,
+        Err(err) => {
+            clients.iter().for_each(|c| c.abort());
+            return Err(err);
+        }
+    };
     // Let the server settle (announcements written, buffers returned).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_after = load::rss_kib(pid).ok_or_else(|| io::Error::other("no VmRSS"))?;
-    drop(clients);
+    if !hold.is_zero() {
+        eprintln!(
+            "chat-bench: server (pid {pid}) RSS {rss_after} KiB with {count} idle connections; \
+             holding them for {} s",
+            hold.as_secs()
+        );
+        tokio::time::sleep(hold).await;
+    }
+    for client in clients {
+        client.abort();
+    }
     Ok(IdleReport {
         connections: count,
         rss_before,
         rss_after,
         join_time,
     })
+}
+
+/// Reads and drops everything `client` is sent, until the server closes it.
+async fn drain(client: Client) {
+    match client {
+        Client::Line(mut stream) => {
+            let mut buf = [0u8; 1024];
+            while let Ok(1..) = stream.read(&mut buf).await {}
+        }
+        Client::Json(mut ws) => while let Some(Ok(_)) = ws.next().await {},
+    }
 }
 
 /// The address of `target`'s listener for `wire`.

@@ -14,6 +14,7 @@ fn spec(wire: Wire, rate: Option<f64>) -> Fanout {
         senders: 3,
         messages: 40,
         rate,
+        aligned: true,
         window: 8,
         wire,
         time_limit: Duration::from_secs(60),

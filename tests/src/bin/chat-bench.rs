@@ -54,6 +54,10 @@ enum Workload {
         /// Messages per second per sender; flat out when absent.
         #[arg(long)]
         rate: Option<f64>,
+        /// With --rate: all senders send at the same instants (bursts), instead of spread
+        /// evenly over the period.
+        #[arg(long)]
+        aligned: bool,
         /// Flat out: messages of one sender not yet received by everyone, at most.
         #[arg(long, default_value_t = 64)]
         window: u64,
@@ -69,6 +73,9 @@ enum Workload {
         connections: usize,
         #[arg(long, value_enum, default_value_t = WireArg::Tcp)]
         wire: WireArg,
+        /// Seconds to keep the connections open after measuring, to look at the server.
+        #[arg(long, default_value_t = 0)]
+        hold: u64,
     },
     /// The time for N clients to join one room (a join storm).
     Join {
@@ -147,6 +154,7 @@ async fn run(cli: &Cli) -> Result<()> {
             senders,
             messages,
             rate,
+            aligned,
             window,
             wire,
             time_limit,
@@ -156,6 +164,7 @@ async fn run(cli: &Cli) -> Result<()> {
                 senders,
                 messages,
                 rate,
+                aligned,
                 window,
                 wire: wire.into(),
                 time_limit: Duration::from_secs(time_limit),
@@ -163,8 +172,13 @@ async fn run(cli: &Cli) -> Result<()> {
             let (ours, seed) = servers.fanout_both(&spec).await?;
             print_fanout(&spec, &ours, seed.as_ref());
         }
-        &Workload::Idle { connections, wire } => {
-            let report = servers.idle(wire.into(), connections).await?;
+        &Workload::Idle {
+            connections,
+            wire,
+            hold,
+        } => {
+            let hold = Duration::from_secs(hold);
+            let report = servers.idle(wire.into(), connections, hold).await?;
             print_idle(wire.into(), &report);
         }
         &Workload::Join {
@@ -333,7 +347,7 @@ impl Servers {
         Ok((ours, seed))
     }
 
-    async fn idle(&self, wire: Wire, connections: usize) -> Result<IdleReport> {
+    async fn idle(&self, wire: Wire, connections: usize, hold: Duration) -> Result<IdleReport> {
         let running = self.start_ours()?;
         let pid = running.child.id();
         bench::idle(
@@ -343,6 +357,7 @@ impl Servers {
             connections,
             500,
             Duration::from_secs(300),
+            hold,
         )
         .await
         .map_err(|e| e.to_string())
@@ -358,6 +373,7 @@ impl Servers {
             clients,
             concurrency,
             Duration::from_secs(300),
+            Duration::ZERO,
         )
         .await
         .map_err(|e| e.to_string())
@@ -369,6 +385,7 @@ impl Servers {
 
 fn describe(spec: &Fanout) -> String {
     let pace = match spec.rate {
+        Some(rate) if spec.aligned => format!("at {rate} msg/s each, aligned"),
         Some(rate) => format!("at {rate} msg/s each"),
         None => format!("flat out (window {})", spec.window),
     };
@@ -443,6 +460,7 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
         senders: 10,
         messages: scale(300, 50) as u64,
         rate: None,
+        aligned: false,
         window: 64,
         wire: Wire::Line,
         time_limit: Duration::from_secs(300),
@@ -471,6 +489,7 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
             senders: 10,
             messages: scale(1000, 200) as u64,
             rate: Some(100.0),
+            aligned: false,
             window: 0,
             wire,
             time_limit: Duration::from_secs(120),
@@ -497,7 +516,9 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
     md.line("| --- | ---: | ---: | ---: | ---: |");
     let mut idle_per_conn = Vec::new();
     for wire in [Wire::Line, Wire::Json] {
-        let r = servers.idle(wire, scale(10_000, 1000)).await?;
+        let r = servers
+            .idle(wire, scale(10_000, 1000), Duration::ZERO)
+            .await?;
         print_idle(wire, &r);
         json.insert(
             format!("idle_{}", wire_name(wire).to_lowercase()),
@@ -557,6 +578,7 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
                 senders: 10,
                 messages: ((rate * if quick { 1.0 } else { 3.0 }) as u64).max(20),
                 rate: Some(rate),
+                aligned: false,
                 window: 0,
                 wire: Wire::Line,
                 time_limit: Duration::from_secs(60),
