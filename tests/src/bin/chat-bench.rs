@@ -385,8 +385,8 @@ impl Servers {
 
 fn describe(spec: &Fanout) -> String {
     let pace = match spec.rate {
-        Some(rate) if spec.aligned => format!("at {rate} msg/s each, aligned"),
-        Some(rate) => format!("at {rate} msg/s each"),
+        Some(rate) if spec.aligned => format!("at {rate} msg/s each, all at the same instants"),
+        Some(rate) => format!("at {rate} msg/s each, spread evenly over each period"),
         None => format!("flat out (window {})", spec.window),
     };
     format!(
