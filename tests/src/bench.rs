@@ -23,14 +23,17 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::load::{self, Target, Wire};
 
-/// Which server the line wire talks to: ours (a welcome after the name), or the seed (no
-/// welcome: joined as soon as the name is read).
+/// Which server the line wire talks to: ours (a welcome after the name), or one speaking the
+/// seed's protocol (no welcome: joined as soon as the name is read).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
     /// `chat-server`.
     Ours,
     /// `seed_chat_server.py`.
     Seed,
+    /// `fanout-floor`: one read and a blocking write per receiver, nothing else; the seed's
+    /// protocol.
+    Floor,
 }
 
 /// What to run against.
@@ -40,6 +43,8 @@ pub struct Endpoint {
     pub target: Target,
     /// What it speaks.
     pub flavor: Flavor,
+    /// Its process, when known: its CPU time during a run is then reported.
+    pub pid: Option<u32>,
 }
 
 /// Nanoseconds since the first call in this process: the clock in every message.
@@ -97,6 +102,8 @@ pub struct FanoutReport {
     pub timed_out: bool,
     /// Receivers the server closed during the run.
     pub disconnected: usize,
+    /// The machine while the messages were sent and received.
+    pub conditions: Conditions,
 }
 
 impl FanoutReport {
@@ -109,6 +116,137 @@ impl FanoutReport {
     pub fn ms(&self, quantile: f64) -> f64 {
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
     }
+
+    /// The server's CPU time per delivery, microseconds, and the share of it spent in the
+    /// kernel, when its process was known.
+    pub fn cpu_per_delivery(&self) -> Option<(f64, f64)> {
+        let (user, system) = self.conditions.server_cpu?;
+        let total = (user + system).as_secs_f64();
+        (self.delivered > 0 && total > 0.0).then(|| {
+            (
+                total * 1e6 / self.delivered as f64,
+                system.as_secs_f64() / total,
+            )
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The machine during a run
+
+/// What else was going on while a run measured: on a shared two-core virtual machine, a
+/// latency tail is as much the machine's as the server's, so each run says what the machine
+/// was doing.
+#[derive(Clone, Debug)]
+pub struct Conditions {
+    /// Percent of the machine's CPU time taken by the hypervisor for others (steal).
+    pub steal: f64,
+    /// Percent of the machine's CPU time idle.
+    pub idle: f64,
+    /// How late a thread that does nothing but sleep 1 ms at a time woke up, microseconds:
+    /// the scheduling delay any woken thread (server or client) met during the run.
+    pub sleeper_late: Histogram<u64>,
+    /// The server's CPU time during the run (user, system), when its process was known.
+    pub server_cpu: Option<(Duration, Duration)>,
+}
+
+impl Conditions {
+    /// A quantile of the sleeper's lateness, in milliseconds.
+    pub fn late_ms(&self, quantile: f64) -> f64 {
+        self.sleeper_late.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+/// Watches the machine from `start` to `finish`.
+struct Monitor {
+    cpu: Option<Vec<u64>>,
+    server: Option<(u32, (Duration, Duration))>,
+    stop: Arc<AtomicBool>,
+    sleeper: std::thread::JoinHandle<Histogram<u64>>,
+}
+
+impl Monitor {
+    fn start(pid: Option<u32>) -> Monitor {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let sleeper = std::thread::spawn(move || {
+            let mut late = latency_histogram();
+            while !stopped.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                let over = before.elapsed().saturating_sub(Duration::from_millis(1));
+                late.saturating_record(over.as_micros() as u64);
+            }
+            late
+        });
+        Monitor {
+            cpu: machine_cpu(),
+            server: pid.and_then(|pid| Some((pid, process_cpu(pid)?))),
+            stop,
+            sleeper,
+        }
+    }
+
+    fn finish(self) -> Conditions {
+        self.stop.store(true, Ordering::Relaxed);
+        let sleeper_late = self.sleeper.join().unwrap_or_else(|_| latency_histogram());
+        let (mut steal, mut idle) = (0.0, 0.0);
+        if let (Some(before), Some(after)) = (self.cpu, machine_cpu()) {
+            let delta: Vec<u64> = after
+                .iter()
+                .zip(&before)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect();
+            let total = delta.iter().sum::<u64>().max(1) as f64;
+            // user nice system idle iowait irq softirq steal
+            idle = 100.0 * delta.get(3).copied().unwrap_or(0) as f64 / total;
+            steal = 100.0 * delta.get(7).copied().unwrap_or(0) as f64 / total;
+        }
+        let server_cpu = self.server.and_then(|(pid, (user, system))| {
+            let (user2, system2) = process_cpu(pid)?;
+            Some((user2.saturating_sub(user), system2.saturating_sub(system)))
+        });
+        Conditions {
+            steal,
+            idle,
+            sleeper_late,
+            server_cpu,
+        }
+    }
+}
+
+/// The machine's CPU time so far, in ticks: the first eight fields of `/proc/stat`'s `cpu`.
+fn machine_cpu() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    Some(
+        line.split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|f| f.parse().ok())
+            .collect(),
+    )
+}
+
+/// A process's CPU time so far (user, system), from `/proc/PID/stat`.
+fn process_cpu(pid: u32) -> Option<(Duration, Duration)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the whole line, counted from the state (field 3) here.
+    let tick = |i: usize| -> Option<Duration> {
+        let ticks: u64 = fields.get(i)?.parse().ok()?;
+        Some(Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks()))
+    };
+    Some((tick(11)?, tick(12)?))
+}
+
+/// Clock ticks per second, the unit of `/proc`'s CPU times.
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
 }
 
 /// Per receiver: which messages of each sender it has had.
@@ -235,7 +373,7 @@ async fn connect(endpoint: Endpoint, wire: Wire, name: &str) -> io::Result<Clien
             let rd = rd.into_inner();
             Ok(Client::Line(rd.reunite(wr).map_err(io::Error::other)?))
         }
-        (Wire::Line, Flavor::Seed) => {
+        (Wire::Line, Flavor::Seed | Flavor::Floor) => {
             let mut stream = TcpStream::connect(endpoint.target.tcp).await?;
             stream.set_nodelay(true)?;
             let mut prompt = [0u8; 17];
@@ -290,7 +428,8 @@ pub async fn fanout(
     // that overflow its accept queue, and the kernel leaves some half-connected for a minute.
     let concurrency = match endpoint.flavor {
         Flavor::Ours => 256,
-        Flavor::Seed => 64,
+        // std's listener (the floor) has a backlog of 128.
+        Flavor::Seed | Flavor::Floor => 64,
     };
     let (clients, join_time) = tokio::time::timeout(
         spec.time_limit,
@@ -351,6 +490,7 @@ pub async fn fanout(
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
 
+    let monitor = Monitor::start(endpoint.pid);
     let start = now_ns();
     let mut sending = Vec::new();
     for (s, mut writer) in writers.into_iter().enumerate() {
@@ -416,6 +556,7 @@ pub async fn fanout(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    let conditions = monitor.finish();
     shared.stop.store(true, Ordering::Relaxed);
     drop(stop_receivers);
     let mut keep = Vec::new();
@@ -447,6 +588,7 @@ pub async fn fanout(
         latency,
         timed_out,
         disconnected: shared.disconnected.load(Ordering::Relaxed),
+        conditions,
     })
 }
 

@@ -1,6 +1,6 @@
 //! The load generator measures what it claims: a small fan-out over each wire against the real
-//! server, and over TCP against the tutorial's seed server, delivers every message exactly once
-//! and in order, and the report adds up.
+//! server, and over TCP against the tutorial's seed server and the fan-out floor, delivers every
+//! message exactly once and in order, and the report adds up.
 
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ async fn a_fan_out_over_either_wire_delivers_everything_once_in_order() {
             http: server.http,
         },
         flavor: Flavor::Ours,
+        // In this process: its CPU time would be the load generator's too.
+        pid: None,
     };
     for (wire, rate) in [
         (Wire::Line, None),
@@ -66,17 +68,30 @@ async fn the_seed_server_is_measured_by_the_same_code() {
         eprintln!("SKIPPED: no seed server at {}", seed.display());
         return;
     }
+    let mut python = std::process::Command::new("python3");
+    python.arg(&seed);
+    measure_seed_protocol(python, Flavor::Seed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_floor_server_is_measured_by_the_same_code() {
+    let floor = std::process::Command::new(env!("CARGO_BIN_EXE_fanout-floor"));
+    measure_seed_protocol(floor, Flavor::Floor).await;
+}
+
+/// Starts `server` (which speaks the seed's protocol on `PORT`), runs a small fan-out against
+/// it and checks that everything arrived once, in order, and that the server's CPU was read.
+async fn measure_seed_protocol(mut server: std::process::Command, flavor: Flavor) {
     let port = chat_tests::free_port();
-    let mut child = std::process::Command::new("python3")
-        .arg(&seed)
+    let mut child = server
         .env("PORT", port.to_string())
         .stdout(std::process::Stdio::null())
         .spawn()
-        .expect("python3 runs the seed");
+        .expect("the server starts");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the seed listens");
+        assert!(std::time::Instant::now() < deadline, "{flavor:?} listens");
         std::thread::sleep(Duration::from_millis(50));
     }
     let endpoint = Endpoint {
@@ -84,15 +99,30 @@ async fn the_seed_server_is_measured_by_the_same_code() {
             tcp: addr,
             http: addr,
         },
-        flavor: Flavor::Seed,
+        flavor,
+        pid: Some(child.id()),
     };
     let report = bench::fanout(endpoint, &spec(Wire::Line, None), |_, _| {}).await;
     let _ = child.kill();
     let _ = child.wait();
     let report = report.expect("the run completes");
-    assert_eq!(report.delivered, report.expected);
+    assert_eq!(report.delivered, report.expected, "{flavor:?}");
     assert_eq!(
         (report.lost, report.duplicated, report.reordered),
-        (0, 0, 0)
+        (0, 0, 0),
+        "{flavor:?}"
+    );
+    // The server's CPU was read from /proc while it ran (a small run may round to zero ticks).
+    let cpu = report.conditions.server_cpu;
+    assert!(cpu.is_some(), "{flavor:?}: no CPU time read");
+    if let Some((per_delivery, kernel)) = report.cpu_per_delivery() {
+        assert!(
+            per_delivery > 0.0 && (0.0..=1.0).contains(&kernel),
+            "{cpu:?}"
+        );
+    }
+    assert!(
+        !report.conditions.sleeper_late.is_empty(),
+        "the sleeper ran"
     );
 }

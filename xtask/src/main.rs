@@ -118,7 +118,7 @@ fn bench(args: &[String]) -> Result {
     )?;
     // For the wasm bundle's size in the report.
     site()?;
-    step("release builds of chat-server and chat-bench");
+    step("release builds of chat-server, chat-bench and the fan-out floor");
     cargo(&[
         "build",
         "--release",
@@ -130,6 +130,8 @@ fn bench(args: &[String]) -> Result {
         "chat-server",
         "--bin",
         "chat-bench",
+        "--bin",
+        "fanout-floor",
     ])?;
     let bench = target_dir().join("release").join("chat-bench");
     step(&format!("chat-bench {}", args.join(" ")));

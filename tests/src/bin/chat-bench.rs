@@ -36,6 +36,11 @@ struct Cli {
     /// Python for the seed.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// The fan-out floor (`fanout-floor`: one read and a blocking write per receiver, nothing
+    /// else), measured beside the servers over TCP to show what the machine itself allows;
+    /// `none` skips it.
+    #[arg(long, default_value = "target/release/fanout-floor")]
+    floor: String,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -143,10 +148,21 @@ async fn run(cli: &Cli) -> Result<()> {
             ));
         }
     }
+    let floor = (cli.floor != "none").then(|| PathBuf::from(&cli.floor));
+    if let Some(floor) = &floor {
+        if !floor.exists() {
+            return Err(format!(
+                "no fan-out floor at {} (build it: cargo build --release -p chat-tests --bin \
+                 fanout-floor; or use --floor none)",
+                floor.display()
+            ));
+        }
+    }
     let servers = Servers {
         ours: cli.server.clone(),
         seed,
         python: cli.python.clone(),
+        floor,
     };
     match &cli.workload {
         &Workload::Fanout {
@@ -169,8 +185,8 @@ async fn run(cli: &Cli) -> Result<()> {
                 wire: wire.into(),
                 time_limit: Duration::from_secs(time_limit),
             };
-            let (ours, seed) = servers.fanout_both(&spec).await?;
-            print_fanout(&spec, &ours, seed.as_ref());
+            let runs = servers.fanout_all(&spec).await?;
+            print_fanout(&spec, &runs);
         }
         &Workload::Idle {
             connections,
@@ -213,6 +229,7 @@ struct Servers {
     ours: PathBuf,
     seed: Option<PathBuf>,
     python: String,
+    floor: Option<PathBuf>,
 }
 
 /// A server process, killed when dropped.
@@ -270,37 +287,52 @@ impl Servers {
         let (tcp, http) = (addr("tcp listening on ")?, addr("http listening on ")?);
         // Keep reading so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
+        let pid = Some(child.id());
         Ok(Running {
             child,
             endpoint: Endpoint {
                 target: Target { tcp, http },
                 flavor: Flavor::Ours,
+                pid,
             },
         })
     }
 
-    fn start_seed(&self, seed: &Path) -> Result<Running> {
+    /// Starts the seed, or the floor: both speak the seed's protocol on `PORT`.
+    fn start_seed_protocol(&self, flavor: Flavor) -> Result<Running> {
+        let mut command = match (flavor, &self.seed, &self.floor) {
+            (Flavor::Seed, Some(seed), _) => {
+                let mut python = Command::new(&self.python);
+                python.arg(seed);
+                python
+            }
+            (Flavor::Floor, _, Some(floor)) => Command::new(floor),
+            _ => return Err(format!("no {} to run", flavor_name(flavor))),
+        };
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
             .port();
-        let child = Command::new(&self.python)
-            .arg(seed)
+        let child = command
             .env("PORT", port.to_string())
             .stdin(Stdio::null())
             // The seed prints every message; nobody reads it.
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start the seed with {}: {e}", self.python))?;
+            .map_err(|e| format!("cannot start the {}: {e}", flavor_name(flavor)))?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
             if Instant::now() > deadline {
-                return Err("the seed did not start listening".into());
+                return Err(format!(
+                    "the {} did not start listening",
+                    flavor_name(flavor)
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let pid = Some(child.id());
         Ok(Running {
             child,
             endpoint: Endpoint {
@@ -308,21 +340,18 @@ impl Servers {
                     tcp: addr,
                     http: addr,
                 },
-                flavor: Flavor::Seed,
+                flavor,
+                pid,
             },
         })
     }
 
     async fn fanout_one(&self, spec: &Fanout, flavor: Flavor) -> Result<FanoutReport> {
-        let running = match (flavor, &self.seed) {
-            (Flavor::Ours, _) => self.start_ours()?,
-            (Flavor::Seed, Some(seed)) => self.start_seed(seed)?,
-            (Flavor::Seed, None) => return Err("no seed to run".into()),
+        let running = match flavor {
+            Flavor::Ours => self.start_ours()?,
+            Flavor::Seed | Flavor::Floor => self.start_seed_protocol(flavor)?,
         };
-        let who = match flavor {
-            Flavor::Ours => "chat-server",
-            Flavor::Seed => "seed",
-        };
+        let who = flavor_name(flavor);
         let report = bench::fanout(running.endpoint, spec, |done, of| {
             eprint!(
                 "\r  {who}: {done} of {of} deliveries ({:.0}%)   ",
@@ -336,15 +365,28 @@ impl Servers {
         Ok(report)
     }
 
-    /// Runs `spec` on ours, then on the seed (line wire only).
-    async fn fanout_both(&self, spec: &Fanout) -> Result<(FanoutReport, Option<FanoutReport>)> {
-        let ours = self.fanout_one(spec, Flavor::Ours).await?;
-        let seed = if self.seed.is_some() && spec.wire == Wire::Line {
-            Some(self.fanout_one(spec, Flavor::Seed).await?)
-        } else {
-            None
-        };
-        Ok((ours, seed))
+    /// The servers a workload on `wire` runs against: ours, then (over TCP) the floor and
+    /// the seed, those that are there.
+    fn flavors(&self, wire: Wire) -> Vec<Flavor> {
+        let mut flavors = vec![Flavor::Ours];
+        if wire == Wire::Line {
+            if self.floor.is_some() {
+                flavors.push(Flavor::Floor);
+            }
+            if self.seed.is_some() {
+                flavors.push(Flavor::Seed);
+            }
+        }
+        flavors
+    }
+
+    /// Runs `spec` on each of [`Servers::flavors`], one after the other.
+    async fn fanout_all(&self, spec: &Fanout) -> Result<Runs> {
+        let mut runs = Vec::new();
+        for flavor in self.flavors(spec.wire) {
+            runs.push((flavor, self.fanout_one(spec, flavor).await?));
+        }
+        Ok(runs)
     }
 
     async fn idle(&self, wire: Wire, connections: usize, hold: Duration) -> Result<IdleReport> {
@@ -390,10 +432,11 @@ fn describe(spec: &Fanout) -> String {
         None => format!("flat out (window {})", spec.window),
     };
     format!(
-        "fan-out over {}: {} clients, {} senders × {} messages {pace}",
+        "fan-out over {}: {} clients, {} sender{} × {} messages {pace}",
         wire_name(spec.wire),
         spec.clients,
         spec.senders,
+        if spec.senders == 1 { "" } else { "s" },
         spec.messages
     )
 }
@@ -420,15 +463,51 @@ fn line(who: &str, r: &FanoutReport) -> String {
     )
 }
 
-fn print_fanout(spec: &Fanout, ours: &FanoutReport, seed: Option<&FanoutReport>) {
+/// One workload's results, one per server, chat-server's first.
+type Runs = Vec<(Flavor, FanoutReport)>;
+
+fn find(runs: &Runs, flavor: Flavor) -> Option<&FanoutReport> {
+    runs.iter().find(|(f, _)| *f == flavor).map(|(_, r)| r)
+}
+
+/// chat-server's deliveries per second over the seed's, when both ran.
+fn seed_ratio(runs: &Runs) -> Option<f64> {
+    let (ours, seed) = (find(runs, Flavor::Ours)?, find(runs, Flavor::Seed)?);
+    Some(ours.rate() / seed.rate().max(1e-9))
+}
+
+/// The server's CPU per delivery, e.g. `7.1 µs (83% kernel)`, or `-` when unknown or too
+/// little to split: the kernel splits a process's CPU time into user and system by sampling
+/// at its clock tick, which says little about a few hundred milliseconds.
+fn cpu(r: &FanoutReport) -> String {
+    let enough = r
+        .conditions
+        .server_cpu
+        .is_some_and(|(user, system)| user + system >= Duration::from_millis(500));
+    match r.cpu_per_delivery() {
+        Some((us, kernel)) if enough => format!("{us:.1} µs ({:.0}% kernel)", kernel * 100.0),
+        _ => "-".into(),
+    }
+}
+
+fn print_fanout(spec: &Fanout, runs: &Runs) {
     println!("{}", describe(spec));
-    println!("{}", line("chat-server", ours));
-    if let Some(seed) = seed {
-        println!("{}", line("seed", seed));
+    for (flavor, r) in runs {
+        println!("{}", line(flavor_name(*flavor), r));
+        let c = &r.conditions;
         println!(
-            "  ratio: {:.1}× the seed's deliveries per second",
-            ours.rate() / seed.rate().max(1e-9)
+            "  {:<12} server CPU per delivery {}; machine: steal {:.0}%, idle {:.0}%, a 1 ms \
+             sleeper woke late by p99 {:.2} ms, p99.9 {:.2} ms",
+            "",
+            cpu(r),
+            c.steal,
+            c.idle,
+            c.late_ms(0.99),
+            c.late_ms(0.999)
         );
+    }
+    if let Some(ratio) = seed_ratio(runs) {
+        println!("  ratio: {ratio:.1}× the seed's deliveries per second");
     }
 }
 
@@ -465,21 +544,18 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
         wire: Wire::Line,
         time_limit: Duration::from_secs(300),
     };
-    let (ours, seed) = servers.fanout_both(&spec).await?;
-    print_fanout(&spec, &ours, seed.as_ref());
-    json.insert(
-        "throughput".into(),
-        fanout_json(&spec, &ours, seed.as_ref()),
-    );
+    let runs = servers.fanout_all(&spec).await?;
+    print_fanout(&spec, &runs);
+    json.insert("throughput".into(), fanout_json(&spec, &runs));
     md.section("Fan-out throughput", &describe(&spec));
-    md.fanout_table(&ours, seed.as_ref());
-    let throughput_ratio = seed.as_ref().map(|s| ours.rate() / s.rate().max(1e-9));
+    md.fanout_table(&runs);
+    let throughput_ratio = seed_ratio(&runs);
     if let Some(ratio) = throughput_ratio {
         md.line(&format!(
             "chat-server moved **{ratio:.1}×** the seed's deliveries per second."
         ));
     }
-    let throughput_clean = clean(&ours);
+    let throughput_clean = clean(&runs[0].1);
 
     // 2. Latency at a fixed load: 100 clients, 10 senders at 100 msg/s, on both wires.
     let mut fixed = Vec::new();
@@ -494,17 +570,41 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
             wire,
             time_limit: Duration::from_secs(120),
         };
-        let (ours, seed) = servers.fanout_both(&spec).await?;
-        print_fanout(&spec, &ours, seed.as_ref());
+        let runs = servers.fanout_all(&spec).await?;
+        print_fanout(&spec, &runs);
         let key = format!("latency_{}", wire_name(wire).to_lowercase());
-        json.insert(key, fanout_json(&spec, &ours, seed.as_ref()));
+        json.insert(key, fanout_json(&spec, &runs));
         md.section(
             &format!("Latency at a fixed load, {}", wire_name(wire)),
             &describe(&spec),
         );
-        md.fanout_table(&ours, seed.as_ref());
-        fixed.push(ours);
+        md.fanout_table(&runs);
+        fixed.push(runs);
     }
+
+    // 2b. One relay on a nearly idle machine: 2 clients, one message every 10 ms.
+    let spec = Fanout {
+        clients: 2,
+        senders: 1,
+        messages: scale(1000, 200) as u64,
+        rate: Some(100.0),
+        aligned: false,
+        window: 0,
+        wire: Wire::Line,
+        time_limit: Duration::from_secs(60),
+    };
+    let relay = servers.fanout_all(&spec).await?;
+    print_fanout(&spec, &relay);
+    json.insert("one_relay".into(), fanout_json(&spec, &relay));
+    md.section(
+        "One relay, nearly idle",
+        &format!(
+            "{}: a single hop through the server, one message every 10 ms.",
+            describe(&spec)
+        ),
+    );
+    md.fanout_table(&relay);
+    bound(&mut md, &fixed[0], &relay);
 
     // 3. Idle memory, each wire on a fresh server.
     md.section(
@@ -567,10 +667,7 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
         &[10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0]
     };
     let mut curves = Vec::new();
-    for flavor in [Flavor::Ours, Flavor::Seed] {
-        if flavor == Flavor::Seed && servers.seed.is_none() {
-            continue;
-        }
+    for flavor in servers.flavors(Wire::Line) {
         let mut points = Vec::new();
         for &rate in rates {
             let spec = Fanout {
@@ -668,7 +765,14 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
     }
 
     // The targets, met or not.
-    let (tcp, ws) = (&fixed[0], &fixed[1]);
+    let (tcp, ws) = (&fixed[0][0].1, &fixed[1][0].1);
+    let floor_said = find(&fixed[0], Flavor::Floor).map_or(String::new(), |f| {
+        format!(
+            " (the floor in the same run: p99 {:.2} ms, p99.9 {:.2} ms)",
+            f.ms(0.99),
+            f.ms(0.999)
+        )
+    });
     md.section("Targets", "");
     md.line("| target | measured | met |");
     md.line("| --- | --- | --- |");
@@ -691,7 +795,11 @@ async fn report(servers: &Servers, out: &Path, quick: bool) -> Result<()> {
     }
     target(
         "TCP at 100 clients, 10 × 100 msg/s: p99 ≤ 1 ms, p99.9 ≤ 3 ms",
-        format!("p99 {:.2} ms, p99.9 {:.2} ms", tcp.ms(0.99), tcp.ms(0.999)),
+        format!(
+            "p99 {:.2} ms, p99.9 {:.2} ms{floor_said}",
+            tcp.ms(0.99),
+            tcp.ms(0.999)
+        ),
         tcp.ms(0.99) <= 1.0 && tcp.ms(0.999) <= 3.0,
     );
     target(
@@ -742,7 +850,96 @@ fn flavor_name(flavor: Flavor) -> &'static str {
     match flavor {
         Flavor::Ours => "chat-server",
         Flavor::Seed => "seed",
+        Flavor::Floor => "floor",
     }
+}
+
+/// "What bounds latency here": the fixed-load TCP runs and the one-relay runs, read together.
+fn bound(md: &mut Page, fixed: &Runs, relay: &Runs) {
+    let ours = &fixed[0].1;
+    let c = &ours.conditions;
+    md.section(
+        "What bounds latency here",
+        "The latency target (TCP p99 ≤ 1 ms and p99.9 ≤ 3 ms at 100 clients, 10 senders × 100 \
+         msg/s) is for this machine with the load generator on it. These figures, from this \
+         run, say what the machine itself allows:",
+    );
+    md.line(&format!(
+        "- **Waiting for a core.** While chat-server carried that load, a thread of the load \
+         generator that does nothing but sleep 1 ms at a time woke up late by {:.2} ms at p99 \
+         and {:.2} ms at p99.9. Every thread woken to pass a message on (the server's, then \
+         the receiving client's) can wait like that. The two cores were idle {:.0}% of the \
+         time, and the hypervisor gave {:.0}% of it to other guests (steal).",
+        c.late_ms(0.99),
+        c.late_ms(0.999),
+        c.idle,
+        c.steal
+    ));
+    if let Some((us, kernel)) = ours.cpu_per_delivery() {
+        let floor = find(fixed, Flavor::Floor)
+            .and_then(FanoutReport::cpu_per_delivery)
+            .map_or(String::new(), |(us, kernel)| {
+                format!(
+                    "; the floor below, which does nothing but relay, {us:.1} µs ({:.0}% in the \
+                     kernel)",
+                    kernel * 100.0
+                )
+            });
+        md.line(&format!(
+            "- **The cost of a delivery.** chat-server spent {us:.1} µs of CPU per delivery, \
+             {:.0}% of it in the kernel{floor}. A TCP send over loopback also runs the \
+             receiver's side of TCP and wakes the reading thread, in the sender's time. At {:.0} \
+             deliveries a second that is {:.0}% of one core for the server alone, while the \
+             load generator reads the same deliveries on the same two cores.",
+            kernel * 100.0,
+            ours.rate(),
+            us * ours.rate() / 1e4
+        ));
+    }
+    if let Some(floor) = find(fixed, Flavor::Floor) {
+        md.line(&format!(
+            "- **The floor.** `fanout-floor` (`tests/src/bin/fanout-floor.rs`) only relays: one \
+             thread waits on epoll, reads a line and writes it to the 99 others itself, one \
+             `write` each; no runtime, tasks, queues, flood control or log. At the fixed load it \
+             had p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, against chat-server's p50 {:.2} ms, \
+             p99 {:.2} ms, p99.9 {:.2} ms. It does every write of every message in turn on one \
+             core, where chat-server's connection tasks write on both.",
+            floor.ms(0.5),
+            floor.ms(0.99),
+            floor.ms(0.999),
+            ours.ms(0.5),
+            ours.ms(0.99),
+            ours.ms(0.999)
+        ));
+    }
+    if let (Some(one), Some(floor)) = (find(relay, Flavor::Ours), find(relay, Flavor::Floor)) {
+        md.line(&format!(
+            "- **One relay.** A single hop on a nearly idle machine (the table above): \
+             chat-server p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; the floor p50 {:.2} ms, \
+             p99 {:.2} ms, p99.9 {:.2} ms.",
+            one.ms(0.5),
+            one.ms(0.99),
+            one.ms(0.999),
+            floor.ms(0.5),
+            floor.ms(0.99),
+            floor.ms(0.999)
+        ));
+    }
+    md.line("");
+    md.line(&if c.late_ms(0.99) > 1.0 {
+        format!(
+            "In this run the machine's own p99 wake-up delay ({:.2} ms) was above the 1 ms \
+             target before any message was passed on: the target is below what this machine \
+             gives any server at this load.",
+            c.late_ms(0.99)
+        )
+    } else {
+        format!(
+            "In this run the machine's own p99 wake-up delay ({:.2} ms) was within the 1 ms \
+             target.",
+            c.late_ms(0.99)
+        )
+    });
 }
 
 /// Nothing lost, duplicated or reordered.
@@ -785,15 +982,21 @@ impl Page {
         self.body += "\n";
     }
 
-    fn fanout_table(&mut self, ours: &FanoutReport, seed: Option<&FanoutReport>) {
+    fn fanout_table(&mut self, runs: &Runs) {
         self.line(
             "| server | deliveries | seconds | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms \
-             | lost | duplicated | reordered |",
+             | lost | duplicated | reordered | server CPU per delivery | sleeper late p99 ms | \
+             steal |",
         );
-        self.line("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        for (who, r) in std::iter::once(("chat-server", ours)).chain(seed.map(|s| ("seed", s))) {
+        self.line(
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: \
+             | ---: | ---: |",
+        );
+        for (flavor, r) in runs {
             self.line(&format!(
-                "| {who} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                "| {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | \
+                 {:.2} | {:.0}% |",
+                flavor_name(*flavor),
                 r.delivered,
                 r.elapsed.as_secs_f64(),
                 r.rate(),
@@ -803,7 +1006,10 @@ impl Page {
                 r.latency.max() as f64 / 1000.0,
                 r.lost,
                 r.duplicated,
-                r.reordered
+                r.reordered,
+                cpu(r),
+                r.conditions.late_ms(0.99),
+                r.conditions.steal
             ));
         }
         self.line("");
@@ -821,7 +1027,15 @@ impl Page {
              (`../shared/reference/seed_chat_server.py`), measured in the same run with the \
              same workload over TCP, because this machine is shared and noisy: only figures \
              from one run are compared. The load generator runs on the same machine as the \
-             server it measures, so both share its cores.\n\n\
+             server it measures, so both share its cores. The floor is `fanout-floor` \
+             (`tests/src/bin/fanout-floor.rs`), a relay that does nothing but read a line and \
+             write it to every other client from one epoll thread: the least work a server can \
+             do per message, measured the same way.\n\n\
+             **The last three columns** say what the machine was doing while each server was \
+             measured: the server's CPU time per delivery (user and system, from \
+             `/proc/PID/stat`, with the kernel's share), how late a thread of the load generator \
+             that only sleeps 1 ms at a time woke up (p99), and the CPU time the hypervisor gave \
+             to other guests (steal, from `/proc/stat`).\n\n\
              **Machine:** {}\n\n\
              **How latency is measured:** every message carries the time it was sent (one clock, \
              the load generator's); each receiver takes the difference when the message arrives, \
@@ -860,25 +1074,31 @@ fn machine() -> String {
     format!("{model}, {cores} cores, {memory}, Linux {kernel}")
 }
 
-fn fanout_json(
-    spec: &Fanout,
-    ours: &FanoutReport,
-    seed: Option<&FanoutReport>,
-) -> serde_json::Value {
+fn fanout_json(spec: &Fanout, runs: &Runs) -> serde_json::Value {
     let one = |r: &FanoutReport| {
+        let c = &r.conditions;
+        let cpu = r.cpu_per_delivery();
         serde_json::json!({
             "deliveries": r.delivered, "seconds": r.elapsed.as_secs_f64(),
             "deliveries_per_s": r.rate(), "p50_ms": r.ms(0.5), "p99_ms": r.ms(0.99),
             "p999_ms": r.ms(0.999), "max_ms": r.latency.max() as f64 / 1000.0,
             "lost": r.lost, "duplicated": r.duplicated, "reordered": r.reordered,
+            "server_cpu_us_per_delivery": cpu.map(|c| c.0),
+            "server_cpu_kernel_share": cpu.map(|c| c.1),
+            "machine": {
+                "steal_percent": c.steal, "idle_percent": c.idle,
+                "sleeper_late_p99_ms": c.late_ms(0.99), "sleeper_late_p999_ms": c.late_ms(0.999),
+            },
         })
     };
-    serde_json::json!({
+    let mut value = serde_json::json!({
         "workload": describe(spec),
-        "chat_server": one(ours),
-        "seed": seed.map(one),
-        "ratio": seed.map(|s| ours.rate() / s.rate().max(1e-9)),
-    })
+        "ratio_to_seed": seed_ratio(runs),
+    });
+    for (flavor, r) in runs {
+        value[flavor_name(*flavor).replace('-', "_")] = one(r);
+    }
+    value
 }
 
 /// The chart: p50 and p99 latency (log scale) against offered deliveries per second (log
@@ -970,6 +1190,7 @@ fn chart(curves: &[(Flavor, Vec<Point>)]) -> String {
         let (name, colour) = match flavor {
             Flavor::Ours => ("chat-server", "#1f6feb"),
             Flavor::Seed => ("seed (asyncio)", "#d1242f"),
+            Flavor::Floor => ("floor (relay only)", "#6e7781"),
         };
         for (quantile, dash, pick) in [("p50", "", 1usize), ("p99", " stroke-dasharray=\"6 4\"", 2)]
         {
