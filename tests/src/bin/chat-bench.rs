@@ -1019,8 +1019,8 @@ impl Page {
         format!(
             "# Benchmarks\n\n\
              Every figure on this page comes from one run of `cargo xtask bench` (which builds \
-             the release server, the page, `chat-bench` and `fanout-floor`, then runs `chat-bench report --out \
-             docs`{quick}), finished in {:.0} s. The page, the chart (`latency.svg`) and the raw \
+             the release server, the page, `chat-bench` and `fanout-floor`, then runs \
+             `chat-bench report --out docs`{quick}), finished in {:.0} s. The page, the chart (`latency.svg`) and the raw \
              figures (`benchmarks.json`) are written by that run: run it again to reproduce them \
              on your machine.\n\n\
              The seed is the Python asyncio tutorial's chat server \
