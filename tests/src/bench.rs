@@ -31,8 +31,8 @@ pub enum Flavor {
     Ours,
     /// `seed_chat_server.py`.
     Seed,
-    /// `fanout-floor`: one read and a blocking write per receiver, nothing else; the seed's
-    /// protocol.
+    /// `fanout-floor`: one epoll thread, a read per line and a write per receiver, nothing
+    /// else; the seed's protocol.
     Floor,
 }
 
@@ -115,6 +115,11 @@ impl FanoutReport {
     /// A latency quantile, in milliseconds.
     pub fn ms(&self, quantile: f64) -> f64 {
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    /// The slowest delivery, in milliseconds.
+    pub fn max_ms(&self) -> f64 {
+        self.latency.max() as f64 / 1000.0
     }
 
     /// The server's CPU time per delivery, microseconds, and the share of it spent in the

@@ -36,7 +36,7 @@ struct Cli {
     /// Python for the seed.
     #[arg(long, default_value = "python3")]
     python: String,
-    /// The fan-out floor (`fanout-floor`: one read and a blocking write per receiver, nothing
+    /// The fan-out floor (`fanout-floor`: one epoll thread, a write per receiver, nothing
     /// else), measured beside the servers over TCP to show what the machine itself allows;
     /// `none` skips it.
     #[arg(long, default_value = "target/release/fanout-floor")]
@@ -451,7 +451,7 @@ fn line(who: &str, r: &FanoutReport) -> String {
         r.ms(0.5),
         r.ms(0.99),
         r.ms(0.999),
-        r.latency.max() as f64 / 1000.0,
+        r.max_ms(),
         r.lost,
         r.duplicated,
         r.reordered,
@@ -1003,7 +1003,7 @@ impl Page {
                 r.ms(0.5),
                 r.ms(0.99),
                 r.ms(0.999),
-                r.latency.max() as f64 / 1000.0,
+                r.max_ms(),
                 r.lost,
                 r.duplicated,
                 r.reordered,
@@ -1081,7 +1081,7 @@ fn fanout_json(spec: &Fanout, runs: &Runs) -> serde_json::Value {
         serde_json::json!({
             "deliveries": r.delivered, "seconds": r.elapsed.as_secs_f64(),
             "deliveries_per_s": r.rate(), "p50_ms": r.ms(0.5), "p99_ms": r.ms(0.99),
-            "p999_ms": r.ms(0.999), "max_ms": r.latency.max() as f64 / 1000.0,
+            "p999_ms": r.ms(0.999), "max_ms": r.max_ms(),
             "lost": r.lost, "duplicated": r.duplicated, "reordered": r.reordered,
             "server_cpu_us_per_delivery": cpu.map(|c| c.0),
             "server_cpu_kernel_share": cpu.map(|c| c.1),
