@@ -1,4 +1,4 @@
-//! The command line: every flag of `PROTOCOL.md`, each with an environment variable.
+//! The command line: every flag of `docs/protocol.md`, each with an environment variable.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

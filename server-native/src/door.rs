@@ -8,8 +8,7 @@
 //! [`REFUSALS_AT_ONCE`] such refusals run at once; past that, and when out of descriptors, the
 //! refusal is one non-blocking write and the socket is closed at once.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,9 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::http;
+use crate::clock::Clock;
+use crate::http::response;
+use crate::listener::Listener;
 use crate::metrics::{Metrics, Refused};
-use crate::room_task::Clock;
 
 /// Refusals being written and drained at once; past this, refused sockets are closed at once.
 pub const REFUSALS_AT_ONCE: usize = 64;
@@ -37,24 +37,6 @@ const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
 const REFUSAL_QUIET: Duration = Duration::from_millis(250);
 /// At most one info line per this period sums up the refusals.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
-
-/// Which listener a connection came in on: it decides the words of a refusal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listener {
-    /// The line protocol: refusals are one line of text.
-    Line,
-    /// HTTP (WebSocket included): refusals are an HTTP response.
-    Http,
-}
-
-impl Listener {
-    pub fn name(self) -> &'static str {
-        match self {
-            Listener::Line => "tcp",
-            Listener::Http => "http",
-        }
-    }
-}
 
 /// The per-address counts, shared by both accept loops and every connection's [`Pass`].
 pub struct Door {
@@ -117,14 +99,14 @@ impl Drop for Pass {
 }
 
 impl Door {
-    pub fn new(config: AdmissionConfig, metrics: Metrics) -> Arc<Door> {
+    pub fn new(config: AdmissionConfig, clock: Clock, metrics: Metrics) -> Arc<Door> {
         Arc::new(Door {
             state: Mutex::new(State {
                 admission: Admission::new(config),
                 over_limit: Report::default(),
                 out_of_fds: Report::default(),
             }),
-            clock: Clock::new(),
+            clock,
             refusing: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
             metrics,
         })
@@ -176,7 +158,7 @@ impl Door {
             Listener::Line => Bytes::from(format!("{TOO_MANY_CONNECTIONS}\n")),
             Listener::Http => {
                 let retry = refusal.retry_after().as_secs_f64().ceil().max(1.0) as u64;
-                http::refusal(429, retry, TOO_MANY_CONNECTIONS)
+                response::refusal(429, retry, TOO_MANY_CONNECTIONS)
             }
         };
         self.refuse(stream, message);
@@ -205,6 +187,15 @@ impl Door {
         }
     }
 
+    /// Refuses a connection accepted when every place among the admitted connections is taken
+    /// (a WebSocket upgrade took the last one while the accept loop waited): it is told the
+    /// server is full, as the room would have told it.
+    pub fn refuse_full(&self, stream: TcpStream, peer: SocketAddr, listener: Listener) {
+        tracing::debug!(listener = listener.name(), %peer, "no place left: refused as full");
+        self.metrics.refused(Refused::Full);
+        self.refuse(stream, full(listener));
+    }
+
     /// Refuses a connection accepted with the reserve descriptor: the process is out of them,
     /// so this writes what fits at once and closes, freeing the descriptor for the reserve.
     pub fn refuse_out_of_fds(&self, stream: TcpStream, peer: SocketAddr, listener: Listener) {
@@ -224,11 +215,15 @@ impl Door {
                  (`earlier`: refusals since the last such line; at most one a minute)"
             );
         }
-        let message = match listener {
-            Listener::Line => chat_core::codec::line::encode(&Event::Full),
-            Listener::Http => http::refusal(503, 5, "The server is full; try again later."),
-        };
-        refuse_now(stream, &message);
+        refuse_now(stream, &full(listener));
+    }
+}
+
+/// What a newcomer is told when the server is full: the room's own line, or `503`.
+fn full(listener: Listener) -> Bytes {
+    match listener {
+        Listener::Line => chat_core::codec::line::encode(&Event::Full),
+        Listener::Http => response::refusal(503, 5, response::FULL),
     }
 }
 
@@ -273,40 +268,6 @@ fn refuse_now(stream: TcpStream, message: &[u8]) {
     let _ = stream.shutdown(Shutdown::Write);
 }
 
-/// One file descriptor held in reserve (`/dev/null`): when `accept` fails for want of
-/// descriptors, it is given up so that the pending connection can be accepted, told, and
-/// closed, instead of waiting in the kernel's queue until it gives up.
-pub struct Reserve(Option<File>);
-
-impl Reserve {
-    pub fn open() -> Reserve {
-        let mut reserve = Reserve(None);
-        reserve.restore();
-        reserve
-    }
-
-    /// Gives the descriptor up; `false` if there was none to give.
-    pub fn release(&mut self) -> bool {
-        self.0.take().is_some()
-    }
-
-    /// Takes a descriptor again, if there is none held and one is free.
-    pub fn restore(&mut self) -> bool {
-        if self.0.is_none() {
-            self.0 = File::open("/dev/null").ok();
-        }
-        self.0.is_some()
-    }
-}
-
-/// Whether `err`, from `accept`, means the process or the system is out of file descriptors.
-pub fn out_of_fds(err: &io::Error) -> bool {
-    // EMFILE and ENFILE on Linux and the BSDs alike.
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    matches!(err.raw_os_error(), Some(EMFILE | ENFILE))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,22 +283,5 @@ mod tests {
         assert_eq!(report.count(t(60)), Some(59));
         assert_eq!(report.count(t(61)), None);
         assert_eq!(report.count(t(500)), Some(1));
-    }
-
-    #[test]
-    fn out_of_fds_is_emfile_or_enfile() {
-        assert!(out_of_fds(&io::Error::from_raw_os_error(24)));
-        assert!(out_of_fds(&io::Error::from_raw_os_error(23)));
-        assert!(!out_of_fds(&io::Error::from_raw_os_error(103))); // ECONNABORTED
-        assert!(!out_of_fds(&io::Error::other("no")));
-    }
-
-    #[test]
-    fn the_reserve_is_given_up_and_taken_again() {
-        let mut reserve = Reserve::open();
-        assert!(reserve.release());
-        assert!(!reserve.release());
-        assert!(reserve.restore());
-        assert!(reserve.release());
     }
 }

@@ -3,20 +3,20 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use chat_core::{CloseReason, ConnId, Disconnect, Line, Output, Room, Timestamp, Wire};
-use tokio::sync::{mpsc, oneshot};
+use chat_core::{ConnId, Disconnect, Line, Output, Room, Timestamp, Wire};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
-use crate::frames::{self, FrameReceiver, FrameSender};
+use crate::clock::Clock;
 use crate::log::MessageLog;
-use crate::metrics::{Metrics, Probe};
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 
 /// Inputs taken per wake-up before the loop looks at timers and shutdown again.
 const INPUT_BATCH: usize = 64;
@@ -41,78 +41,6 @@ pub enum RoomInput {
     Disconnect { conn: ConnId, why: Disconnect },
 }
 
-/// The room's end of a connection: already encoded frames go to its writer; `queued` counts
-/// the bytes not yet written, which bounds what a peer that does not read can cost.
-#[derive(Debug)]
-pub struct Outbox {
-    pub frames: FrameSender,
-    pub queued: Arc<AtomicUsize>,
-    /// Cancelled to drop the connection at once, without flushing what is queued: the peer
-    /// does not read it anyway.
-    pub abort: CancellationToken,
-    /// Told why, just before `frames` closes, when the room closes the connection; for a
-    /// transport (WebSocket) whose close says why.
-    pub close: Option<oneshot::Sender<CloseReason>>,
-    /// Counts what the room hands over, and stamps a frame that finds the queue empty.
-    pub probe: Probe,
-}
-
-/// The connection's end of its [`Outbox`]: the frames its writer drains, the count of bytes
-/// not yet written, and the room's signal to drop the connection at once.
-#[derive(Debug)]
-pub struct Outgoing {
-    pub frames: FrameReceiver,
-    pub queued: Arc<AtomicUsize>,
-    pub abort: CancellationToken,
-    /// The writer records a stamped frame's latency with it.
-    pub probe: Probe,
-}
-
-impl Outbox {
-    /// A connection's outbox and its own end of it; `close` for a transport whose close says
-    /// why (WebSocket).
-    pub fn new(close: Option<oneshot::Sender<CloseReason>>, probe: Probe) -> (Outbox, Outgoing) {
-        let (frames, outgoing) = frames::queue();
-        let (queued, abort) = (Arc::new(AtomicUsize::new(0)), CancellationToken::new());
-        let outbox = Outbox {
-            frames,
-            queued: queued.clone(),
-            abort: abort.clone(),
-            close,
-            probe: probe.clone(),
-        };
-        let outgoing = Outgoing {
-            frames: outgoing,
-            queued,
-            abort,
-            probe,
-        };
-        (outbox, outgoing)
-    }
-}
-
-/// The room's clock: `Timestamp`s count from `epoch`.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    epoch: Instant,
-}
-
-impl Clock {
-    pub fn new() -> Self {
-        Clock {
-            epoch: Instant::now(),
-        }
-    }
-
-    pub fn now(&self) -> Timestamp {
-        Timestamp::from_duration(self.epoch.elapsed())
-    }
-
-    pub fn instant(&self, at: Timestamp) -> Instant {
-        self.epoch + at.as_duration()
-    }
-}
-
 /// Runs the room until `shutdown` is cancelled (or every sender is gone), then tells everyone
 /// and closes every connection.
 pub async fn run(
@@ -121,9 +49,9 @@ pub async fn run(
     shutdown: CancellationToken,
     log: Option<&MessageLog>,
     max_queue: usize,
+    clock: Clock,
     metrics: Metrics,
 ) {
-    let clock = metrics.clock();
     let mut router = Router {
         outboxes: HashMap::new(),
         log,

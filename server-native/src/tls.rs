@@ -1,7 +1,7 @@
 //! Optional TLS for both listeners (`--tls-cert`, `--tls-key`), with rustls and its `ring`
 //! provider. The handshake runs in each connection's own task, after admission, bounded by
 //! [`HANDSHAKE_TIMEOUT`], so that a slow client never holds up accepting. What comes out is a
-//! [`Stream`], plain or TLS, over which `connection.rs`, `http.rs` and `websocket.rs` run the
+//! [`Stream`], plain or TLS, over which `line.rs`, `http/` and `websocket.rs` run the
 //! same code.
 
 use std::io;

@@ -1,7 +1,7 @@
-//! WebSocket on `/ws`: the upgrade, checked by hand on the request head the HTTP listener
-//! parsed, and then one connection carrying the core's JSON wire, one event per text message.
+//! One WebSocket connection, upgraded on `/ws` by the HTTP listener: the core's JSON wire, one
+//! event per text message, with keepalive pings and a close that says why.
 //!
-//! A connection is a reader and a writer, like a TCP one (`connection.rs`), over the two halves
+//! A connection is a reader and a writer, like a line one (`line.rs`), over the two halves
 //! of one `WebSocketStream`. The reader hands each text message to the room; the writer drains
 //! the same kind of outbox as TCP (pre-encoded `Bytes`, counted in `queued`, bounded by
 //! `--max-queue`), feeding whatever is queued and flushing once, and sends the keepalive pings.
@@ -16,18 +16,19 @@ use chat_core::{CloseReason, ConnId, Disconnect, Wire};
 use futures_util::stream::{FusedStream, SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use crate::connection::{WRITE_BATCH, linger};
 use crate::frames::FrameReceiver;
-use crate::http::Head;
+use crate::http::upgrade::Upgraded;
 use crate::metrics::{Metrics, Probe};
-use crate::room_task::{Outbox, Outgoing, RoomInput};
+use crate::outbox::{Outbox, Outgoing};
+use crate::room_task::RoomInput;
+use crate::stream::{WRITE_BATCH, linger};
 
 /// How long a closing connection waits for the peer to answer its close frame (or, when the
 /// peer closed first, for the last frames to go out). Well within the shutdown grace period.
@@ -49,8 +50,6 @@ pub struct Settings {
     /// `--ws-ping`: the keepalive interval; `None` sends no pings and never declares a peer
     /// dead.
     pub ping: Option<Duration>,
-    /// Who may open a connection from a browser page.
-    pub origins: Origins,
     /// `--max-queue`: the most output the room queues for one connection.
     pub max_queue: usize,
 }
@@ -89,159 +88,6 @@ impl Settings {
             .max_message_size(Some(self.hard_cap()))
             .max_frame_size(Some(self.hard_cap()))
     }
-}
-
-/// The origin policy: a handshake without `Origin` (not a browser) or from the server's own
-/// page (`http://`, or `https://` over TLS, + the request's `Host`) is accepted, and so is one
-/// from an origin given with `--allow-origin` (`*`: any). Compared without regard to case.
-#[derive(Debug, Clone, Default)]
-pub struct Origins {
-    any: bool,
-    allowed: Vec<String>,
-    /// The server's own page is served over TLS: its origin is `https://`.
-    https: bool,
-}
-
-impl Origins {
-    pub fn new(allowed: &[String]) -> Origins {
-        let mut origins = Origins::default();
-        for origin in allowed {
-            let origin = origin.trim().trim_end_matches('/');
-            if origin == "*" {
-                origins.any = true;
-            } else if !origin.is_empty() {
-                origins.allowed.push(origin.to_ascii_lowercase());
-            }
-        }
-        origins
-    }
-
-    /// Says whether the server's own page is served over TLS (`https://`) or not.
-    pub fn own_page_over_https(mut self, https: bool) -> Origins {
-        self.https = https;
-        self
-    }
-
-    /// `Ok` when a handshake with this `Origin` and `Host` may proceed; otherwise one line that
-    /// says why not.
-    pub fn check(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), String> {
-        let Some(origin) = origin else {
-            return Ok(());
-        };
-        let origin = origin.trim();
-        let scheme = if self.https { "https" } else { "http" };
-        let own = host.map(|host| format!("{scheme}://{}", host.trim()));
-        if self.any
-            || own
-                .as_deref()
-                .is_some_and(|own| own.eq_ignore_ascii_case(origin))
-            || self
-                .allowed
-                .iter()
-                .any(|allowed| allowed.eq_ignore_ascii_case(origin))
-        {
-            return Ok(());
-        }
-        let own = own.unwrap_or_else(|| "this server's own page".to_owned());
-        Err(format!(
-            "WebSocket connections from pages of origin {origin:?} are not allowed, only from \
-             {own}; start the server with --allow-origin {origin:?} to accept them."
-        ))
-    }
-}
-
-/// A refused upgrade: the status, an extra header if any, and a one-line reason.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    pub header: Option<(&'static str, &'static str)>,
-    pub reason: String,
-}
-
-fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
-    Refusal {
-        status,
-        header: None,
-        reason: reason.into(),
-    }
-}
-
-/// Checks a request for `/ws` as RFC 6455 says a server must and returns the
-/// `Sec-WebSocket-Accept` value, or why it is refused.
-pub fn check_upgrade(head: &Head, origins: &Origins) -> Result<String, Refusal> {
-    if head.method != "GET" {
-        return Err(Refusal {
-            status: 405,
-            header: Some(("Allow", "GET")),
-            reason: "The WebSocket endpoint takes only GET with an Upgrade.".into(),
-        });
-    }
-    if !head.has_token("upgrade", "websocket") {
-        return Err(Refusal {
-            status: 426,
-            header: Some(("Upgrade", "websocket")),
-            reason: "This is the chat's WebSocket endpoint: connect with a WebSocket client \
-                     (the header Upgrade: websocket is missing)."
-                .into(),
-        });
-    }
-    if head.version != 1 {
-        return Err(refuse(400, "A WebSocket upgrade needs HTTP/1.1."));
-    }
-    if !head.has_token("connection", "upgrade") {
-        return Err(refuse(
-            400,
-            "A WebSocket upgrade needs the header Connection: Upgrade.",
-        ));
-    }
-    match head.get("sec-websocket-version") {
-        None => {
-            return Err(refuse(
-                400,
-                "A WebSocket upgrade needs the header Sec-WebSocket-Version: 13.",
-            ));
-        }
-        Some(version) if version.trim() == "13" => {}
-        Some(_) => {
-            // RFC 6455, 4.4: name the versions this server speaks.
-            return Err(Refusal {
-                status: 426,
-                header: Some(("Sec-WebSocket-Version", "13")),
-                reason: "Only WebSocket version 13 is supported.".into(),
-            });
-        }
-    }
-    let key = match head.get("sec-websocket-key").map(str::trim) {
-        Some(key) if is_valid_key(key) => key,
-        _ => {
-            return Err(refuse(
-                400,
-                "A WebSocket upgrade needs a Sec-WebSocket-Key of 16 bytes in base64.",
-            ));
-        }
-    };
-    origins
-        .check(head.get("origin"), head.get("host"))
-        .map_err(|reason| refuse(403, reason))?;
-    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
-}
-
-/// A nonce of 16 bytes in base64: 22 characters of the alphabet, then `==`.
-fn is_valid_key(key: &str) -> bool {
-    key.len() == 24
-        && key.ends_with("==")
-        && key.as_bytes()[..22]
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
-}
-
-/// A connection (TCP, or TLS over TCP) that has been answered `101 Switching Protocols`.
-pub struct Upgraded<S> {
-    pub stream: S,
-    /// Bytes the client sent after its request head, already read: the start of its frames.
-    pub leftover: Vec<u8>,
-    /// Its place among the connections admitted at once (`--max-users` and some slack).
-    pub permit: OwnedSemaphorePermit,
 }
 
 /// How the reader ended.
@@ -534,84 +380,6 @@ fn text_message(mut data: Bytes) -> Message {
 mod tests {
     use super::*;
 
-    fn head(method: &str, headers: &[(&str, &str)]) -> Head {
-        Head {
-            method: method.into(),
-            path: "/ws".into(),
-            version: 1,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-        }
-    }
-
-    const GOOD: [(&str, &str); 5] = [
-        ("Host", "Chat.Example:8080"),
-        ("Upgrade", "websocket"),
-        ("Connection", "keep-alive, Upgrade"),
-        ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ];
-
-    fn with(replace: &str, value: Option<&str>) -> Head {
-        let mut headers: Vec<(&str, &str)> = GOOD
-            .iter()
-            .copied()
-            .filter(|(n, _)| !n.eq_ignore_ascii_case(replace))
-            .collect();
-        if let Some(value) = value {
-            headers.push((replace, value));
-        }
-        head("GET", &headers)
-    }
-
-    #[test]
-    fn a_good_upgrade_gets_the_accept_key_of_the_rfc() {
-        let accept = check_upgrade(&head("GET", &GOOD), &Origins::default()).unwrap();
-        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-    }
-
-    #[test]
-    fn bad_upgrades_are_refused_with_a_status_and_a_reason() {
-        let origins = Origins::default();
-        let status = |head: &Head| check_upgrade(head, &origins).unwrap_err().status;
-        assert_eq!(status(&head("POST", &GOOD)), 405);
-        assert_eq!(status(&with("Upgrade", None)), 426);
-        assert_eq!(status(&with("Upgrade", Some("h2c"))), 426);
-        assert_eq!(status(&with("Connection", Some("keep-alive"))), 400);
-        assert_eq!(status(&with("Sec-WebSocket-Version", None)), 400);
-        assert_eq!(status(&with("Sec-WebSocket-Version", Some("8"))), 426);
-        assert_eq!(status(&with("Sec-WebSocket-Key", None)), 400);
-        assert_eq!(status(&with("Sec-WebSocket-Key", Some("short=="))), 400);
-        let mut old = head("GET", &GOOD);
-        old.version = 0;
-        assert_eq!(status(&old), 400);
-    }
-
-    #[test]
-    fn the_own_origin_and_allowed_ones_pass() {
-        let host = Some("Chat.Example:8080");
-        let none = Origins::default();
-        assert!(none.check(None, host).is_ok());
-        assert!(none.check(Some("http://chat.example:8080"), host).is_ok());
-        assert!(none.check(Some("https://chat.example:8080"), host).is_err());
-        assert!(none.check(Some("http://evil.example"), host).is_err());
-        assert!(none.check(Some("null"), host).is_err());
-        assert!(none.check(Some("http://chat.example:8080"), None).is_err());
-        let some = Origins::new(&["https://Chat.Example/".into()]);
-        assert!(some.check(Some("https://chat.example"), host).is_ok());
-        assert!(some.check(Some("http://evil.example"), host).is_err());
-        let any = Origins::new(&["*".into()]);
-        assert!(any.check(Some("http://evil.example"), host).is_ok());
-        let tls = Origins::default().own_page_over_https(true);
-        assert!(tls.check(Some("https://chat.example:8080"), host).is_ok());
-        assert!(tls.check(Some("http://chat.example:8080"), host).is_err());
-        let why = none.check(Some("http://evil.example"), host).unwrap_err();
-        assert!(!why.contains('\n'), "{why}");
-        assert!(why.contains("--allow-origin"), "{why}");
-    }
-
     #[test]
     fn events_become_text_messages_without_a_line_end() {
         let data = Bytes::from_static(b"{\"type\":\"prompt\"}\n");
@@ -626,7 +394,6 @@ mod tests {
         let settings = Settings {
             max_line: 4096,
             ping: None,
-            origins: Origins::default(),
             max_queue: 1 << 20,
         };
         assert_eq!(settings.hard_cap(), 4 * 4096 + 1024);

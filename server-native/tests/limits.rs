@@ -117,7 +117,12 @@ async fn too_many_connections_from_one_address_are_refused_on_both_listeners() {
     // A fourth, on either listener, is refused: one line, or 429.
     let refused = line_client_from("127.0.0.1", server.tcp).await.unwrap_err();
     assert_eq!(refused, REFUSAL);
-    let page = request_from("127.0.0.1", server.http, "GET /healthz HTTP/1.1\r\n\r\n").await;
+    let page = request_from(
+        "127.0.0.1",
+        server.http,
+        "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     let (status, headers, body) = split_response(&page);
     assert_eq!(status, "HTTP/1.1 429 Too Many Requests", "{page}");
     assert_eq!(header(headers, "Retry-After"), Some("60"), "{page}");
@@ -178,7 +183,12 @@ async fn opening_connections_too_fast_is_refused_until_a_token_returns() {
     let started = Instant::now();
     for _ in 0..6 {
         drop(line_client_from("127.0.0.1", server.tcp).await.unwrap());
-        let ok = request_from("127.0.0.1", server.http, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        let ok = request_from(
+            "127.0.0.1",
+            server.http,
+            "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
     }
     let refused = line_client_from("127.0.0.1", server.tcp).await.unwrap_err();
@@ -188,7 +198,12 @@ async fn opening_connections_too_fast_is_refused_until_a_token_returns() {
         started.elapsed()
     );
     assert_eq!(refused, REFUSAL);
-    let page = request_from("127.0.0.1", server.http, "GET / HTTP/1.1\r\n\r\n").await;
+    let page = request_from(
+        "127.0.0.1",
+        server.http,
+        "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     let (status, headers, _) = split_response(&page);
     assert_eq!(status, "HTTP/1.1 429 Too Many Requests");
     let retry: u64 = header(headers, "Retry-After").unwrap().parse().unwrap();
@@ -204,7 +219,12 @@ async fn loopback_is_exempt_by_default() {
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(line_client_from("127.0.0.1", server.tcp).await.unwrap());
-        let ok = request_from("127.0.0.1", server.http, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        let ok = request_from(
+            "127.0.0.1",
+            server.http,
+            "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
         assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
     }
 }

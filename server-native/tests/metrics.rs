@@ -20,7 +20,7 @@ async fn get_from(from: &str, http: SocketAddr, path: &str) -> (String, String, 
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let mut stream = socket.connect(http).await.expect("connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
     tokio::time::timeout(WAIT, stream.read_to_string(&mut response))

@@ -223,7 +223,7 @@ async fn a_wss_client_chats_with_an_openssl_user() {
     // HTTPS: the same answers as over HTTP.
     let mut https = connect().await;
     https
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut answer = String::new();

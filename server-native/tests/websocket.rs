@@ -348,7 +348,13 @@ async fn bad_upgrade_requests_get_a_clear_status() {
     let old = upgrade_request("x", "").replace("Version: 13", "Version: 8");
     let response = raw_request(server.http, &old).await;
     assert!(response.starts_with("HTTP/1.1 426"), "{response}");
-    assert!(response.contains("Sec-WebSocket-Version: 13\r\n"));
+    // Header names are case-insensitive (RFC 9110); hyper writes them title-cased.
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("sec-websocket-version: 13\r\n"),
+        "{response}"
+    );
     let post = upgrade_request("x", "").replace("GET", "POST");
     assert!(
         raw_request(server.http, &post)
@@ -628,7 +634,8 @@ async fn get(
     path: &str,
     extra: &str,
 ) -> (String, Vec<(String, String)>, String) {
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {http}\r\n{extra}\r\n");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n{extra}\r\n");
     parse_response(&raw_request(http, &request).await)
 }
 

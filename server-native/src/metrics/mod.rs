@@ -24,16 +24,20 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use chat_core::{CloseReason, LeaveReason, LogRecord, Refusal, Stats, Timestamp};
-use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use chat_core::{CloseReason, LeaveReason, LogRecord, Refusal, Stats, Timestamp, Wire};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::door::Listener;
-use crate::room_task::Clock;
+use crate::clock::Clock;
+use crate::listener::Listener;
+
+mod latency;
+
+use latency::Latency;
 
 /// The content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -41,31 +45,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// One label, as `[(name, value)]`.
 type Label = [(&'static str, &'static str); 1];
 
-/// The upper bounds of the delivery-latency buckets, in nanoseconds (and `+Inf`): from 50 µs,
-/// where a writer woken at once lands, to 5 s, when something is badly stuck.
-const LATENCY_BOUNDS: [u64; 16] = [
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-];
 /// Besides the first frame an input causes, one delivery in this many is stamped for the
 /// latency histogram when it finds its queue empty.
 const SAMPLE_EVERY: u64 = 64;
-/// Sets of latency buckets; each worker thread takes one, round robin.
-const SHARDS: usize = 8;
 
 /// The metrics handle: cheap to clone; empty (and every hook free) with `--metrics off`.
 #[derive(Clone, Default)]
@@ -98,15 +80,6 @@ struct Inner {
     /// input it takes. Only the room task touches it.
     last_stamp: AtomicU64,
     outboxes: Arc<Outboxes>,
-}
-
-/// Which transport a connection speaks, for `chat_connections_open`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// The line protocol (nc), plain or TLS.
-    Tcp,
-    /// WebSocket on `/ws`, plain or TLS.
-    WebSocket,
 }
 
 /// Why a connection was turned away, for `chat_connections_refused_total`.
@@ -145,12 +118,12 @@ fn leave_index(reason: LeaveReason) -> usize {
 }
 
 impl Metrics {
-    /// The server's metrics when `on`, counting from now; an empty handle otherwise.
-    pub fn new(on: bool) -> Metrics {
+    /// The server's metrics when `on`, counting from now, with latencies read on `clock` (the
+    /// room's); an empty handle otherwise.
+    pub fn new(on: bool, clock: Clock) -> Metrics {
         if !on {
             return Metrics(None);
         }
-        let clock = Clock::new();
         let mut registry = Registry::with_prefix("chat");
         let counter = |registry: &mut Registry, name: &str, help: &str| {
             let counter = Counter::default();
@@ -275,11 +248,6 @@ impl Metrics {
         })))
     }
 
-    /// The clock the room runs on: latency samples are taken on its scale.
-    pub fn clock(&self) -> Clock {
-        self.0.as_ref().map_or_else(Clock::new, |m| m.clock)
-    }
-
     /// The metrics as OpenMetrics text ([`CONTENT_TYPE`]); `None` with `--metrics off`.
     pub fn encode(&self) -> Option<Result<String, fmt::Error>> {
         let inner = self.0.as_ref()?;
@@ -313,12 +281,13 @@ impl Metrics {
         }
     }
 
-    /// Counts a connection open on `transport` until the returned guard is dropped.
-    pub fn open(&self, transport: Transport) -> Open {
+    /// Counts a connection open on `wire` (the line wire is TCP, nc; the JSON wire is
+    /// WebSocket) until the returned guard is dropped.
+    pub fn open(&self, wire: Wire) -> Open {
         Open(self.0.as_ref().map(|m| {
-            let gauge = match transport {
-                Transport::Tcp => &m.open_tcp,
-                Transport::WebSocket => &m.open_websocket,
+            let gauge = match wire {
+                Wire::Line => &m.open_tcp,
+                Wire::Json => &m.open_websocket,
             };
             gauge.inc();
             gauge.clone()
@@ -543,66 +512,15 @@ impl EncodeMetric for Queued {
     }
 }
 
-/// A histogram of delivery latencies in nanoseconds, encoded in seconds. Each worker thread
-/// adds to a shard of its own (cache-line aligned), so that writers on different threads never
-/// contend; a scrape sums the shards.
-#[derive(Clone, Debug, Default)]
-pub struct Latency(Arc<[Shard; SHARDS]>);
-
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Shard {
-    /// Samples per bucket (not cumulative): `LATENCY_BOUNDS`, then `+Inf`.
-    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-impl Latency {
-    fn observe(&self, nanos: u64) {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-        }
-        let shard = &self.0[SHARD.with(|s| *s)];
-        let bucket = LATENCY_BOUNDS.partition_point(|&bound| bound < nanos);
-        shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-}
-
-impl EncodeMetric for Latency {
-    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
-        let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
-            .iter()
-            .map(|&bound| bound as f64 / 1e9)
-            .chain([f64::INFINITY])
-            .map(|bound| (bound, 0))
-            .collect();
-        let mut sum_nanos = 0u64;
-        for shard in self.0.iter() {
-            for (total, count) in buckets.iter_mut().zip(&shard.buckets) {
-                total.1 += count.load(Ordering::Relaxed);
-            }
-            sum_nanos = sum_nanos.wrapping_add(shard.sum_nanos.load(Ordering::Relaxed));
-        }
-        let count = buckets.iter().map(|b| b.1).sum();
-        encoder.encode_histogram::<NoLabelSet>(sum_nanos as f64 * 1e-9, count, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn off_counts_nothing_and_serves_nothing() {
-        let metrics = Metrics::new(false);
+        let metrics = Metrics::new(false, Clock::start());
         metrics.refused(Refused::Full);
-        let _open = metrics.open(Transport::Tcp);
+        let _open = metrics.open(Wire::Line);
         let probe = metrics.probe();
         metrics.enqueued(&probe, 0, 10, Timestamp::ZERO);
         probe.written();
@@ -617,11 +535,11 @@ mod tests {
 
     #[test]
     fn hooks_show_in_the_text() {
-        let metrics = Metrics::new(true);
-        let clock = metrics.clock();
-        let open = metrics.open(Transport::WebSocket);
-        let _tcp = metrics.open(Transport::Tcp);
-        let _tcp2 = metrics.open(Transport::Tcp);
+        let clock = Clock::start();
+        let metrics = Metrics::new(true, clock);
+        let open = metrics.open(Wire::Json);
+        let _tcp = metrics.open(Wire::Line);
+        let _tcp2 = metrics.open(Wire::Line);
         drop(open);
         metrics.accepted(Listener::Http);
         metrics.refused(Refused::AddressRate);
@@ -684,7 +602,7 @@ mod tests {
 
     #[test]
     fn the_first_frame_of_each_input_and_one_in_sample_every_are_stamped() {
-        let metrics = Metrics::new(true);
+        let metrics = Metrics::new(true, Clock::start());
         let probes: Vec<Probe> = (0..200).map(|_| metrics.probe()).collect();
         let input = |at: u64| {
             for probe in &probes {
@@ -703,43 +621,5 @@ mod tests {
             line(&text, "chat_deliveries_total"),
             "chat_deliveries_total 400"
         );
-    }
-
-    #[test]
-    fn latency_buckets_take_each_sample_once_across_threads() {
-        let latency = Latency::default();
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let latency = latency.clone();
-                std::thread::spawn(move || {
-                    latency.observe(30_000); // 30 µs: the first bucket.
-                    latency.observe(1_000_000); // 1 ms exactly: le="0.001".
-                    latency.observe(60_000_000_000); // A minute: +Inf only.
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let mut registry = Registry::default();
-        registry.register_with_unit("lat", "l", Unit::Seconds, latency);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        for want in [
-            "lat_seconds_count 12",
-            "lat_seconds_bucket{le=\"0.00005\"} 4",
-            "lat_seconds_bucket{le=\"0.0005\"} 4",
-            "lat_seconds_bucket{le=\"0.001\"} 8",
-            "lat_seconds_bucket{le=\"5.0\"} 8",
-            "lat_seconds_bucket{le=\"+Inf\"} 12",
-        ] {
-            assert!(text.lines().any(|l| l == want), "{want} in {text}");
-        }
-        let sum: f64 = line(&text, "lat_seconds_sum")
-            .split(' ')
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        assert!((sum - 4.0 * 60.00103).abs() < 1e-9, "{sum}");
     }
 }

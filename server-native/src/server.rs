@@ -1,0 +1,269 @@
+//! The server: its shared parts as one value, the room task and the two accept loops started
+//! from it, and the graceful shutdown that ends them.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chat_core::{ConnId, Room, Wire};
+use futures_util::{Stream, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accept::accept_loop;
+use crate::clock::Clock;
+use crate::config::{Config, Switch};
+use crate::door::{Door, Pass};
+use crate::http::upgrade::Origins;
+use crate::http::{self, Site};
+use crate::listener::{Listener, Listeners};
+use crate::log::MessageLog;
+use crate::metrics::Metrics;
+use crate::room_task::{self, RoomInput};
+use crate::tls::Tls;
+use crate::{line, tls, websocket};
+
+/// Places for chat connections beyond `--max-users`, so that the room can tell them it is
+/// full; past that, the line listener stops accepting and `/ws` answers `503`.
+const ADMISSION_SLACK: usize = 64;
+/// HTTP connections served at once.
+const MAX_HTTP: usize = 256;
+/// How long shutdown waits for connections to take their last lines.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Inputs queued for the room before readers wait: a busy room slows the readers, not memory.
+const ROOM_QUEUE: usize = 1024;
+
+/// What every connection task shares, each part named once: in the style of mini-redis's
+/// `Listener`, the server's shared state as documented fields rather than clones threaded
+/// through closures.
+struct Server {
+    /// The room task's inputs; each connection sends through a clone.
+    room: mpsc::Sender<RoomInput>,
+    /// Places for chat connections (`--max-users` + [`ADMISSION_SLACK`]), line and WebSocket
+    /// together: the line listener takes one at accept, an upgrade on `/ws` one at its `101`.
+    admitted: Arc<Semaphore>,
+    /// Places for HTTP connections ([`MAX_HTTP`]), given back when one ends or is upgraded.
+    http_slots: Arc<Semaphore>,
+    /// The per-address limits, both listeners together.
+    door: Arc<Door>,
+    /// What the HTTP listener serves.
+    site: Arc<Site>,
+    /// How WebSocket connections behave.
+    ws: websocket::Settings,
+    /// `--max-line`, for line connections.
+    max_line: usize,
+    /// The TLS of both listeners, if any.
+    tls: Option<Tls>,
+    metrics: Metrics,
+    /// Connection ids, unique across both listeners.
+    next_id: AtomicU64,
+    /// Cancelled when the server stops: accept loops end, connections are told.
+    stop: CancellationToken,
+    /// Every connection task, waited for (within [`SHUTDOWN_GRACE`]) at shutdown.
+    tracker: TaskTracker,
+}
+
+impl Server {
+    fn new_id(&self) -> ConnId {
+        ConnId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Serves one line connection in a task of its own; its TLS handshake, if any, happens
+    /// there, so that accepting never waits.
+    fn spawn_line(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, place: Place) {
+        let server = self.clone();
+        self.tracker.spawn(async move {
+            let acceptor = server.tls.as_ref().map(|tls| &tls.line);
+            if let Some(stream) = tls::accept(acceptor, stream, peer, &server.stop).await {
+                let _open = server.metrics.open(Wire::Line);
+                let (conn, room) = (server.new_id(), server.room.clone());
+                line::serve(stream, peer, conn, room, server.max_line, &server.metrics).await;
+            }
+            drop(place);
+        });
+    }
+
+    /// Serves one HTTP connection in a task of its own, and the WebSocket it may become.
+    fn spawn_http(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, place: Place) {
+        let server = self.clone();
+        self.tracker.spawn(async move {
+            let acceptor = server.tls.as_ref().map(|tls| &tls.http);
+            let Some(stream) = tls::accept(acceptor, stream, peer, &server.stop).await else {
+                return;
+            };
+            // Boxed, so that hyper's state is freed once the connection is upgraded, rather
+            // than kept as part of the WebSocket's task for its whole life.
+            let upgraded = Box::pin(http::serve(stream, server.site.clone(), &server.stop)).await;
+            // A WebSocket holds a place among the admitted connections, not an HTTP slot.
+            let Place { slot, pass } = place;
+            drop(slot);
+            if let Some(upgraded) = upgraded {
+                let _open = server.metrics.open(Wire::Json);
+                let (conn, room) = (server.new_id(), server.room.clone());
+                websocket::serve(upgraded, peer, conn, room, &server.ws, &server.metrics).await;
+            }
+            // The WebSocket counted among its address's connections until here.
+            drop(pass);
+        });
+    }
+}
+
+/// What an accepted connection holds until it ends: its listener's place, and its address's.
+struct Place {
+    slot: OwnedSemaphorePermit,
+    pass: Pass,
+}
+
+/// Serves the room on `listeners` until `shutdown` completes, reopening the message log each
+/// time `reopen` yields; then every client is told, the connections are closed and the log is
+/// flushed before this returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reopen: impl Stream<Item = ()>,
+) -> io::Result<()> {
+    let (log, recent) = match config.log_options() {
+        Some(options) => {
+            let history = config.history as usize;
+            let (log, recent) =
+                tokio::task::spawn_blocking(move || MessageLog::open(options, history))
+                    .await
+                    .map_err(io::Error::other)??;
+            tracing::info!(
+                messages = recent.len(),
+                "history read back from the message log"
+            );
+            (Some(Arc::new(log)), recent)
+        }
+        None => (None, Vec::new()),
+    };
+    let (tcp_addr, _) = listeners.local_addrs()?;
+    let clock = Clock::start();
+    let metrics = Metrics::new(config.metrics == Switch::On, clock);
+    let stop = CancellationToken::new();
+    // Should this function be dropped before the end, the room still stops.
+    let _stop_room = stop.clone().drop_guard();
+    let max_queue = usize::try_from(config.max_queue).unwrap_or(usize::MAX);
+    let admitted = Arc::new(Semaphore::new(config.max_users as usize + ADMISSION_SLACK));
+    let tls = listeners.tls.clone();
+
+    let mut room = Room::new(config.room_config());
+    room.restore_history(recent);
+    let (room_tx, room_rx) = mpsc::channel(ROOM_QUEUE);
+    // Spawned, so that it runs on a worker thread: the connection tasks it wakes for every
+    // delivery then go to that worker's own queue, where from the thread that runs this
+    // function each wake would go through the runtime's shared queue and unpark a worker.
+    let room_task = tokio::spawn({
+        let (log, stop, metrics) = (log.clone(), stop.clone(), metrics.clone());
+        async move {
+            room_task::run(
+                room,
+                room_rx,
+                stop,
+                log.as_deref(),
+                max_queue,
+                clock,
+                metrics,
+            )
+            .await;
+        }
+    });
+    let room_task = async {
+        if let Err(err) = room_task.await {
+            if err.is_panic() {
+                std::panic::resume_unwind(err.into_panic());
+            }
+        }
+    };
+
+    let server = Arc::new(Server {
+        room: room_tx,
+        admitted: admitted.clone(),
+        http_slots: Arc::new(Semaphore::new(MAX_HTTP)),
+        door: Door::new(config.admission_config(), clock, metrics.clone()),
+        site: Arc::new(Site {
+            tcp_addr: tcp_addr.to_string(),
+            tls: tls.is_some(),
+            web_root: config.web_root.clone(),
+            origins: Origins::new(&config.allow_origin).own_page_over_https(tls.is_some()),
+            admitted,
+            handshake_timeout: Duration::from_secs(config.handshake_timeout),
+            metrics: metrics.clone(),
+        }),
+        ws: websocket::Settings {
+            max_line: config.max_line as usize,
+            ping: (config.ws_ping > 0).then(|| Duration::from_secs(config.ws_ping)),
+            max_queue,
+        },
+        max_line: config.max_line as usize,
+        tls,
+        metrics,
+        next_id: AtomicU64::new(1),
+        stop: stop.clone(),
+        tracker: TaskTracker::new(),
+    });
+
+    let tcp = accept_loop(
+        listeners.tcp,
+        Listener::Line,
+        server.admitted.clone(),
+        server.door.clone(),
+        &stop,
+        |stream, peer, slot, pass| server.spawn_line(stream, peer, Place { slot, pass }),
+    );
+    let http = accept_loop(
+        listeners.http,
+        Listener::Http,
+        server.http_slots.clone(),
+        server.door.clone(),
+        &stop,
+        |stream, peer, slot, pass| server.spawn_http(stream, peer, Place { slot, pass }),
+    );
+    let signal = async {
+        shutdown.await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    };
+    let reopen = async {
+        let mut reopen = std::pin::pin!(reopen);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                next = reopen.next() => match (next, &log) {
+                    (None, _) => return stop.cancelled().await,
+                    (Some(()), Some(log)) => log.reopen(),
+                    (Some(()), None) => tracing::info!("no message log to reopen"),
+                },
+            }
+        }
+    };
+    tokio::join!(room_task, tcp, http, signal, reopen);
+    tracing::debug!("room stopped; waiting for connections to close");
+
+    let tracker = server.tracker.clone();
+    // The connection tasks hold the server; the last of them lets go of the room's sender.
+    drop(server);
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    tracing::debug!("connections closed");
+    if let Some(log) = log {
+        // The room task, the only other holder, has ended.
+        let log = Arc::try_unwrap(log)
+            .map_err(|_| io::Error::other("the message log is still in use at shutdown"))?;
+        tokio::task::spawn_blocking(move || log.close())
+            .await
+            .map_err(io::Error::other)??;
+    }
+    Ok(())
+}
