@@ -133,7 +133,80 @@ fn out_of_fds(err: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use chat_core::AdmissionConfig;
+    use tokio::io::AsyncReadExt;
+
     use super::*;
+    use crate::clock::Clock;
+    use crate::metrics::Metrics;
+
+    /// Reads until the peer closes, within ten seconds.
+    async fn read_all(stream: &mut TcpStream) -> String {
+        let mut all = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut all));
+        read.await.expect("closed in time").expect("read");
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    #[tokio::test]
+    async fn the_loop_holds_no_place_while_it_waits_and_refuses_one_accepted_without() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let places = Arc::new(Semaphore::new(2));
+        let door = Door::new(
+            AdmissionConfig::default(),
+            Clock::start(),
+            Metrics::default(),
+        );
+        let stop = CancellationToken::new();
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let (places, served, stop) = (places.clone(), served.clone(), stop.clone());
+            async move {
+                accept_loop(
+                    listener,
+                    Listener::Line,
+                    places,
+                    door,
+                    &stop,
+                    |s, _, place, pass| {
+                        served.lock().unwrap().push((s, place, pass));
+                    },
+                )
+                .await;
+            }
+        });
+        let settled = || async {
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+        };
+        settled().await;
+        // Waiting in accept, the loop holds neither place: both are free for others.
+        assert_eq!(places.available_permits(), 2);
+        let _first = TcpStream::connect(addr).await.unwrap();
+        while served.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(places.available_permits(), 1);
+        // The last place goes elsewhere (an upgrade on /ws) while the loop waits in accept.
+        let upgrade = places.clone().try_acquire_owned().unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(
+            read_all(&mut second).await,
+            "Server is full, please try again later.\n"
+        );
+        assert_eq!(
+            served.lock().unwrap().len(),
+            1,
+            "nothing was spawned for it"
+        );
+        drop(upgrade);
+        stop.cancel();
+        task.await.unwrap();
+    }
 
     #[test]
     fn out_of_fds_is_emfile_or_enfile() {

@@ -252,6 +252,13 @@ impl Config {
     }
 }
 
+/// Whether the diagnostics on standard error are in colour: only on a terminal (a file, a
+/// pipe or journald gets plain text), and never when `NO_COLOR` is set to anything but the
+/// empty string (<https://no-color.org>).
+pub fn diagnostics_in_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +286,16 @@ mod tests {
     #[test]
     fn the_flags_are_consistent() {
         Config::command().debug_assert();
+    }
+
+    #[test]
+    fn diagnostics_are_in_colour_on_a_terminal_only_and_never_with_no_color() {
+        use std::ffi::OsStr;
+        assert!(diagnostics_in_colour(true, None));
+        assert!(diagnostics_in_colour(true, Some(OsStr::new(""))));
+        assert!(!diagnostics_in_colour(true, Some(OsStr::new("1"))));
+        assert!(!diagnostics_in_colour(false, None));
+        assert!(!diagnostics_in_colour(false, Some(OsStr::new("1"))));
     }
 
     #[test]

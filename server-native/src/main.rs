@@ -1,7 +1,7 @@
 //! `chat-server`: parses flags, binds, prints where it listens, serves until Ctrl-C or
 //! SIGTERM; SIGHUP reopens the message log.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use chat_server::{Config, Listeners};
@@ -15,6 +15,10 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(chat_server::config::diagnostics_in_colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         // A closed standard error (`chat-server 2>&1 | tee`, the tee gone on Ctrl-C) loses the
         // diagnostics only: tracing would otherwise report it with eprintln!, which panics,
         // before the clients are told the server is shutting down.

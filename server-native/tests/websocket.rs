@@ -464,6 +464,40 @@ async fn max_users_counts_websocket_and_tcp_together() {
 }
 
 #[tokio::test]
+async fn all_64_places_beyond_max_users_take_websocket_upgrades_then_503() {
+    let server = TestServer::start(&["--max-users", "1"]).await;
+    // One user at the name prompt holds the room's one place.
+    let mut lurker = WsClient::connect(&server).await;
+    assert_eq!(lurker.event().await, json!({"type": "prompt"}));
+    // The 64 places beyond it (docs/protocol.md): each newcomer is upgraded and told `full`,
+    // and keeps its place while the server waits up to 2 s for it to answer the close frame,
+    // which these do not read yet. The line listener, waiting to accept, holds none of them.
+    let started = Instant::now();
+    let mut beyond = Vec::new();
+    for i in 1..=64 {
+        match WsClient::connect_with(server.http, &[]).await {
+            Ok(client) => beyond.push(client),
+            Err(err) => panic!("upgrade {i} of the 64 beyond --max-users was refused: {err}"),
+        }
+    }
+    let next = WsClient::connect_with(server.http, &[]).await;
+    if started.elapsed() < Duration::from_millis(1500) {
+        match next {
+            Err(WsError::Http(response)) => assert_eq!(response.status(), 503),
+            Ok(_) => panic!("a 66th connection found a place"),
+            Err(err) => panic!("{err}"),
+        }
+    } else {
+        eprintln!("the upgrades took over 1.5 s: the places may have been given back meanwhile");
+    }
+    for client in &mut beyond {
+        let (events, close) = client.closed().await;
+        assert_eq!(events, [json!({"type": "full"})]);
+        assert_eq!(code(&close), Some(CloseCode::Again));
+    }
+}
+
+#[tokio::test]
 async fn flood_control_and_the_idle_timeout_apply_to_websocket_users() {
     let server = TestServer::start(&["--idle-timeout", "1", "--ws-ping", "1"]).await;
     let (mut alice, _) = WsClient::join(&server, "alice").await;
