@@ -290,24 +290,25 @@ impl Writer {
         } else {
             self.unsynced = false;
         }
-        match self.rotation.rotate() {
-            Some((file, len)) => {
-                self.file = file;
-                self.len = len;
-                self.torn = false;
-                true
-            }
-            None => false,
-        }
+        let Some(new) = self.rotation.rotate() else {
+            return false;
+        };
+        self.replace_file(new);
+        true
     }
 
     /// Opens the path afresh (SIGHUP); keeps the old file when that fails.
     fn reopen(&mut self) {
-        if let Some((file, len)) = self.rotation.reopen() {
-            self.file = file;
-            self.len = len;
-            self.torn = false;
+        if let Some(new) = self.rotation.reopen() {
+            self.replace_file(new);
         }
+    }
+
+    /// Writes on to `file`, `len` bytes long and ending in a whole line, from now on.
+    fn replace_file(&mut self, (file, len): (File, u64)) {
+        self.file = file;
+        self.len = len;
+        self.torn = false;
     }
 }
 
