@@ -36,16 +36,11 @@ pub fn read_recent(path: &Path, count: usize) -> Vec<ChatMessage> {
         n => rotated_path(path, n),
     });
     'files: for file_path in files {
-        let file = match File::open(&file_path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => break,
-            Err(err) => {
-                tracing::warn!(path = %file_path.display(), %err, "cannot read the message log back");
-                break;
-            }
-        };
-        let mut lines = match ReverseLines::new(file, READ_BLOCK, MAX_RECORD) {
+        let opened =
+            File::open(&file_path).and_then(|file| ReverseLines::new(file, READ_BLOCK, MAX_RECORD));
+        let mut lines = match opened {
             Ok(lines) => lines,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => break,
             Err(err) => {
                 tracing::warn!(path = %file_path.display(), %err, "cannot read the message log back");
                 break;
