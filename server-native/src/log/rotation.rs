@@ -66,43 +66,41 @@ impl Rotation {
         }
     }
 
-    /// Size rotation, once the writer has synced the file: shifts `PATH.n` to `PATH.n+1`
-    /// (dropping `PATH.keep`), renames `PATH` to `PATH.1` and opens a new `PATH`, which it
-    /// returns with its length. On failure it is logged and retried after [`ROTATE_RETRY`],
-    /// and the writer keeps its file; `None` then.
+    /// Size rotation, once the writer has synced the file: shifts the files along
+    /// ([`Rotation::shift`]) and returns the new `PATH` with its length. On failure it is
+    /// logged and retried after [`ROTATE_RETRY`], and the writer keeps its file; `None` then.
     pub(super) fn rotate(&mut self) -> Option<(File, u64)> {
-        let path = &self.path;
-        let result = (|| {
-            for n in (1..self.keep).rev() {
-                match fs::rename(rotated_path(path, n), rotated_path(path, n + 1)) {
-                    Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
-                    _ => {}
-                }
-            }
-            let first = rotated_path(path, 1);
-            fs::rename(path, &first)?;
-            match open_log_file(path) {
-                Ok(opened) => Ok(opened),
-                Err(err) => {
-                    // Back to where it was, so that PATH is the file being written.
-                    let _ = fs::rename(&first, path);
-                    Err(err)
-                }
-            }
-        })();
-        match result {
+        match self.shift() {
             Ok(opened) => {
                 self.retry_at = None;
-                tracing::info!(path = %path.display(), "rotated the message log");
+                tracing::info!(path = %self.path.display(), "rotated the message log");
                 Some(opened)
             }
             Err(err) => {
                 self.retry_at = Some(Instant::now() + ROTATE_RETRY);
-                tracing::error!(%err, path = %path.display(),
+                tracing::error!(%err, path = %self.path.display(),
                     "cannot rotate the message log; writing on to the current file");
                 None
             }
         }
+    }
+
+    /// Shifts `PATH.n` to `PATH.n+1` (dropping `PATH.keep`), renames `PATH` to `PATH.1` and
+    /// opens a new `PATH`. If that cannot be opened, `PATH.1` is renamed back to `PATH`, the
+    /// file being written.
+    fn shift(&self) -> io::Result<(File, u64)> {
+        let path = &self.path;
+        for n in (1..self.keep).rev() {
+            match fs::rename(rotated_path(path, n), rotated_path(path, n + 1)) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+        }
+        let first = rotated_path(path, 1);
+        fs::rename(path, &first)?;
+        open_log_file(path).inspect_err(|_| {
+            let _ = fs::rename(&first, path);
+        })
     }
 
     /// Opens the path afresh (SIGHUP), returning the file and its length; `None` when that
