@@ -74,6 +74,15 @@ mod tests {
     use std::fs;
     use std::io::Write;
 
+    /// The file at `path`, opened the way [`open_log_file`] opens it but cut by nobody.
+    fn open_uncut(path: &Path) -> File {
+        OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)
+            .unwrap()
+    }
+
     #[test]
     fn a_torn_tail_is_cut_back_to_the_last_newline() {
         let dir = temp_dir("torn");
@@ -92,27 +101,15 @@ mod tests {
         );
 
         // Nothing to cut; a file with no newline at all is emptied; longer than a block.
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
+        let mut f = open_uncut(&path);
         assert_eq!(cut_torn_tail(&mut f).unwrap(), 0);
         let long = "y".repeat(3 * READ_BLOCK + 5);
         fs::write(&path, &long).unwrap();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
+        let mut f = open_uncut(&path);
         assert_eq!(cut_torn_tail(&mut f).unwrap(), long.len() as u64);
         assert_eq!(fs::metadata(&path).unwrap().len(), 0);
         fs::write(&path, format!("a\n{long}")).unwrap();
-        let mut f = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .unwrap();
+        let mut f = open_uncut(&path);
         assert_eq!(cut_torn_tail(&mut f).unwrap(), long.len() as u64);
         assert_eq!(fs::read_to_string(&path).unwrap(), "a\n");
     }
