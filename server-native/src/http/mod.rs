@@ -49,6 +49,8 @@ use upgrade::Upgraded;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest request head read; a longer one gets `431`.
 const MAX_HEAD: usize = 8 * 1024;
+/// The most header lines in a request head; more get `431`.
+const MAX_HEADERS: usize = 64;
 /// The most hyper buffers for a connection, each way: a whole head, or a few chunks of a file.
 const MAX_BUFFER: usize = 16 * 1024;
 
@@ -74,6 +76,7 @@ where
         .keep_alive(true)
         .title_case_headers(true)
         .max_header_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_BUFFER)
         .header_read_timeout(None)
         .serve_connection(TokioIo::new(stream), service);
