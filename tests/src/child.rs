@@ -16,12 +16,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-pub(crate) fn send_signal(pid: i32, signal: &str) {
-    let _ = Command::new("kill")
+/// Sends `signal` (`-TERM`, `-KILL`; a negative `pid` is a process group) with kill(1);
+/// whether it was delivered.
+pub(crate) fn send_signal(pid: i32, signal: &str) -> bool {
+    Command::new("kill")
         .args([signal, "--", &pid.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status();
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Every process whose command line or environment contains `needle`.
@@ -43,24 +46,24 @@ pub(crate) fn processes_mentioning(needle: &str) -> Vec<i32> {
         .collect()
 }
 
-/// A child's stdout, collected by a thread into a channel.
-pub(crate) struct Output {
+/// A child's standard output (or error), collected by a thread into a channel.
+pub(crate) struct ChildOutput {
     rx: mpsc::UnboundedReceiver<Vec<u8>>,
     closed: bool,
 }
 
-impl Output {
-    pub(crate) fn collect(mut stdout: impl Read + Send + 'static) -> Output {
+impl ChildOutput {
+    pub(crate) fn collect(mut from: impl Read + Send + 'static) -> ChildOutput {
         let (tx, rx) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
-            while let Ok(n) = stdout.read(&mut buf) {
+            while let Ok(n) = from.read(&mut buf) {
                 if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
                     break;
                 }
             }
         });
-        Output { rx, closed: false }
+        ChildOutput { rx, closed: false }
     }
 
     /// The next chunk, `None` at the end, `Err` when nothing came before `deadline`.
@@ -77,6 +80,15 @@ impl Output {
             }
             Err(_) => Err(()),
         }
+    }
+
+    /// Everything until the end, or `None` if it has not ended by `deadline`.
+    pub(crate) async fn until_end(&mut self, deadline: Instant) -> Option<Vec<u8>> {
+        let mut all = Vec::new();
+        while let Some(bytes) = self.next(deadline).await.ok()? {
+            all.extend_from_slice(&bytes);
+        }
+        Some(all)
     }
 }
 

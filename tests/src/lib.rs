@@ -1,8 +1,10 @@
-//! Support for the end-to-end tests: the real `chat-server` binary as a child process, real
-//! `nc` users, `openssl s_client` users when the server speaks TLS (with a certificate made at
-//! test time), a headless Chromium driven through chromedriver (WebDriver, with fantoccini), a
-//! TCP proxy that can cut connections, and a line-oriented child process for WebSocket clients
-//! the project did not write.
+//! The end-to-end harness: the real `chat-server` binary as a child process (the one cargo
+//! built for this run), real `nc` users, `openssl s_client` users when the server speaks TLS
+//! (with a certificate made at test time), plain TCP users in blocking code, a headless
+//! Chromium driven through chromedriver (WebDriver, with fantoccini), a TCP proxy that can cut
+//! connections, and a line-oriented child process for WebSocket clients the project did not
+//! write; and the load generator behind `chat-bench`. Every test that runs a process is in
+//! this package; the server's own tests (`server-native/tests`) run its library in-process.
 //!
 //! Every wait is bounded ([`WAIT`]) and a failed wait says what was seen. Every child process
 //! is killed when its handle is dropped, also when a test panics.
@@ -14,9 +16,9 @@
 //! passes instead.
 //!
 //! Environment: `CHAT_WEB_ROOT` (the built page, required by the browser tests),
-//! `CHAT_E2E_SKIP=1` (skip when a prerequisite is missing), `CHAT_SERVER_BIN` (the server to
-//! test; by default `target/debug/chat-server`, built when missing or stale), `CHAT_PYTHON`
-//! (the interpreter with `websockets`; by default `python3`). Screenshots go to `target/e2e/`.
+//! `CHAT_E2E_SKIP=1` (skip when a prerequisite is missing), `CHAT_PYTHON` (the interpreter
+//! with `websockets`; by default `python3`). None of the shell's `CHAT_*` variables reaches the
+//! server. Screenshots go to `target/e2e/`.
 //!
 //! # Layout
 //!
@@ -25,7 +27,8 @@
 //! - [`temp`]: temporary directories and the test certificate.
 //! - [`child`]: child processes at a low level: output read by a thread, exits, signals.
 //! - [`line_process`]: programs a user types into: `nc`, `openssl s_client`, any other.
-//! - [`server`]: the real `chat-server` binary as a child process.
+//! - [`server`]: the real `chat-server` binary as a child process, and how to start it.
+//! - [`peer`]: a plain TCP user in blocking code.
 //! - [`page`] and [`browser`]: what the page shows, and the headless Chromium that shows it.
 //! - [`proxy`]: a TCP proxy that can cut connections.
 //! - [`scenario`]: how long a test waits, for one thing and for a whole scenario.
@@ -39,6 +42,7 @@ pub mod line_process;
 pub mod load;
 pub mod page;
 pub mod paths;
+pub mod peer;
 pub mod prerequisites;
 pub mod proxy;
 pub mod scenario;
@@ -50,11 +54,12 @@ pub use child::free_port;
 pub use line_process::{LineProcess, Nc, nc_path};
 pub use page::{Entry, PageState};
 pub use paths::{screenshot_dir, server_binary, target_dir, workspace_root};
+pub use peer::Peer;
 pub use prerequisites::{
     CHROMEDRIVER, CHROMIUM, OPENSSL, browser_installed, missing, openssl_installed,
     python_with_websockets, skipping_allowed, web_root,
 };
 pub use proxy::Proxy;
 pub use scenario::{TEST_TIMEOUT, WAIT, bounded};
-pub use server::Server;
+pub use server::{Server, ServerCommand};
 pub use temp::{TempDir, TestCert};

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::child::{Output, wait_exit};
+use crate::child::{ChildOutput, wait_exit};
 use crate::prerequisites::OPENSSL;
 use crate::scenario::WAIT;
 
@@ -17,9 +17,11 @@ pub struct LineProcess {
     label: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    output: Output,
+    output: ChildOutput,
     /// Printed and not yet consumed by an expectation.
     pub seen: String,
+    /// How long an expectation may take: [`WAIT`] unless [`LineProcess::with_wait`] says.
+    wait: Duration,
 }
 
 impl LineProcess {
@@ -30,14 +32,21 @@ impl LineProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("start {label} ({command:?}): {e}"));
         let stdin = child.stdin.take();
-        let output = Output::collect(child.stdout.take().expect("piped stdout"));
+        let output = ChildOutput::collect(child.stdout.take().expect("piped stdout"));
         LineProcess {
             label: label.to_owned(),
             child,
             stdin,
             output,
             seen: String::new(),
+            wait: WAIT,
         }
+    }
+
+    /// The same, with expectations that may take up to `wait` each.
+    pub fn with_wait(mut self, wait: Duration) -> LineProcess {
+        self.wait = wait;
+        self
     }
 
     pub fn pid(&self) -> u32 {
@@ -68,8 +77,8 @@ impl LineProcess {
             }
             Ok(None) => false,
             Err(()) => panic!(
-                "{}: timed out after {WAIT:?} waiting for {why}; it printed {:?}",
-                self.label, self.seen
+                "{}: timed out after {:?} waiting for {why}; it printed {:?}",
+                self.label, self.wait, self.seen
             ),
         }
     }
@@ -77,7 +86,7 @@ impl LineProcess {
     /// Waits until the output contains `want`; returns everything up to and including it and
     /// consumes it.
     pub async fn expect(&mut self, want: &str) -> String {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + self.wait;
         while !self.seen.contains(want) {
             if !self.read_more(deadline, &format!("{want:?}")).await {
                 panic!(
@@ -92,7 +101,7 @@ impl LineProcess {
 
     /// Waits for the next complete line (without its newline) and consumes it.
     pub async fn line(&mut self) -> String {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + self.wait;
         loop {
             if let Some(i) = self.seen.find('\n') {
                 let line: String = self.seen.drain(..=i).collect();
@@ -109,7 +118,7 @@ impl LineProcess {
 
     /// Reads lines until one satisfies `pred`; returns it. The lines before it are consumed.
     pub async fn line_where(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + self.wait;
         let mut skipped = Vec::new();
         loop {
             if let Some(i) = self.seen.find('\n') {
@@ -146,7 +155,7 @@ impl LineProcess {
 
     /// Waits for the end of output and the exit; returns what was printed and not consumed.
     pub async fn finished(&mut self) -> (String, ExitStatus) {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + self.wait;
         while self.read_more(deadline, "the end of its output").await {}
         let status = wait_exit(&mut self.child, deadline)
             .await

@@ -2,32 +2,27 @@
 //! self-signed certificate in one.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A directory removed when dropped.
-pub struct TempDir(PathBuf);
+/// A directory of its own for one test, `chat-e2e-LABEL-XXXXXX` in the system's temporary
+/// directory, removed with everything in it when dropped.
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     pub fn new(label: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "chat-e2e-{label}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("chat-e2e-{label}-"))
+            .tempdir()
+            .expect("create a temporary directory");
+        TempDir(dir)
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
-}
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    /// `name` inside it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
     }
 }
 
@@ -35,6 +30,8 @@ impl Drop for TempDir {
 /// key, as PEM files in a directory removed when dropped.
 pub struct TestCert {
     dir: TempDir,
+    /// The certificate, DER-encoded, for a client that trusts it and nothing else.
+    der: Vec<u8>,
 }
 
 impl TestCert {
@@ -45,20 +42,35 @@ impl TestCert {
         ])
         .expect("make a certificate");
         let dir = TempDir::new(&format!("cert-{label}"));
-        std::fs::write(dir.path().join("cert.pem"), made.cert.pem()).expect("write cert.pem");
-        std::fs::write(dir.path().join("key.pem"), made.signing_key.serialize_pem())
+        std::fs::write(dir.join("cert.pem"), made.cert.pem()).expect("write cert.pem");
+        std::fs::write(dir.join("key.pem"), made.signing_key.serialize_pem())
             .expect("write key.pem");
-        TestCert { dir }
+        TestCert {
+            dir,
+            der: made.cert.der().to_vec(),
+        }
     }
 
-    /// `--tls-cert CERT --tls-key KEY`, for [`Server::start`].
+    /// The certificate's PEM file.
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    /// The key's PEM file.
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+
+    /// The certificate, DER-encoded.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// `--tls-cert CERT --tls-key KEY`, for [`crate::server::ServerCommand::args`].
     pub fn flags(&self) -> Vec<String> {
-        ["cert", "key"]
-            .iter()
-            .flat_map(|what| {
-                let path = self.dir.path().join(format!("{what}.pem"));
-                [format!("--tls-{what}"), path.display().to_string()]
-            })
+        [("--tls-cert", self.cert()), ("--tls-key", self.key())]
+            .into_iter()
+            .flat_map(|(flag, path)| [flag.to_owned(), path.display().to_string()])
             .collect()
     }
 }
