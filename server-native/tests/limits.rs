@@ -1,6 +1,7 @@
 //! Abuse at the door, with the server in-process over loopback: per-address limits on both
-//! listeners together, their refusals, and loopback's exemption. (`bounds.rs` runs the real
-//! binary for the memory bounds and for running out of file descriptors.)
+//! listeners together, their refusals, and loopback's exemption. (`tests/tests/bounds.rs`, in
+//! the chat-tests package, runs the real binary for the memory bounds and for running out of
+//! file descriptors.)
 
 mod support;
 

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{Client, TempDir, TestServer, WAIT};
+use support::{Client, TestServer, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -205,8 +205,8 @@ async fn a_reader_that_stops_reading_is_dropped_without_slowing_the_others() {
 
 #[tokio::test]
 async fn graceful_shutdown_tells_everyone_and_flushes_the_log() {
-    let dir = TempDir::new("shutdown");
-    let log = dir.join("log.jsonl");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let log = dir.path().join("log.jsonl");
     let mut server = TestServer::start(&["--log", log.to_str().unwrap(), "--flood", "off"]).await;
     let mut alice = server.join("alice").await;
     let mut bob = server.join("bob").await;

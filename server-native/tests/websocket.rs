@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{TempDir, TestServer, WAIT};
+use support::{TestServer, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -675,8 +675,8 @@ async fn get(
 
 #[tokio::test]
 async fn the_web_root_is_served_with_content_types_and_nothing_outside_it() {
-    let dir = TempDir::new("ws-site");
-    let root = dir.join("www");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("www");
     std::fs::create_dir_all(root.join("pkg")).unwrap();
     std::fs::write(
         root.join("index.html"),
@@ -688,7 +688,7 @@ async fn the_web_root_is_served_with_content_types_and_nothing_outside_it() {
     std::fs::write(root.join("pkg/app.js.gz"), b"\x1f\x8bnot really").unwrap();
     let wasm = b"\0asm\x01\0\0\0".to_vec();
     std::fs::write(root.join("pkg/app_bg.wasm"), &wasm).unwrap();
-    std::fs::write(dir.join("secret.txt"), "do not serve").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "do not serve").unwrap();
     let server = TestServer::start(&["--web-root", root.to_str().unwrap()]).await;
     let http = server.http;
 

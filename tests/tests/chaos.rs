@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chat_tests::Server;
 use chat_tests::load::{self, Incoming, Target, Wire};
-use chat_tests::{Server, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -29,9 +29,11 @@ const GOOD: [(Wire, &str); 4] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn well_behaved_users_lose_nothing_and_never_stall_amid_chaos() {
-    let dir = TempDir::new("chaos");
-    let stderr = dir.path().join("server.log");
-    let mut server = Server::start_logging_to(&["--max-queue", "65536"], &stderr).await;
+    let mut server = Server::command()
+        .args(["--max-queue", "65536"])
+        .keep_stderr()
+        .start()
+        .await;
     let target = Target {
         tcp: server.tcp,
         http: server.http,

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use chat_tests::bench::{self, Endpoint, Fanout, Flavor};
+use chat_tests::bench::servers::start_seed_protocol;
+use chat_tests::bench::workload::{self, Endpoint, Fanout, Flavor};
 use chat_tests::load::{Target, Wire};
 use chat_tests::{Server, workspace_root};
 
@@ -39,7 +40,7 @@ async fn a_fan_out_over_either_wire_delivers_everything_once_in_order() {
         (Wire::Line, Some(200.0)),
     ] {
         let spec = spec(wire, rate);
-        let report = bench::fanout(endpoint, &spec, |_, _| {})
+        let report = workload::fanout(endpoint, &spec, |_, _| {})
             .await
             .expect("the run completes");
         let expected = 3 * 40 * 29;
@@ -79,32 +80,14 @@ async fn the_floor_server_is_measured_by_the_same_code() {
     measure_seed_protocol(floor, Flavor::Floor).await;
 }
 
-/// Starts `server` (which speaks the seed's protocol on `PORT`), runs a small fan-out against
-/// it and checks that everything arrived once, in order, and that the server's CPU was read.
-async fn measure_seed_protocol(mut server: std::process::Command, flavor: Flavor) {
-    let port = chat_tests::free_port();
-    let mut child = server
-        .env("PORT", port.to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("the server starts");
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(std::time::Instant::now() < deadline, "{flavor:?} listens");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let endpoint = Endpoint {
-        target: Target {
-            tcp: addr,
-            http: addr,
-        },
-        flavor,
-        pid: Some(child.id()),
-    };
-    let report = bench::fanout(endpoint, &spec(Wire::Line, None), |_, _| {}).await;
-    let _ = child.kill();
-    let _ = child.wait();
+/// Starts `server` (which speaks the seed's protocol on `PORT`) as `chat-bench` does, runs a
+/// small fan-out against it and checks that everything arrived once, in order, and that the
+/// server's CPU was read.
+async fn measure_seed_protocol(server: std::process::Command, flavor: Flavor) {
+    let running =
+        start_seed_protocol(server, flavor).unwrap_or_else(|e| panic!("{flavor:?} listens: {e}"));
+    let report = workload::fanout(running.endpoint, &spec(Wire::Line, None), |_, _| {}).await;
+    drop(running);
     let report = report.expect("the run completes");
     assert_eq!(report.delivered, report.expected, "{flavor:?}");
     assert_eq!(

@@ -2,46 +2,38 @@
 //! `kill -9`, a torn last line, SIGHUP after logrotate's rename and size rotation leave in the
 //! log, and what users see after a restart (the history read back from the log).
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use chat_tests::{Nc, Server, TempDir};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{FREE_PORTS, ServerProcess, TempDir, Terminal, hermetic};
 use tokio_tungstenite::tungstenite::Message;
 
 /// How long a test waits for something that must happen before failing.
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A running `chat-server` on free ports, killed when dropped; its standard error is kept.
-type Server = ServerProcess;
-
 /// Starts the server on free ports with `args`.
-fn start_server(args: &[&str]) -> Server {
-    start_server_with_env(args, &[])
+async fn start_server(args: &[&str]) -> Server {
+    start_server_with_env(args, &[]).await
 }
 
-/// Starts the server on free ports with `args` and `env`, keeping its standard error.
-fn start_server_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-    ServerProcess::spawn(
-        hermetic(env!("CARGO_BIN_EXE_chat-server"))
-            .args(FREE_PORTS)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped()),
-        WAIT,
-    )
-    .keep_stderr()
+/// Starts the server on free ports with `args` and `env`, keeping its standard error (its
+/// warnings, which some tests read).
+async fn start_server_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+    Server::command()
+        .args(args)
+        .envs(env)
+        .log("warn")
+        .keep_stderr()
+        .exit_wait(WAIT)
+        .start()
+        .await
 }
 
 /// Waits until `done` holds, polling; fails with `what` after [`WAIT`].
@@ -61,7 +53,7 @@ struct Peer {
 
 impl Peer {
     /// Connects, answers the prompt with `name` and reads up to the end of the welcome.
-    fn join(addr: &str, name: &str) -> Peer {
+    fn join(addr: SocketAddr, name: &str) -> Peer {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -105,7 +97,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn join(addr: &str, sender: &'static str) -> Watcher {
+    fn join(addr: SocketAddr, sender: &'static str) -> Watcher {
         let mut peer = Peer::join(addr, "watcher");
         let messages = Arc::new(AtomicUsize::new(0));
         let count = messages.clone();
@@ -162,7 +154,7 @@ impl Watcher {
 /// `heard`, a count of them heard by someone, it stays at most a few thousand lines ahead, so
 /// that a long run does not pile up more than a slow machine can work through.
 fn flood(
-    addr: &str,
+    addr: SocketAddr,
     name: &'static str,
     stop: Arc<AtomicBool>,
     heard: Option<Arc<AtomicUsize>>,
@@ -260,13 +252,13 @@ fn assert_numbered_from(messages: &[(u64, String, String)], first: u64) {
 
 /// Joins as `name` with a real `nc`; returns what it showed from the welcome on, up to the
 /// end of the history when there is one.
-fn nc_join(addr: &str, name: &str, history: bool) -> (Terminal, String) {
-    let mut nc = Terminal::nc(addr, WAIT);
-    nc.expect("Enter your name: ");
+async fn nc_join(addr: SocketAddr, name: &str, history: bool) -> (Nc, String) {
+    let mut nc = Nc::connect(addr, name).with_wait(WAIT);
+    nc.expect("Enter your name: ").await;
     nc.type_line(name);
-    let mut seen = nc.expect("Type /help for the list of commands.\n");
+    let mut seen = nc.expect("Type /help for the list of commands.\n").await;
     if history {
-        seen.push_str(&nc.expect("--- End of recent messages ---\n"));
+        seen.push_str(&nc.expect("--- End of recent messages ---\n").await);
     }
     (nc, seen)
 }
@@ -281,8 +273,8 @@ fn history_text(messages: &[(String, String)]) -> String {
     text
 }
 
-#[test]
-fn sigterm_with_messages_in_flight_loses_none() {
+#[tokio::test]
+async fn sigterm_with_messages_in_flight_loses_none() {
     let dir = TempDir::new("sigterm");
     let log = dir.join("chat.jsonl");
     let mut server = start_server(&[
@@ -292,16 +284,17 @@ fn sigterm_with_messages_in_flight_loses_none() {
         "off",
         "--max-queue",
         "268435456",
-    ]);
-    let watcher = Watcher::join(&server.tcp, "s");
+    ])
+    .await;
+    let watcher = Watcher::join(server.tcp, "s");
     let stop = Arc::new(AtomicBool::new(false));
     let names = ["s1", "s2", "s3", "s4"];
     let senders: Vec<_> = names
         .iter()
-        .map(|name| flood(&server.tcp, name, stop.clone(), None))
+        .map(|name| flood(server.tcp, name, stop.clone(), None))
         .collect();
     watcher.wait_for(4000);
-    server.stop(); // SIGTERM while the senders are still sending.
+    server.stop().await; // SIGTERM while the senders are still sending.
     let sent: Vec<usize> = senders.into_iter().map(|s| s.join().unwrap()).collect();
     let (received, shutdown) = watcher.finish();
     assert!(
@@ -332,8 +325,8 @@ fn sigterm_with_messages_in_flight_loses_none() {
     assert!(sent.iter().sum::<usize>() > logged.len());
 }
 
-#[test]
-fn kill_9_keeps_what_was_flushed_and_the_next_start_repairs_and_reloads() {
+#[tokio::test]
+async fn kill_9_keeps_what_was_flushed_and_the_next_start_repairs_and_reloads() {
     let dir = TempDir::new("kill9");
     let log = dir.join("chat.jsonl");
     let args = [
@@ -348,9 +341,9 @@ fn kill_9_keeps_what_was_flushed_and_the_next_start_repairs_and_reloads() {
     ];
 
     // A quiet room: everything accepted is in the log within the flush interval.
-    let mut server = start_server(&args);
-    let watcher = Watcher::join(&server.tcp, "ann");
-    let mut ann = Peer::join(&server.tcp, "ann");
+    let mut server = start_server(&args).await;
+    let watcher = Watcher::join(server.tcp, "ann");
+    let mut ann = Peer::join(server.tcp, "ann");
     for i in 0..300 {
         ann.send(&format!("note {i}"));
     }
@@ -364,7 +357,7 @@ fn kill_9_keeps_what_was_flushed_and_the_next_start_repairs_and_reloads() {
         accepted.elapsed()
     );
     server.signal("KILL");
-    assert!(!server.wait_exit().success());
+    assert!(!server.wait_exit().await.success());
     let first = messages(&records(&log));
     assert_numbered_from(&first, 1);
     let notes: Vec<_> = (0..300)
@@ -374,26 +367,26 @@ fn kill_9_keeps_what_was_flushed_and_the_next_start_repairs_and_reloads() {
     drop(watcher);
 
     // The next start reloads them; then kill -9 while messages pour in.
-    let mut server = start_server(&args);
-    let (_nc, seen) = nc_join(&server.tcp, "reader", true);
+    let mut server = start_server(&args).await;
+    let (_nc, seen) = nc_join(server.tcp, "reader", true).await;
     assert!(seen.ends_with(&history_text(&notes[250..])), "{seen}");
-    let watcher = Watcher::join(&server.tcp, "s1");
+    let watcher = Watcher::join(server.tcp, "s1");
     let stop = Arc::new(AtomicBool::new(false));
-    let sender = flood(&server.tcp, "s1", stop.clone(), None);
+    let sender = flood(server.tcp, "s1", stop.clone(), None);
     watcher.wait_for(1000);
     wait_until("the log holds 1000 of the flood", || {
         messages(&records_so_far(&log)).len() >= 300 + 1000
     });
     server.signal("KILL");
-    assert!(!server.wait_exit().success());
+    assert!(!server.wait_exit().await.success());
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();
     let (received, _) = watcher.finish();
 
     // The start after that succeeds whatever the kill left, and the log is whole lines.
-    let mut server = start_server(&args);
-    let (_nc, seen) = nc_join(&server.tcp, "late", true);
-    server.stop();
+    let mut server = start_server(&args).await;
+    let (_nc, seen) = nc_join(server.tcp, "late", true).await;
+    server.stop().await;
     let all = messages(&records(&log));
     assert_numbered_from(&all, 1);
     let flooded = from_text(&all[300..]);
@@ -417,8 +410,8 @@ fn kill_9_keeps_what_was_flushed_and_the_next_start_repairs_and_reloads() {
     assert!(seen.ends_with(&history_text(&tail)), "{seen}");
 }
 
-#[test]
-fn a_torn_last_line_is_cut_off_at_start_and_the_history_comes_from_the_whole_ones() {
+#[tokio::test]
+async fn a_torn_last_line_is_cut_off_at_start_and_the_history_comes_from_the_whole_ones() {
     let dir = TempDir::new("torn");
     let log = dir.join("chat.jsonl");
     let whole = concat!(
@@ -435,8 +428,8 @@ fn a_torn_last_line_is_cut_off_at_start_and_the_history_comes_from_the_whole_one
     let torn = r#"{"time":"2026-11-22T04:18:22.004Z","type":"message","seq":4,"fr"#;
     std::fs::write(&log, format!("{whole}{torn}")).unwrap();
 
-    let mut server = start_server(&["--log", log.to_str().unwrap()]);
-    let (mut ann, seen) = nc_join(&server.tcp, "ann", true);
+    let mut server = start_server(&["--log", log.to_str().unwrap()]).await;
+    let (mut ann, seen) = nc_join(server.tcp, "ann", true).await;
     let said =
         [("bob", "one"), ("bob", "two"), ("bob", "three")].map(|(f, t)| (f.into(), t.into()));
     assert!(seen.ends_with(&history_text(&said)), "{seen}");
@@ -448,8 +441,8 @@ fn a_torn_last_line_is_cut_off_at_start_and_the_history_comes_from_the_whole_one
     assert!(warnings.contains("not a record"), "{warnings}");
     ann.type_line("four");
     ann.type_line("/who"); // Answered once "four" was taken in.
-    ann.expect("Online (1): ann");
-    server.stop();
+    ann.expect("Online (1): ann").await;
+    server.stop().await;
 
     let content = std::fs::read_to_string(&log).unwrap();
     let rest = content
@@ -470,7 +463,7 @@ fn a_torn_last_line_is_cut_off_at_start_and_the_history_comes_from_the_whole_one
 /// A WebSocket user: connects to `/ws`, joins, and returns the socket, the welcome and the
 /// history event if one followed.
 async fn ws_join(
-    http: &str,
+    http: SocketAddr,
     name: &str,
 ) -> (
     tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
@@ -524,10 +517,10 @@ async fn a_restart_reloads_the_history_and_the_numbering_goes_on() {
     let log = dir.join("chat.jsonl");
     let args = ["--log", log.to_str().unwrap()];
 
-    let mut server = start_server(&args);
-    let (mut ws, first_welcome, history) = ws_join(&server.http, "wendy").await;
+    let mut server = start_server(&args).await;
+    let (mut ws, first_welcome, history) = ws_join(server.http, "wendy").await;
     assert!(history.is_none());
-    let (mut alice, _) = nc_join(&server.tcp, "alice", false);
+    let (mut alice, _) = nc_join(server.tcp, "alice", false).await;
     for text in ["good morning", "anyone here?", "the build is green"] {
         alice.type_line(text);
     }
@@ -539,16 +532,16 @@ async fn a_restart_reloads_the_history_and_the_numbering_goes_on() {
         }
     }
     assert_eq!(seqs, [1, 2, 3]);
-    server.stop();
+    server.stop().await;
     drop((ws, alice));
 
-    let mut server = start_server(&args);
-    let (mut carol, seen) = nc_join(&server.tcp, "carol", true);
+    let mut server = start_server(&args).await;
+    let (mut carol, seen) = nc_join(server.tcp, "carol", true).await;
     let said = ["good morning", "anyone here?", "the build is green"]
         .map(|t| ("alice".to_owned(), t.to_owned()));
     assert!(seen.ends_with(&history_text(&said)), "{seen}");
 
-    let (mut ws, welcome, history) = ws_join(&server.http, "dave").await;
+    let (mut ws, welcome, history) = ws_join(server.http, "dave").await;
     assert_ne!(
         welcome["epoch"], first_welcome["epoch"],
         "a new run, a new epoch"
@@ -577,15 +570,15 @@ async fn a_restart_reloads_the_history_and_the_numbering_goes_on() {
         mine,
         json!({"type": "message", "seq": 4, "from": "dave", "text": "back again"})
     );
-    carol.expect("dave: back again\n");
-    server.stop();
+    carol.expect("dave: back again\n").await;
+    server.stop().await;
     let logged = messages(&records(&log));
     assert_numbered_from(&logged, 1);
     assert_eq!(logged.len(), 4);
 }
 
-#[test]
-fn sighup_after_a_rename_reopens_the_log_under_load_without_losing_a_line() {
+#[tokio::test]
+async fn sighup_after_a_rename_reopens_the_log_under_load_without_losing_a_line() {
     let dir = TempDir::new("sighup");
     let log = dir.join("chat.jsonl");
     let mut server = start_server(&[
@@ -597,11 +590,12 @@ fn sighup_after_a_rename_reopens_the_log_under_load_without_losing_a_line() {
         "20",
         "--max-queue",
         "268435456",
-    ]);
-    let watcher = Watcher::join(&server.tcp, "s1");
+    ])
+    .await;
+    let watcher = Watcher::join(server.tcp, "s1");
     let stop = Arc::new(AtomicBool::new(false));
     let sender = flood(
-        &server.tcp,
+        server.tcp,
         "s1",
         stop.clone(),
         Some(watcher.messages.clone()),
@@ -622,7 +616,7 @@ fn sighup_after_a_rename_reopens_the_log_under_load_without_losing_a_line() {
     stop.store(true, Ordering::Relaxed);
     let sent = sender.join().unwrap();
     watcher.wait_for(sent);
-    server.stop();
+    server.stop().await;
     files.push(log);
 
     let (received, _) = watcher.finish();
@@ -645,19 +639,19 @@ fn sighup_after_a_rename_reopens_the_log_under_load_without_losing_a_line() {
     assert_eq!(from_text(&all), received);
 }
 
-#[test]
-fn sighup_without_a_log_does_not_stop_the_server() {
-    let mut server = start_server(&[]);
+#[tokio::test]
+async fn sighup_without_a_log_does_not_stop_the_server() {
+    let mut server = start_server(&[]).await;
     server.signal("HUP");
-    let (mut ann, _) = nc_join(&server.tcp, "ann", false);
+    let (mut ann, _) = nc_join(server.tcp, "ann", false).await;
     server.signal("HUP");
     ann.type_line("/who");
-    ann.expect("Online (1): ann");
-    server.stop();
+    ann.expect("Online (1): ann").await;
+    server.stop().await;
 }
 
-#[test]
-fn size_rotation_splits_the_log_between_lines_and_the_restart_reads_across_files() {
+#[tokio::test]
+async fn size_rotation_splits_the_log_between_lines_and_the_restart_reads_across_files() {
     let dir = TempDir::new("size");
     let log = dir.join("chat.jsonl");
     let args = [
@@ -676,14 +670,14 @@ fn size_rotation_splits_the_log_between_lines_and_the_restart_reads_across_files
         "--max-queue",
         "268435456",
     ];
-    let mut server = start_server(&args);
-    let watcher = Watcher::join(&server.tcp, "ann");
-    let mut ann = Peer::join(&server.tcp, "ann");
+    let mut server = start_server(&args).await;
+    let watcher = Watcher::join(server.tcp, "ann");
+    let mut ann = Peer::join(server.tcp, "ann");
     for i in 0..2000 {
         ann.send(&format!("note {i}"));
     }
     watcher.wait_for(2000);
-    server.stop();
+    server.stop().await;
 
     let mut files: Vec<PathBuf> = (1..)
         .map(|n| dir.join(&format!("chat.jsonl.{n}")))
@@ -710,18 +704,19 @@ fn size_rotation_splits_the_log_between_lines_and_the_restart_reads_across_files
 
     // The current file holds fewer than --history: the rest comes from PATH.1.
     assert!(messages(&records(&log)).len() < 100);
-    let mut server = start_server(&args);
-    let (_bob, seen) = nc_join(&server.tcp, "bob", true);
+    let mut server = start_server(&args).await;
+    let (_bob, seen) = nc_join(server.tcp, "bob", true).await;
     assert!(seen.ends_with(&history_text(&notes[1900..])), "{seen}");
-    server.stop();
+    server.stop().await;
 }
 
-#[test]
-fn the_log_flags_have_environment_variables_and_help() {
-    let out = hermetic(env!("CARGO_BIN_EXE_chat-server"))
-        .arg("--help")
+#[tokio::test]
+async fn the_log_flags_have_environment_variables_and_help() {
+    let out = Server::command()
+        .without_port_flags()
+        .args(["--help"])
         .output()
-        .unwrap();
+        .await;
     let help = String::from_utf8(out.stdout).unwrap();
     for (flag, var) in [
         ("--log-flush", "CHAT_LOG_FLUSH"),
@@ -744,9 +739,10 @@ fn the_log_flags_have_environment_variables_and_help() {
             ("CHAT_LOG_MAX_SIZE", "1000"),
             ("CHAT_LOG_KEEP", "2"),
         ],
-    );
-    let watcher = Watcher::join(&server.tcp, "ann");
-    let mut ann = Peer::join(&server.tcp, "ann");
+    )
+    .await;
+    let watcher = Watcher::join(server.tcp, "ann");
+    let mut ann = Peer::join(server.tcp, "ann");
     for i in 0..100 {
         ann.send(&format!("note {i}"));
     }
@@ -757,7 +753,7 @@ fn the_log_flags_have_environment_variables_and_help() {
             .last()
             .is_some_and(|(_, _, text)| text == "note 99")
     });
-    server.stop();
+    server.stop().await;
     let files = [
         dir.join("chat.jsonl.2"),
         dir.join("chat.jsonl.1"),

@@ -1,8 +1,8 @@
-//! The load generator behind `chat-bench`: workloads against a running chat server over
-//! either wire, with what they measured. The servers themselves are started by the binary
-//! (`src/bin/chat-bench.rs`); this module only needs their addresses, and the flavour of
-//! line protocol they speak ([`Flavor`]), so that the tutorial's seed server can be measured
-//! by the very same code.
+//! One workload against one running server, over either wire, and what it measured: a
+//! fan-out ([`fanout`], [`FanoutReport`]) or idle connections ([`idle`], [`IdleReport`]). The
+//! servers themselves are started by [`super::servers`]; this module only needs their
+//! addresses, and the flavour of line protocol they speak ([`Flavor`]), so that the tutorial's
+//! seed server can be measured by the very same code.
 //!
 //! Every workload ends by itself: each has a time limit, after which it stops and reports
 //! what did not arrive as lost.

@@ -8,112 +8,49 @@
 //! as a command of its own (without it, a line starting with `Q` or `R` would be). It exits
 //! when the server closes the connection.
 
-mod support;
-
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
+use chat_tests::{LineProcess, Server, TestCert, WAIT, openssl_installed, require};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use support::{ServerProcess as Server, TempDir, Terminal, WAIT, hermetic};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const OPENSSL: &str = "/usr/bin/openssl";
-
-/// A self-signed certificate for `127.0.0.1` and `localhost`, made now, and its key, as PEM
-/// files in a directory removed when dropped.
-struct Cert {
-    dir: TempDir,
-    cert: PathBuf,
-    key: PathBuf,
-    der: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
-}
-
-impl Cert {
-    fn new(label: &str) -> Cert {
-        let made = rcgen::generate_simple_self_signed(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-        ])
-        .expect("make a certificate");
-        let dir = TempDir::new(&format!("tls-{label}"));
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&cert, made.cert.pem()).unwrap();
-        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
-        Cert {
-            dir,
-            cert,
-            key,
-            der: made.cert.der().clone(),
-        }
-    }
-
-    fn flags(&self) -> [&str; 4] {
-        [
-            "--tls-cert",
-            self.cert.to_str().unwrap(),
-            "--tls-key",
-            self.key.to_str().unwrap(),
-        ]
-    }
-
-    /// A TLS client that trusts this certificate and nothing else.
-    fn connector(&self) -> TlsConnector {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
-    }
-}
-
-/// The port of `addr`.
-fn port(addr: &str) -> u16 {
-    addr.rsplit_once(':').unwrap().1.parse().unwrap()
-}
-
-/// `openssl s_client -quiet -connect ADDR`, as a user runs it; killed when dropped.
-fn s_client(addr: &str, name: &str) -> Terminal {
-    assert!(
-        Path::new(OPENSSL).exists(),
-        "{OPENSSL} is missing: apt-get install openssl (`cargo xtask test` does it)"
-    );
-    Terminal::spawn(
-        &format!("s_client user {name}"),
-        Command::new(OPENSSL)
-            .args(["s_client", "-quiet", "-connect", addr])
-            // The certificate's details and "self-signed certificate": not the chat.
-            .stderr(Stdio::null()),
-        WAIT,
-    )
+/// A TLS client that trusts `cert` and nothing else.
+fn connector(cert: &TestCert) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(cert.der().to_vec()))
+        .unwrap();
+    let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
 }
 
 /// An `s_client` user who connects, answers the prompt with the name and waits for the
 /// welcome.
-fn s_client_join(addr: &str, name: &str) -> Terminal {
-    let mut user = s_client(addr, name);
-    user.expect("Enter your name: ");
+async fn s_client_join(addr: SocketAddr, name: &str) -> LineProcess {
+    let mut user = LineProcess::s_client(addr, name);
+    user.expect("Enter your name: ").await;
     user.type_line(name);
-    user.expect(&format!("Welcome, {name}! Online ("));
-    user.expect("Type /help for the list of commands.\n");
+    user.expect(&format!("Welcome, {name}! Online (")).await;
+    user.expect("Type /help for the list of commands.\n").await;
     user
 }
 
 /// Connects with plain TCP, sends `bytes` and reads until the server closes; returns what it
 /// sent. Panics if the server keeps the connection open past [`WAIT`].
-fn plain_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
+fn plain_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.write_all(bytes).unwrap();
@@ -126,52 +63,60 @@ fn plain_exchange(addr: &str, bytes: &[u8]) -> Vec<u8> {
     got
 }
 
-#[test]
-fn two_openssl_users_chat_while_a_plain_connection_is_turned_away() {
-    let cert = Cert::new("s-client");
-    let mut args = vec!["--max-users", "2"];
-    args.extend(cert.flags());
+#[tokio::test]
+async fn two_openssl_users_chat_while_a_plain_connection_is_turned_away() {
+    let test = "two_openssl_users_chat_while_a_plain_connection_is_turned_away";
+    require!(openssl_installed(test));
+    let cert = TestCert::new("s-client");
     // It prints exactly the address lines of a server without TLS (scripts parse them).
-    let server = Server::on_free_ports(&args, &[]);
+    let server = Server::command()
+        .args(["--max-users", "2"])
+        .args(cert.flags())
+        .start()
+        .await;
 
     // Someone who connects and says nothing holds up nobody: the handshake waits in its own
     // task, not in the accept loop.
-    let _silent = TcpStream::connect(&server.tcp).unwrap();
+    let _silent = TcpStream::connect(server.tcp).unwrap();
 
-    let mut alice = s_client(&server.tcp, "alice");
-    alice.expect("Enter your name: ");
+    let mut alice = LineProcess::s_client(server.tcp, "alice");
+    alice.expect("Enter your name: ").await;
     alice.type_line("alice");
-    alice.expect("Welcome, alice! Online (1): alice\nType /help for the list of commands.\n");
+    alice
+        .expect("Welcome, alice! Online (1): alice\nType /help for the list of commands.\n")
+        .await;
 
     // nc to the TLS port: the handshake fails, the connection closes, no prompt is sent.
-    let got = plain_exchange(&server.tcp, b"mallory\n");
+    let got = plain_exchange(server.tcp, b"mallory\n");
     let got = String::from_utf8_lossy(&got);
     assert!(!got.contains("Enter your name"), "{got:?}");
 
     // Neither that nor the silent one took a place among the two users.
-    let mut bob = s_client(&server.tcp, "bob");
-    bob.expect("Enter your name: ");
+    let mut bob = LineProcess::s_client(server.tcp, "bob");
+    bob.expect("Enter your name: ").await;
     bob.type_line("Alice");
-    bob.expect("The name 'Alice' is already taken; choose another.\nEnter your name: ");
+    bob.expect("The name 'Alice' is already taken; choose another.\nEnter your name: ")
+        .await;
     bob.type_line("bob");
-    bob.expect("Welcome, bob! Online (2): alice, bob\n");
-    alice.expect("*** bob has joined the chat ***\n");
+    bob.expect("Welcome, bob! Online (2): alice, bob\n").await;
+    alice.expect("*** bob has joined the chat ***\n").await;
 
     alice.type_line("hi bob, over TLS");
-    bob.expect("alice: hi bob, over TLS\n");
+    bob.expect("alice: hi bob, over TLS\n").await;
     bob.type_line("/msg alice psst");
-    alice.expect("[private] bob: psst\n");
-    bob.expect("[private to alice] psst\n");
+    alice.expect("[private] bob: psst\n").await;
+    bob.expect("[private to alice] psst\n").await;
 
     // The end of s_client's input does not end its session (-quiet means -ign_eof).
-    bob.stdin = None;
+    bob.close_stdin();
     alice.type_line("still there?");
-    bob.expect("alice: still there?\n");
+    bob.expect("alice: still there?\n").await;
 
     alice.type_line("/quit");
-    alice.expect("Goodbye!\n");
-    alice.exits();
-    bob.expect("*** alice has left the chat ***\n");
+    alice.expect("Goodbye!\n").await;
+    // It exits by itself once the server has closed the connection.
+    alice.finished().await;
+    bob.expect("*** alice has left the chat ***\n").await;
 }
 
 /// The text of the next message, decoded; panics on anything else or after [`WAIT`].
@@ -202,18 +147,21 @@ async fn send(ws: &mut (impl futures_util::Sink<Message> + Unpin), request: Valu
 async fn a_wss_client_chats_with_an_openssl_user() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let cert = Cert::new("wss");
+    let test = "a_wss_client_chats_with_an_openssl_user";
+    require!(openssl_installed(test));
+    let cert = TestCert::new("wss");
     // The variables instead of the flags.
-    let (cert_path, key_path) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
-    let server = Server::on_free_ports(
-        &[],
-        &[("CHAT_TLS_CERT", cert_path), ("CHAT_TLS_KEY", key_path)],
-    );
-    let port = port(&server.http);
+    let (cert_path, key_path) = (cert.cert(), cert.key());
+    let (cert_path, key_path) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let server = Server::command()
+        .envs(&[("CHAT_TLS_CERT", cert_path), ("CHAT_TLS_KEY", key_path)])
+        .start()
+        .await;
+    let port = server.http.port();
     let ip = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-    let connector = cert.connector();
+    let connector = connector(&cert);
     let connect = || async {
-        let tcp = tokio::net::TcpStream::connect(&server.http).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(server.http).await.unwrap();
         connector
             .connect(ip.clone(), tcp)
             .await
@@ -231,10 +179,10 @@ async fn a_wss_client_chats_with_an_openssl_user() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
     // Plain HTTP to the HTTPS port gets no HTTP answer.
-    let plain = plain_exchange(&server.http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let plain = plain_exchange(server.http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(!String::from_utf8_lossy(&plain).contains("HTTP/1.1"));
 
-    let mut carol = s_client_join(&server.tcp, "carol");
+    let mut carol = s_client_join(server.tcp, "carol").await;
 
     // WSS, as the page served over https:// opens it: its origin is https://HOST.
     let mut request = format!("wss://127.0.0.1:{port}/ws")
@@ -253,7 +201,7 @@ async fn a_wss_client_chats_with_an_openssl_user() {
     let welcome = next_event(&mut ws).await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     assert_eq!(welcome["online"], json!(["carol", "dave"]), "{welcome}");
-    carol.expect("*** dave has joined the chat ***\n");
+    carol.expect("*** dave has joined the chat ***\n").await;
 
     carol.type_line("hello dave");
     let said = next_event(&mut ws).await;
@@ -267,7 +215,7 @@ async fn a_wss_client_chats_with_an_openssl_user() {
         json!({"type": "say", "text": "hi carol, from wss"}),
     )
     .await;
-    carol.expect("dave: hi carol, from wss\n");
+    carol.expect("dave: hi carol, from wss\n").await;
     let own = next_event(&mut ws).await;
     assert_eq!(own["text"], "hi carol, from wss", "{own}");
     send(
@@ -275,7 +223,7 @@ async fn a_wss_client_chats_with_an_openssl_user() {
         json!({"type": "msg", "to": "carol", "text": "psst"}),
     )
     .await;
-    carol.expect("[private] dave: psst\n");
+    carol.expect("[private] dave: psst\n").await;
     assert_eq!(
         next_event(&mut ws).await,
         json!({"type": "private_sent", "to": "carol", "text": "psst"})
@@ -295,17 +243,12 @@ async fn a_wss_client_chats_with_an_openssl_user() {
         Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Normal),
         other => panic!("expected a close frame with 1000, got {other:?}"),
     }
-    carol.expect("*** dave has left the chat ***\n");
+    carol.expect("*** dave has left the chat ***\n").await;
 }
 
 /// Runs the server expecting it to refuse to start; returns its standard error.
-fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = hermetic(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run chat-server");
+async fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Server::command().args(args).envs(env).output().await;
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{args:?} {env:?} started: {err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -317,16 +260,17 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
     err
 }
 
-#[test]
-fn bad_tls_settings_stop_the_server_before_it_listens_with_a_clear_error() {
-    let cert = Cert::new("bad");
-    let (cert_path, key_path) = (cert.cert.to_str().unwrap(), cert.key.to_str().unwrap());
-    let err = refused(&["--tls-cert", cert_path], &[]);
+#[tokio::test]
+async fn bad_tls_settings_stop_the_server_before_it_listens_with_a_clear_error() {
+    let cert = TestCert::new("bad");
+    let (cert_path, key_path) = (cert.cert(), cert.key());
+    let (cert_path, key_path) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+    let err = refused(&["--tls-cert", cert_path], &[]).await;
     assert!(err.contains("--tls-key"), "{err}");
-    let err = refused(&[], &[("CHAT_TLS_KEY", key_path)]);
+    let err = refused(&[], &[("CHAT_TLS_KEY", key_path)]).await;
     assert!(err.contains("--tls-cert"), "{err}");
 
-    let missing = cert.dir.join("missing.pem");
+    let missing = cert.cert().with_file_name("missing.pem");
     let err = refused(
         &[
             "--tls-cert",
@@ -335,12 +279,13 @@ fn bad_tls_settings_stop_the_server_before_it_listens_with_a_clear_error() {
             key_path,
         ],
         &[],
-    );
+    )
+    .await;
     assert!(
         err.contains(&format!("cannot read --tls-cert {}", missing.display())),
         "{err}"
     );
-    let err = refused(&["--tls-cert", cert_path, "--tls-key", cert_path], &[]);
+    let err = refused(&["--tls-cert", cert_path, "--tls-key", cert_path], &[]).await;
     assert!(
         err.contains(&format!("--tls-key {cert_path} holds no")),
         "{err}"
@@ -354,10 +299,10 @@ struct TlsLines {
 }
 
 impl TlsLines {
-    async fn connect(cert: &Cert, addr: &str) -> TlsLines {
+    async fn connect(cert: &TestCert, addr: SocketAddr) -> TlsLines {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let ip = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-        let stream = cert.connector().connect(ip, tcp).await.expect("handshake");
+        let stream = connector(cert).connect(ip, tcp).await.expect("handshake");
         TlsLines {
             stream,
             seen: Vec::new(),
@@ -398,15 +343,17 @@ impl TlsLines {
 
 #[tokio::test]
 async fn a_tls_reader_that_falls_behind_gets_every_line_once_it_reads_again() {
-    let cert = Cert::new("behind");
-    let mut args = vec!["--flood", "off", "--max-queue", "67108864"];
-    args.extend(cert.flags());
-    let server = Server::on_free_ports(&args, &[]);
-    let mut bob = TlsLines::connect(&cert, &server.tcp).await;
+    let cert = TestCert::new("behind");
+    let server = Server::command()
+        .args(["--flood", "off", "--max-queue", "67108864"])
+        .args(cert.flags())
+        .start()
+        .await;
+    let mut bob = TlsLines::connect(&cert, server.tcp).await;
     bob.send("bob").await;
     bob.read_until_end_with("Type /help for the list of commands.\n")
         .await;
-    let mut alice = TlsLines::connect(&cert, &server.tcp).await;
+    let mut alice = TlsLines::connect(&cert, server.tcp).await;
     alice.send("alice").await;
     alice
         .read_until_end_with("Type /help for the list of commands.\n")

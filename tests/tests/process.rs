@@ -1,20 +1,20 @@
 //! The real `chat-server` binary as a user runs it: its printed addresses, its flags and
 //! environment variables, SIGTERM, and two real `nc` processes chatting through it.
 
-mod support;
-
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 
-use support::{Peer, ServerProcess as Server, TempDir, Terminal, WAIT, hermetic};
+use chat_tests::{Nc, Peer, Server, TempDir};
 
-#[test]
-fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
+#[tokio::test]
+async fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
     let dir = TempDir::new("sigterm");
     let log = dir.join("chat.jsonl");
     let log_arg = log.to_str().unwrap();
-    let mut server = Server::start(
-        &[
+    let mut server = Server::command()
+        .without_port_flags()
+        .args([
             "--tcp",
             "127.0.0.1:0",
             "--http",
@@ -23,13 +23,14 @@ fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
             log_arg,
             "--flood",
             "off",
-        ],
-        &[],
-    );
-    assert!(server.tcp.starts_with("127.0.0.1:") && !server.tcp.ends_with(":0"));
-    assert!(server.http.starts_with("127.0.0.1:") && !server.http.ends_with(":0"));
+        ])
+        .start()
+        .await;
+    let (tcp, http) = (server.tcp.to_string(), server.http.to_string());
+    assert!(tcp.starts_with("127.0.0.1:") && !tcp.ends_with(":0"));
+    assert!(http.starts_with("127.0.0.1:") && !http.ends_with(":0"));
 
-    let mut ann = Peer::connect(&server.tcp);
+    let mut ann = Peer::connect(server.tcp);
     ann.expect("Enter your name: ");
     ann.send("ann");
     ann.expect("Welcome, ann!");
@@ -44,7 +45,7 @@ fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
         ann.read_to_end()
             .ends_with("*** Server is shutting down ***\n")
     );
-    assert!(server.wait_exit().success());
+    assert!(server.wait_exit().await.success());
     let content = std::fs::read_to_string(&log).unwrap();
     let texts: Vec<String> = content
         .lines()
@@ -56,21 +57,22 @@ fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
     assert_eq!(texts, want);
 }
 
-#[test]
-fn environment_variables_set_the_flags() {
-    let server = Server::start(
-        &[],
-        &[
+#[tokio::test]
+async fn environment_variables_set_the_flags() {
+    let server = Server::command()
+        .without_port_flags()
+        .envs(&[
             ("CHAT_TCP", "127.0.0.1:0"),
             ("CHAT_HTTP", "127.0.0.1:0"),
             ("CHAT_MAX_USERS", "1"),
             ("CHAT_MAX_LINE", "10"),
             ("CHAT_NAME_TIMEOUT", "1"),
-        ],
-    );
-    let mut first = Peer::connect(&server.tcp);
+        ])
+        .start()
+        .await;
+    let mut first = Peer::connect(server.tcp);
     first.expect("Enter your name: ");
-    let mut second = Peer::connect(&server.tcp);
+    let mut second = Peer::connect(server.tcp);
     assert!(second.read_to_end().contains("Server is full"));
     first.send("a_long_name_here");
     first.expect("Error: line too long");
@@ -78,28 +80,28 @@ fn environment_variables_set_the_flags() {
 }
 
 /// One request to the HTTP listener; the whole response.
-fn http_request(addr: &str, request: &str) -> String {
+fn http_request(addr: SocketAddr, request: &str) -> String {
     let mut peer = Peer::connect(addr);
     peer.stream.write_all(request.as_bytes()).unwrap();
     peer.read_to_end()
 }
 
-#[test]
-fn the_web_root_and_allowed_origins_come_from_the_environment() {
+#[tokio::test]
+async fn the_web_root_and_allowed_origins_come_from_the_environment() {
     let root = TempDir::new("env-www");
     std::fs::write(root.join("index.html"), "<p>the web client</p>").unwrap();
-    let server = Server::start(
-        &["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
-        &[
+    let server = Server::command()
+        .envs(&[
             ("CHAT_WEB_ROOT", root.path().to_str().unwrap()),
             ("CHAT_ALLOW_ORIGIN", "https://a.example, https://b.example"),
-        ],
-    );
-    let page = http_request(&server.http, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        ])
+        .start()
+        .await;
+    let page = http_request(server.http, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(page.ends_with("\r\n\r\n<p>the web client</p>"), "{page}");
     let upgrade = |origin: &str| {
         http_request(
-            &server.http,
+            server.http,
             &format!(
                 "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
@@ -108,7 +110,7 @@ fn the_web_root_and_allowed_origins_come_from_the_environment() {
         )
     };
     // An accepted handshake stays open: shut our side so the server closes too.
-    let mut peer = Peer::connect(&server.http);
+    let mut peer = Peer::connect(server.http);
     peer.stream
         .write_all(
             b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -120,32 +122,30 @@ fn the_web_root_and_allowed_origins_come_from_the_environment() {
     assert!(upgrade("https://c.example").starts_with("HTTP/1.1 403 Forbidden\r\n"));
 }
 
-#[test]
-fn metrics_are_served_unless_chat_metrics_is_off() {
-    let on = Server::start(&["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"], &[]);
-    let metrics = http_request(&on.http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+#[tokio::test]
+async fn metrics_are_served_unless_chat_metrics_is_off() {
+    let on = Server::start(&[]).await;
+    let metrics = http_request(on.http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
     assert!(metrics.contains("\nchat_connections_accepted_total{listener=\"http\"} 1\n"));
     assert!(metrics.ends_with("\n# EOF\n"), "{metrics}");
-    let off = Server::start(
-        &["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
-        &[("CHAT_METRICS", "off")],
-    );
-    let metrics = http_request(&off.http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let off = Server::command().env("CHAT_METRICS", "off").start().await;
+    let metrics = http_request(off.http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(
         metrics.starts_with("HTTP/1.1 404 Not Found\r\n"),
         "{metrics}"
     );
-    let health = http_request(&off.http, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let health = http_request(off.http, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(health.starts_with("HTTP/1.1 200 OK\r\n") && health.ends_with("\r\n\r\nok\n"));
 }
 
-#[test]
-fn help_documents_every_flag_with_its_environment_variable() {
-    let out = hermetic(env!("CARGO_BIN_EXE_chat-server"))
-        .arg("--help")
+#[tokio::test]
+async fn help_documents_every_flag_with_its_environment_variable() {
+    let out = Server::command()
+        .without_port_flags()
+        .args(["--help"])
         .output()
-        .unwrap();
+        .await;
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for (flag, var) in [
@@ -179,14 +179,15 @@ fn help_documents_every_flag_with_its_environment_variable() {
     }
 }
 
-#[test]
-fn an_address_in_use_is_a_clear_error_not_a_panic() {
+#[tokio::test]
+async fn an_address_in_use_is_a_clear_error_not_a_panic() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = hermetic(env!("CARGO_BIN_EXE_chat-server"))
+    let out = Server::command()
+        .without_port_flags()
         .args(["--tcp", &addr, "--http", "127.0.0.1:0"])
         .output()
-        .unwrap();
+        .await;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -196,105 +197,102 @@ fn an_address_in_use_is_a_clear_error_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-#[test]
-fn two_real_nc_users_chat() {
-    let server = Server::start(&["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"], &[]);
-    let mut alice = Terminal::nc(&server.tcp, WAIT);
-    alice.expect("Enter your name: ");
+#[tokio::test]
+async fn two_real_nc_users_chat() {
+    let server = Server::start(&[]).await;
+    let mut alice = Nc::connect(server.tcp, "alice");
+    alice.expect("Enter your name: ").await;
     alice.type_line("alice");
-    alice.expect("Welcome, alice! Online (1): alice\nType /help for the list of commands.\n");
+    alice
+        .expect("Welcome, alice! Online (1): alice\nType /help for the list of commands.\n")
+        .await;
 
-    let mut bob = Terminal::nc(&server.tcp, WAIT);
-    bob.expect("Enter your name: ");
+    let mut bob = Nc::connect(server.tcp, "bob");
+    bob.expect("Enter your name: ").await;
     bob.type_line("Alice");
-    bob.expect("The name 'Alice' is already taken; choose another.\nEnter your name: ");
+    bob.expect("The name 'Alice' is already taken; choose another.\nEnter your name: ")
+        .await;
     bob.type_line("bob");
-    bob.expect("Welcome, bob! Online (2): alice, bob\n");
-    alice.expect("*** bob has joined the chat ***\n");
+    bob.expect("Welcome, bob! Online (2): alice, bob\n").await;
+    alice.expect("*** bob has joined the chat ***\n").await;
 
     alice.type_line("hi bob, how are you?");
-    bob.expect("alice: hi bob, how are you?\n");
+    bob.expect("alice: hi bob, how are you?\n").await;
     bob.type_line("/msg alice fine, thanks");
-    alice.expect("[private] bob: fine, thanks\n");
-    bob.expect("[private to alice] fine, thanks\n");
+    alice.expect("[private] bob: fine, thanks\n").await;
+    bob.expect("[private to alice] fine, thanks\n").await;
     bob.type_line("/help");
-    let help = bob.expect("/quit");
+    let help = bob.expect("/quit").await;
     for command in ["/msg", "/who", "/help"] {
         assert!(help.contains(command), "{help}");
     }
     bob.type_line("/quit");
-    bob.expect("Goodbye!\n");
-    let left = alice.expect("*** bob has left the chat ***\n");
+    bob.expect("Goodbye!\n").await;
+    let left = alice.expect("*** bob has left the chat ***\n").await;
     assert!(
         !left.contains("Goodbye"),
         "only bob sees his goodbye: {left:?}"
     );
 
     // End of input from nc (Ctrl-D at a terminal) is a leave too.
-    let mut carol = Terminal::nc(&server.tcp, WAIT);
-    carol.expect("Enter your name: ");
+    let mut carol = Nc::connect(server.tcp, "carol");
+    carol.expect("Enter your name: ").await;
     carol.type_line("carol");
-    alice.expect("*** carol has joined the chat ***\n");
-    drop(carol.stdin.take());
+    alice.expect("*** carol has joined the chat ***\n").await;
+    carol.close_stdin();
     let _ = Command::new("kill")
-        .args(["-INT", &carol.child.id().to_string()])
+        .args(["-INT", &carol.pid().to_string()])
         .status();
-    alice.expect("*** carol has left the chat ***\n");
+    alice.expect("*** carol has left the chat ***\n").await;
 }
 
-#[test]
-fn the_per_address_limits_come_from_the_environment() {
-    let server = Server::start(
-        &[],
-        &[
+#[tokio::test]
+async fn the_per_address_limits_come_from_the_environment() {
+    let server = Server::command()
+        .without_port_flags()
+        .envs(&[
             ("CHAT_TCP", "127.0.0.1:0"),
             ("CHAT_HTTP", "127.0.0.1:0"),
             ("CHAT_MAX_CONNS_PER_IP", "1"),
             ("CHAT_LIMIT_LOOPBACK", "true"),
-        ],
-    );
-    let mut first = Peer::connect(&server.tcp);
+        ])
+        .start()
+        .await;
+    let mut first = Peer::connect(server.tcp);
     first.expect("Enter your name: ");
-    let mut second = Peer::connect(&server.tcp);
+    let mut second = Peer::connect(server.tcp);
     assert_eq!(
         second.read_to_end(),
         "Too many connections from your address; try again in a minute.\n"
     );
-    let page = http_request(&server.http, "GET /healthz HTTP/1.1\r\n\r\n");
+    let page = http_request(server.http, "GET /healthz HTTP/1.1\r\n\r\n");
     assert!(
         page.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
         "{page}"
     );
 
     // Loopback is exempt unless the variable says otherwise.
-    let server = Server::start(
-        &[],
-        &[
+    let server = Server::command()
+        .without_port_flags()
+        .envs(&[
             ("CHAT_TCP", "127.0.0.1:0"),
             ("CHAT_HTTP", "127.0.0.1:0"),
             ("CHAT_MAX_CONNS_PER_IP", "1"),
             ("CHAT_LIMIT_LOOPBACK", "false"),
-        ],
-    );
-    let mut first = Peer::connect(&server.tcp);
+        ])
+        .start()
+        .await;
+    let mut first = Peer::connect(server.tcp);
     first.expect("Enter your name: ");
-    let mut second = Peer::connect(&server.tcp);
+    let mut second = Peer::connect(server.tcp);
     second.expect("Enter your name: ");
 }
 
-#[test]
-fn a_closed_standard_error_does_not_stop_a_graceful_shutdown() {
+#[tokio::test]
+async fn a_closed_standard_error_does_not_stop_a_graceful_shutdown() {
     // As under `chat-server 2>&1 | tee chat.log` when Ctrl-C has ended the tee first.
-    let mut server = Server::spawn(
-        hermetic(env!("CARGO_BIN_EXE_chat-server"))
-            .args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped()),
-        WAIT,
-    );
-    drop(server.child.stderr.take());
-    let tcp = server.tcp.clone();
-    let mut dave = Peer::connect(&tcp);
+    let mut server = Server::command().log("info").close_stderr().start().await;
+    let mut dave = Peer::connect(server.tcp);
     dave.expect("Enter your name: ");
     dave.send("dave");
     dave.expect("Welcome, dave!");
@@ -304,6 +302,6 @@ fn a_closed_standard_error_does_not_stop_a_graceful_shutdown() {
         dave.read_to_end()
             .ends_with("*** Server is shutting down ***\n")
     );
-    let status = server.wait_exit();
+    let status = server.wait_exit().await;
     assert!(status.success(), "{status}");
 }

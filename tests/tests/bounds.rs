@@ -3,20 +3,17 @@
 //! request head that never ends or crawls is cut off, and running out of file descriptors
 //! refuses newcomers while everyone connected chats on. Linux only (`/proc`, `prlimit`).
 //!
-//! The outbound bound, `--max-queue`, is tested in `server.rs` and `websocket.rs` (a reader
-//! that stops reading is dropped as too slow).
+//! The outbound bound, `--max-queue`, is tested in-process in `server-native/tests/server.rs`
+//! and `websocket.rs` (a reader that stops reading is dropped as too slow).
 
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::Stdio;
+use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use support::{FREE_PORTS, Peer, ServerProcess as Server, WAIT, hermetic};
+use chat_tests::{Peer, Server, WAIT};
 
 /// What a flood sends.
 const FLOOD: usize = 100 * 1024 * 1024;
@@ -25,24 +22,15 @@ const MAX_GROWTH_KIB: u64 = 8 * 1024;
 
 /// Starts the binary with `args` on free ports, behind `wrapper` (e.g. `prlimit --nofile=64:64
 /// --`, util-linux's), which must exec it so that the process id is the server's; its
-/// standard error is kept.
-fn start_server(wrapper: &[&str], args: &[&str]) -> Server {
-    let binary = env!("CARGO_BIN_EXE_chat-server");
-    let mut command = match wrapper {
-        [] => hermetic(binary),
-        [program, rest @ ..] => {
-            let mut command = hermetic(program);
-            command.args(rest).arg(binary);
-            command
-        }
-    };
-    command
-        .args(FREE_PORTS)
+/// standard error (at `info`) is kept.
+async fn start_server(wrapper: &[&str], args: &[&str]) -> Server {
+    Server::command()
+        .wrapped_in(wrapper)
         .args(args)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped());
-    Server::spawn(&mut command, WAIT).keep_stderr()
+        .log("info")
+        .keep_stderr()
+        .start()
+        .await
 }
 
 /// Everything `stream` receives until the server closes it (a reset after some bytes ends it
@@ -117,14 +105,14 @@ fn check_growth(what: &str, before: u64, peak: u64, after: u64) {
     );
 }
 
-#[test]
-fn a_100_mb_line_gets_one_error_the_sender_stays_and_memory_stays_flat() {
-    let mut server = start_server(&[], &["--flood", "off"]);
-    let mut alice = Peer::join(&server.tcp, "alice");
-    let mut bob = Peer::join(&server.tcp, "bob");
+#[tokio::test]
+async fn a_100_mb_line_gets_one_error_the_sender_stays_and_memory_stays_flat() {
+    let mut server = start_server(&[], &["--flood", "off"]).await;
+    let mut alice = Peer::join(server.tcp, "alice");
+    let mut bob = Peer::join(server.tcp, "bob");
     alice.send("warming up");
     bob.expect("alice: warming up\n");
-    let mut mallory = Peer::join(&server.tcp, "mallory");
+    let mut mallory = Peer::join(server.tcp, "mallory");
     mallory.expect("--- End of recent messages ---\n");
     mallory.seen.clear();
     let before = server.rss_kib();
@@ -156,7 +144,7 @@ fn a_100_mb_line_gets_one_error_the_sender_stays_and_memory_stays_flat() {
     alice.expect("mallory: still here\n");
     eprintln!("{round} chat round trips during the flood");
     check_growth("100 MB line", before, peak, server.rss_kib());
-    server.stop();
+    server.stop().await;
 }
 
 /// The upgrade request of a WebSocket client with no `Origin`.
@@ -165,7 +153,7 @@ const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 /// Connects to `/ws` and reads the `101` head.
-fn websocket(http: &str) -> TcpStream {
+fn websocket(http: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(http).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.set_write_timeout(Some(WAIT)).unwrap();
@@ -210,17 +198,17 @@ fn close_code(stream: &mut TcpStream) -> u16 {
     panic!("no close frame in {bytes:?}");
 }
 
-#[test]
-fn a_100_mb_websocket_frame_or_message_closes_with_1009_and_memory_stays_flat() {
-    let mut server = start_server(&[], &["--flood", "off"]);
-    let mut alice = Peer::join(&server.tcp, "alice");
-    let mut bob = Peer::join(&server.tcp, "bob");
+#[tokio::test]
+async fn a_100_mb_websocket_frame_or_message_closes_with_1009_and_memory_stays_flat() {
+    let mut server = start_server(&[], &["--flood", "off"]).await;
+    let mut alice = Peer::join(server.tcp, "alice");
+    let mut bob = Peer::join(server.tcp, "bob");
     alice.send("warming up");
     bob.expect("alice: warming up\n");
     let before = server.rss_kib();
 
     // One text frame whose header says (and whose payload is) 100 MB.
-    let mut ws = websocket(&server.http);
+    let mut ws = websocket(server.http);
     let header = frame_header(true, 0x1, FLOOD as u64);
     let sender = flood(&ws, header, |chunk| chunk.fill(b'x'), b"");
     let reader = std::thread::spawn(move || close_code(&mut ws));
@@ -228,7 +216,7 @@ fn a_100_mb_websocket_frame_or_message_closes_with_1009_and_memory_stays_flat() 
     assert_eq!(reader.join().unwrap(), 1009, "message too big");
 
     // 100 MB as a message of 16 KB fragments, each under the frame limit.
-    let mut ws = websocket(&server.http);
+    let mut ws = websocket(server.http);
     let mut fragments = frame_header(false, 0x1, 16 * 1024);
     fragments.resize(fragments.len() + 16 * 1024, b'x');
     let continuation = frame_header(false, 0x0, 16 * 1024);
@@ -259,20 +247,20 @@ fn a_100_mb_websocket_frame_or_message_closes_with_1009_and_memory_stays_flat() 
         peak_frame.max(peak_message),
         server.rss_kib(),
     );
-    server.stop();
+    server.stop().await;
 }
 
-#[test]
-fn a_flood_of_pings_from_a_peer_that_never_reads_leaves_memory_flat() {
-    let mut server = start_server(&[], &["--flood", "off"]);
-    let mut alice = Peer::join(&server.tcp, "alice");
-    let mut bob = Peer::join(&server.tcp, "bob");
+#[tokio::test]
+async fn a_flood_of_pings_from_a_peer_that_never_reads_leaves_memory_flat() {
+    let mut server = start_server(&[], &["--flood", "off"]).await;
+    let mut alice = Peer::join(server.tcp, "alice");
+    let mut bob = Peer::join(server.tcp, "bob");
     alice.send("warming up");
     bob.expect("alice: warming up\n");
     let before = server.rss_kib();
 
     // Every ping asks for a pong; this peer reads none of them, so they cannot all be sent.
-    let ws = websocket(&server.http);
+    let ws = websocket(server.http);
     let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
     ping.resize(ping.len() + 125, b'p');
     let mut pings_ws = ws.try_clone().unwrap();
@@ -294,14 +282,14 @@ fn a_flood_of_pings_from_a_peer_that_never_reads_leaves_memory_flat() {
     eprintln!("the pinger sent {sent:?} bytes; {round} chat round trips meanwhile");
     check_growth("100 MB of unread pings", before, peak, server.rss_kib());
     drop(ws);
-    server.stop();
+    server.stop().await;
 }
 
-#[test]
-fn a_request_head_that_never_ends_gets_431_at_8_kib() {
-    let mut server = start_server(&[], &[]);
+#[tokio::test]
+async fn a_request_head_that_never_ends_gets_431_at_8_kib() {
+    let mut server = start_server(&[], &[]).await;
     let before = server.rss_kib();
-    let mut peer = TcpStream::connect(&server.http).unwrap();
+    let mut peer = TcpStream::connect(server.http).unwrap();
     peer.set_write_timeout(Some(WAIT)).unwrap();
     let sender = flood(
         &peer,
@@ -320,18 +308,18 @@ fn a_request_head_that_never_ends_gets_431_at_8_kib() {
     eprintln!("the endless head's sender stopped with {sent:?}");
     check_growth("endless request head", before, peak, server.rss_kib());
     // The listener still answers.
-    let mut again = TcpStream::connect(&server.http).unwrap();
+    let mut again = TcpStream::connect(server.http).unwrap();
     again.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
     let ok = String::from_utf8_lossy(&read_until_closed(&mut again)).into_owned();
     assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
-    server.stop();
+    server.stop().await;
 }
 
-#[test]
-fn a_request_head_sent_byte_by_byte_gets_408_at_the_handshake_timeout() {
-    let mut server = start_server(&[], &["--handshake-timeout", "2"]);
+#[tokio::test]
+async fn a_request_head_sent_byte_by_byte_gets_408_at_the_handshake_timeout() {
+    let mut server = start_server(&[], &["--handshake-timeout", "2"]).await;
     let started = Instant::now();
-    let mut peer = TcpStream::connect(&server.http).unwrap();
+    let mut peer = TcpStream::connect(server.http).unwrap();
     let mut slow = peer.try_clone().unwrap();
     // One byte a second, far longer than the timeout.
     let sender = std::thread::spawn(move || {
@@ -354,21 +342,21 @@ fn a_request_head_sent_byte_by_byte_gets_408_at_the_handshake_timeout() {
     );
     eprintln!("a head at one byte a second: 408 and closed after {took:?}");
     drop(sender);
-    server.stop();
+    server.stop().await;
 }
 
-#[test]
-fn out_of_file_descriptors_newcomers_are_refused_users_chat_on_and_it_recovers() {
+#[tokio::test]
+async fn out_of_file_descriptors_newcomers_are_refused_users_chat_on_and_it_recovers() {
     // 64 descriptors for the whole process, soft and hard: raising them is impossible.
-    let mut server = start_server(&["prlimit", "--nofile=64:64", "--"], &[]);
-    let mut alice = Peer::join(&server.tcp, "alice");
-    let mut bob = Peer::join(&server.tcp, "bob");
+    let mut server = start_server(&["prlimit", "--nofile=64:64", "--"], &[]).await;
+    let mut alice = Peer::join(server.tcp, "alice");
+    let mut bob = Peer::join(server.tcp, "bob");
 
     // Idle connections, each shown the prompt, until a newcomer is refused instead.
     let mut idle = Vec::new();
     let refusal = loop {
         assert!(idle.len() < 200, "never refused");
-        let mut peer = Peer::connect(&server.tcp);
+        let mut peer = Peer::connect(server.tcp);
         let mut first = [0u8; 17];
         match peer.stream.read_exact(&mut first) {
             Ok(()) if &first == b"Enter your name: " => idle.push(peer),
@@ -386,10 +374,10 @@ fn out_of_file_descriptors_newcomers_are_refused_users_chat_on_and_it_recovers()
         idle.len()
     );
     // Not a fluke: the next newcomers on either listener are told at once too.
-    let mut next = Peer::connect(&server.tcp);
+    let mut next = Peer::connect(server.tcp);
     let told = String::from_utf8_lossy(&read_until_closed(&mut next.stream)).into_owned();
     assert_eq!(told, "Server is full, please try again later.\n");
-    let mut page = TcpStream::connect(&server.http).unwrap();
+    let mut page = TcpStream::connect(server.http).unwrap();
     page.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
     let page = String::from_utf8_lossy(&read_until_closed(&mut page)).into_owned();
     assert!(
@@ -408,7 +396,7 @@ fn out_of_file_descriptors_newcomers_are_refused_users_chat_on_and_it_recovers()
     idle.truncate(idle.len() - 5);
     let deadline = Instant::now() + WAIT;
     let mut late = loop {
-        let mut peer = Peer::connect(&server.tcp);
+        let mut peer = Peer::connect(server.tcp);
         let mut first = [0u8; 17];
         if peer.stream.read_exact(&mut first).is_ok() && &first == b"Enter your name: " {
             break peer;
@@ -423,7 +411,7 @@ fn out_of_file_descriptors_newcomers_are_refused_users_chat_on_and_it_recovers()
     alice.expect("late: made it\n");
 
     drop(idle);
-    let log = server.stop();
+    let log = server.stop().await;
     assert!(log.contains("open file limit limit=64"), "{log}");
     assert!(log.contains("out of file descriptors"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
