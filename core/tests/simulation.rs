@@ -1395,7 +1395,7 @@ impl<'t> Sim<'t> {
     }
 
     /// Reads the line wire back into events: the inverse of the line codec, for the texts
-    /// `PROTOCOL.md` fixes. A line it cannot place is a failure.
+    /// `docs/protocol.md` fixes. A line it cannot place is a failure.
     fn parse_line_wire(&self, conn: ConnId, items: &[String]) -> Vec<Event> {
         let mut out = Vec::new();
         let mut lines = items.iter().map(String::as_str);

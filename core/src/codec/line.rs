@@ -114,7 +114,7 @@ fn decode(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Renders an event as the exact text of `PROTOCOL.md`: zero or more lines, each ending in
+/// Renders an event as the exact text of `docs/protocol.md`: zero or more lines, each ending in
 /// `\n`, except the prompt which has none.
 pub fn encode(event: &Event) -> Bytes {
     let mut out = String::new();

@@ -435,7 +435,7 @@ fn keep_roster(roster: &mut Option<Vec<String>>, event: &Event) {
     }
 }
 
-/// What `PROTOCOL.md` says nobody may receive: C0 controls but tab, DEL, C1 controls.
+/// What `docs/protocol.md` says nobody may receive: C0 controls but tab, DEL, C1 controls.
 pub fn is_forbidden_control(c: char) -> bool {
     (c < ' ' && c != '\t') || c == '\x7f' || ('\u{80}'..='\u{9f}').contains(&c)
 }
