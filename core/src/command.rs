@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::text::strip_controls;
 
 /// One thing a user asks for.

@@ -11,6 +11,7 @@
 //! - [`room`]: [`Room`], its inputs (`handle_*`), outputs ([`Output`]) and deadlines.
 //! - [`event`]: [`Event`], everything the room tells a user, as typed values.
 //! - [`command`]: [`Request`], everything a user asks, and [`parse_line`] for typed lines.
+//! - [`error_code`]: [`ErrorCode`], the kinds of refusal, shared by the two above.
 //! - [`codec`]: the line wire (nc text, incremental bounded [`LineDecoder`]) and the JSON wire.
 //! - [`name`]: the name rules, shared with the browser client.
 //! - [`text`]: control-character stripping.
@@ -24,6 +25,7 @@
 pub mod admission;
 pub mod codec;
 pub mod command;
+pub mod error_code;
 pub mod event;
 pub mod name;
 pub mod room;
@@ -34,7 +36,8 @@ pub mod time;
 pub use admission::{AddrKey, Admission, AdmissionConfig, Admitted, Refusal, TOO_MANY_CONNECTIONS};
 pub use codec::line::{Line, LineDecoder};
 pub use command::{ParseError, Request, Resume, parse_line};
-pub use event::{ChatMessage, ErrorCode, Event};
+pub use error_code::ErrorCode;
+pub use event::{ChatMessage, Event};
 pub use name::{NameError, name_key, validate_name};
 pub use room::{
     CloseReason, Config, ConnId, Disconnect, FloodConfig, LeaveReason, LogRecord, Output, Room,

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{json, line};
 use crate::command::{ParseError, Request, Resume, parse_line};
-use crate::event::{ChatMessage, ErrorCode, Event, WELCOME_NAMES};
+use crate::error_code::ErrorCode;
+use crate::event::{ChatMessage, Event, WELCOME_NAMES};
 use crate::name::{name_key, validate_name};
 use crate::stats::Stats;
 use crate::text::{clean_message, strip_controls};

@@ -30,7 +30,8 @@ pub fn decode_request(text: &str) -> Result<Request, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ChatMessage, ErrorCode};
+    use crate::error_code::ErrorCode;
+    use crate::event::ChatMessage;
 
     #[test]
     fn events_are_tagged_objects() {
