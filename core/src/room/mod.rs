@@ -1,12 +1,19 @@
 //! The room: every rule of the chat as a state machine over inputs that carry the time.
 
+mod config;
+mod conn;
+mod output;
+
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+
+pub use self::config::{Config, FloodConfig};
+pub use self::conn::{ConnId, Wire};
+pub use self::output::{CloseReason, Disconnect, LeaveReason, LogRecord, Output};
 
 use crate::codec::{json, line};
 use crate::command::{ParseError, Request, Resume, parse_line};
@@ -16,174 +23,6 @@ use crate::name::{name_key, validate_name};
 use crate::stats::Stats;
 use crate::text::{clean_message, strip_controls};
 use crate::time::Timestamp;
-
-/// A connection, named by the driver. Ids must not be reused while the connection is open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ConnId(pub u64);
-
-/// Which codec a connection speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Wire {
-    /// nc / telnet text lines (`docs/protocol.md`). Senders get no echo of their public
-    /// messages.
-    Line,
-    /// One JSON object per message (WebSocket). A sender's public message comes back to it
-    /// once, with its sequence number, as the confirmation of its place in the room's order.
-    Json,
-}
-
-/// The room's limits and policies.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Connections admitted at once, named or not, all wires together.
-    pub max_users: usize,
-    /// Silence after which a connection is dropped; `None` never drops anyone.
-    pub idle_timeout: Option<Duration>,
-    /// How long a connection may stay at the name prompt, counted from when it opened, however
-    /// much it sends; `None` leaves it to the idle timeout. Stops a peer that keeps a slot by
-    /// trickling invalid names.
-    pub name_timeout: Option<Duration>,
-    /// Longest accepted line or JSON message, in bytes.
-    pub max_line: usize,
-    /// Public messages kept and replayed to newcomers.
-    pub history: usize,
-    /// Flood control; `None` turns it off.
-    pub flood: Option<FloodConfig>,
-    /// Names this run of the message numbering (sent in every welcome). A driver that starts
-    /// the numbering afresh should pick a new value, such as its start time in milliseconds,
-    /// so that a client's resume point from an earlier run is not mistaken for one of this run.
-    pub epoch: u64,
-    /// Above this many joined users, joins and leaves are no longer announced one by one but
-    /// gathered into a digest (`Event::Presence`), so that churn in a large room cannot flood
-    /// everyone. At or below it, every join and leave is announced as it happens.
-    pub announce_limit: usize,
-    /// The shortest time between two digests; a join or leave waits at most this long to be
-    /// announced. Zero is taken as one millisecond.
-    pub announce_interval: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_users: 1024,
-            idle_timeout: Some(Duration::from_secs(300)),
-            max_line: 4096,
-            history: 50,
-            flood: Some(FloodConfig::default()),
-            epoch: 0,
-            name_timeout: Some(Duration::from_secs(60)),
-            announce_limit: 200,
-            announce_interval: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Flood control as a token bucket (in its GCRA form): a burst of `burst` lines at once,
-/// then one line per `interval`. A person typing, or pasting a few lines, never reaches it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FloodConfig {
-    /// Lines that may arrive at once.
-    pub burst: u32,
-    /// The sustained pace: one line per this much time.
-    pub interval: Duration,
-}
-
-impl Default for FloodConfig {
-    fn default() -> Self {
-        FloodConfig {
-            burst: 20,
-            interval: Duration::from_millis(200),
-        }
-    }
-}
-
-/// Why the room asks the driver to close a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseReason {
-    /// The user typed `/quit`.
-    Quit,
-    /// Silent for longer than the idle timeout.
-    IdleTimeout,
-    /// Still at the name prompt when the name timeout ran out.
-    NameTimeout,
-    /// Refused at the door: `max_users` reached.
-    Full,
-    /// The server is stopping.
-    Shutdown,
-}
-
-/// Why a connection went away without the room asking, as the driver reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Disconnect {
-    /// End of input, a reset, or a write error.
-    Dropped,
-    /// Its unsent output passed the driver's bound: it was not reading.
-    TooSlow,
-}
-
-/// Why a named user left, as the message log records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeaveReason {
-    /// `/quit`.
-    Quit,
-    /// Idle timeout.
-    IdleTimeout,
-    /// The connection dropped.
-    Dropped,
-    /// Too slow reading its output.
-    TooSlow,
-    /// Server shutdown.
-    Shutdown,
-}
-
-/// One record of the message log. Private messages are never logged.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum LogRecord {
-    /// A user joined.
-    Join {
-        /// Who.
-        name: String,
-        /// From where, when the driver knows.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        peer: Option<IpAddr>,
-    },
-    /// A user left.
-    Leave {
-        /// Who.
-        name: String,
-        /// Why.
-        reason: LeaveReason,
-    },
-    /// A public message.
-    Message(ChatMessage),
-}
-
-/// What the room wants done. Drain with [`Room::poll_output`] after every input.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Write `data` to `conn`, encoded for its wire: for the line wire, text to write as is;
-    /// for the JSON wire, one JSON object to send as one message. A broadcast is encoded once
-    /// per wire and shares its bytes between recipients.
-    Send {
-        /// The recipient.
-        conn: ConnId,
-        /// The encoded event.
-        data: Bytes,
-    },
-    /// Finish sending what was queued for `conn`, then close it. The room has forgotten it.
-    Close {
-        /// The connection.
-        conn: ConnId,
-        /// Why.
-        reason: CloseReason,
-    },
-    /// Append this record to the message log.
-    Log(LogRecord),
-}
 
 /// Per-connection state.
 #[derive(Debug)]
