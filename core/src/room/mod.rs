@@ -1,20 +1,38 @@
 //! The room: every rule of the chat as a state machine over inputs that carry the time.
+//!
+//! [`Room`] is the state machine itself: its getters, its inputs (`handle_*`, `shutdown`) and
+//! its outputs (`poll_output`, `poll_timeout`). Each other role sits in a file of its own,
+//! in the shape of quinn-proto's `connection/` folder:
+//!
+//! - `config.rs`: [`Config`] and [`FloodConfig`], the limits and policies.
+//! - `output.rs`: [`Output`] and the reasons it carries ([`CloseReason`], [`Disconnect`],
+//!   [`LeaveReason`], [`LogRecord`]), and the encoding of an event once per wire.
+//! - `conn.rs`: [`ConnId`], [`Wire`], and what the room holds for each connection.
+//! - `timers.rs`: the idle and name timeouts and their table of deadlines.
+//! - `flood.rs`: flood control, a GCRA token bucket per connection.
+//! - `history.rs`: the public messages' numbering and the ring replayed to newcomers.
 
 mod config;
 mod conn;
+mod flood;
+mod history;
 mod output;
+mod timers;
 
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
-
-use bytes::Bytes;
 
 pub use self::config::{Config, FloodConfig};
 pub use self::conn::{ConnId, Wire};
 pub use self::output::{CloseReason, Disconnect, LeaveReason, LogRecord, Output};
 
+use self::conn::Conn;
+use self::flood::Verdict;
+use self::history::History;
+use self::output::Encoded;
+use self::timers::{Expired, TimerTable};
 use crate::codec::{json, line};
 use crate::command::{ParseError, Request, Resume, parse_line};
 use crate::error_code::ErrorCode;
@@ -23,28 +41,6 @@ use crate::name::{name_key, validate_name};
 use crate::stats::Stats;
 use crate::text::{clean_message, strip_controls};
 use crate::time::Timestamp;
-
-/// Per-connection state.
-#[derive(Debug)]
-struct Conn {
-    wire: Wire,
-    /// The peer's address, as the driver reported it; logged on join.
-    peer: Option<IpAddr>,
-    /// `None` while at the name prompt.
-    name: Option<String>,
-    /// When it opened: the name timeout counts from here.
-    opened: Timestamp,
-    last_active: Timestamp,
-    /// Where this connection's entry in the timer table is, so it can be removed exactly.
-    timer: Option<Timestamp>,
-    /// GCRA's "theoretical arrival time" of the next line.
-    flood_tat: Timestamp,
-    /// The user has been told to slow down and has not had a line accepted since.
-    throttled: bool,
-    /// While a digest is gathering: the segment from which this user's view of the roster
-    /// dates (a welcome or a `/who` answer during the window); `None` for the window's start.
-    seen: Option<u64>,
-}
 
 /// Joins and leaves gathered for the next digest, while the room is above `announce_limit`.
 ///
@@ -160,11 +156,8 @@ pub struct Room {
     conns: BTreeMap<ConnId, Conn>,
     /// [`name_key`] of every joined user, sorted, for uniqueness, lookups and `/who`.
     names: BTreeMap<String, ConnId>,
-    history: VecDeque<ChatMessage>,
-    next_seq: u64,
-    /// Idle and name deadlines: at most one entry per connection. An entry may be earlier than
-    /// the connection's real deadline (activity does not move it); it is moved when it fires.
-    timers: BTreeSet<(Timestamp, ConnId)>,
+    history: History,
+    timers: TimerTable,
     /// The digest being gathered, above `announce_limit`.
     presence: Option<Presence>,
     outputs: VecDeque<Output>,
@@ -176,12 +169,11 @@ impl Room {
     /// An empty room.
     pub fn new(config: Config) -> Self {
         Room {
+            history: History::new(config.history),
             config,
             conns: BTreeMap::new(),
             names: BTreeMap::new(),
-            history: VecDeque::new(),
-            next_seq: 1,
-            timers: BTreeSet::new(),
+            timers: TimerTable::default(),
             presence: None,
             outputs: VecDeque::new(),
             now: Timestamp::ZERO,
@@ -230,27 +222,16 @@ impl Room {
 
     /// The sequence number the next public message will get.
     pub fn next_seq(&self) -> u64 {
-        self.next_seq
+        self.history.next_seq()
     }
 
     /// Seeds the history with public messages of an earlier run, such as those read back from
     /// the message log at start, oldest first: newcomers are replayed them like any others, and
     /// the numbering goes on after the last one. Only the last `history` of them are kept.
-    /// Meant for an empty room before the first connection; messages whose `seq` is not above
-    /// below the room's next number are skipped, so the order stays strict.
+    /// Meant for an empty room before the first connection; messages whose `seq` is below the
+    /// room's next number are skipped, so the order stays strict.
     pub fn restore_history(&mut self, messages: impl IntoIterator<Item = ChatMessage>) {
-        for message in messages {
-            if message.seq < self.next_seq {
-                continue;
-            }
-            self.next_seq = message.seq.saturating_add(1);
-            if self.config.history > 0 {
-                if self.history.len() == self.config.history {
-                    self.history.pop_front();
-                }
-                self.history.push_back(message);
-            }
-        }
+        self.history.restore(messages);
     }
 
     /// The next thing the driver must do, if any.
@@ -260,8 +241,7 @@ impl Room {
 
     /// When [`Room::handle_timeout`] should next be called; `None` when nothing waits.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        let timer = self.timers.first().map(|&(at, _)| at);
-        match (timer, self.presence_due()) {
+        match (self.timers.next(), self.presence_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -286,20 +266,7 @@ impl Room {
             });
             return;
         }
-        self.conns.insert(
-            conn,
-            Conn {
-                wire,
-                peer,
-                name: None,
-                opened: self.now,
-                last_active: self.now,
-                timer: None,
-                flood_tat: self.now,
-                throttled: false,
-                seen: None,
-            },
-        );
+        self.conns.insert(conn, Conn::new(self.now, wire, peer));
         self.schedule(conn);
         self.send(conn, &Event::Prompt);
     }
@@ -397,28 +364,22 @@ impl Room {
     /// leaves when it is due.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.advance(now);
-        while let Some(&(at, conn)) = self.timers.first() {
-            if at > self.now {
-                break;
-            }
-            self.timers.pop_first();
+        while let Some(conn) = self.timers.pop_due(self.now) {
             let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
             };
             c.timer = None;
-            let (idle, name) = deadlines(&self.config, c);
-            // The idle timeout wins when it comes first, or at the same instant.
-            match (idle, name) {
-                (Some(i), n) if i <= self.now && n.is_none_or(|n| i <= n) => {
+            match timers::expired(&self.config, c, self.now) {
+                Some(Expired::Idle) => {
                     self.send(conn, &Event::IdleTimeout);
                     self.close(conn, CloseReason::IdleTimeout, LeaveReason::IdleTimeout);
                 }
-                (_, Some(n)) if n <= self.now => {
+                Some(Expired::Name) => {
                     self.send(conn, &Event::NameTimeout);
                     // Never joined: nobody is told, nothing is logged.
                     self.close(conn, CloseReason::NameTimeout, LeaveReason::IdleTimeout);
                 }
-                _ => self.schedule(conn),
+                None => self.schedule(conn),
             }
         }
         if self.presence_due().is_some_and(|due| due <= self.now) {
@@ -430,10 +391,9 @@ impl Room {
     /// empty afterwards and can be reused.
     pub fn shutdown(&mut self, now: Timestamp) {
         self.advance(now);
-        let mut line_data = None;
-        let mut json_data = None;
+        let mut shutdown = Encoded::new(&Event::Shutdown);
         for (&conn, c) in &self.conns {
-            let data = encoded(c.wire, &Event::Shutdown, &mut line_data, &mut json_data);
+            let data = shutdown.on(c.wire);
             self.outputs.push_back(Output::Send { conn, data });
             self.outputs.push_back(Output::Close {
                 conn,
@@ -518,7 +478,7 @@ impl Room {
             epoch: self.config.epoch,
         };
         self.send(conn, &welcome);
-        if let Some(history) = self.history_for(resume) {
+        if let Some(history) = self.history.replay(self.config.epoch, resume) {
             self.send(conn, &history);
         }
         if gathered {
@@ -532,41 +492,12 @@ impl Room {
             .push_back(Output::Log(LogRecord::Join { name, peer }));
     }
 
-    /// What a joining client is replayed: the whole ring on a first join; after a resume, the
-    /// messages past its resume point, and whether some it missed are no longer held.
-    fn history_for(&self, resume: Option<Resume>) -> Option<Event> {
-        let from_here = resume.filter(|r| r.epoch == self.config.epoch && r.seq < self.next_seq);
-        let (messages, gap): (Vec<ChatMessage>, bool) = match (resume, from_here) {
-            (None, _) => (self.history.iter().cloned().collect(), false),
-            (Some(_), Some(r)) => {
-                let oldest_held = self.history.front().map_or(self.next_seq, |m| m.seq);
-                let missed = self.history.iter().filter(|m| m.seq > r.seq).cloned();
-                (missed.collect(), oldest_held > r.seq + 1)
-            }
-            // A resume point from another run of the numbering (or from its future): the
-            // recent messages, and a warning that the client may have missed others.
-            (Some(_), None) => (self.history.iter().cloned().collect(), true),
-        };
-        (!messages.is_empty() || gap).then_some(Event::History { messages, gap })
-    }
-
     fn say(&mut self, conn: ConnId, from: String, text: &str) {
         let text = clean_message(text);
         if text.is_empty() {
             return;
         }
-        let message = ChatMessage {
-            seq: self.next_seq,
-            from,
-            text,
-        };
-        self.next_seq += 1;
-        if self.config.history > 0 {
-            if self.history.len() == self.config.history {
-                self.history.pop_front();
-            }
-            self.history.push_back(message.clone());
-        }
+        let message = self.history.push(from, text);
         self.outputs
             .push_back(Output::Log(LogRecord::Message(message.clone())));
         // The JSON wire gets its own message back as the confirmation of its place.
@@ -614,24 +545,21 @@ impl Room {
         let Some(flood) = self.config.flood else {
             return true;
         };
-        let now = self.now;
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        let tat = c.flood_tat.max(now);
-        let allowance = flood.interval.saturating_mul(flood.burst.saturating_sub(1));
-        if tat > now + allowance {
-            self.stats.flood_rejections += 1;
-            if !std::mem::replace(&mut c.throttled, true) {
-                let message = "Error: you are sending too fast; slow down. \
-                               Lines are dropped until you do.";
-                self.send(conn, &Event::error(ErrorCode::TooFast, message));
+        match c.flood.charge(flood, self.now) {
+            Verdict::Pass => true,
+            Verdict::Drop { tell } => {
+                self.stats.flood_rejections += 1;
+                if tell {
+                    let message = "Error: you are sending too fast; slow down. \
+                                   Lines are dropped until you do.";
+                    self.send(conn, &Event::error(ErrorCode::TooFast, message));
+                }
+                false
             }
-            return false;
         }
-        c.flood_tat = tat + flood.interval;
-        c.throttled = false;
-        true
     }
 
     /// A line or message over `max_line` was discarded: say so.
@@ -658,21 +586,10 @@ impl Room {
         self.now = self.now.max(now);
     }
 
-    /// Puts `conn`'s entry in the timer table at its next deadline, idle or name (or takes
-    /// it out when it has none).
+    /// Puts `conn`'s entry in the timer table at its next deadline.
     fn schedule(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        let at = match deadlines(&self.config, c) {
-            (Some(i), Some(n)) => Some(i.min(n)),
-            (i, n) => i.or(n),
-        };
-        if let Some(old) = std::mem::replace(&mut c.timer, at) {
-            self.timers.remove(&(old, conn));
-        }
-        if let Some(at) = at {
-            self.timers.insert((at, conn));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            self.timers.schedule(&self.config, conn, c);
         }
     }
 
@@ -687,9 +604,7 @@ impl Room {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        if let Some(at) = c.timer {
-            self.timers.remove(&(at, conn));
-        }
+        self.timers.remove(conn, &c);
         if let Some(name) = c.name {
             // Counted before the leave, like a join after it: crossing the limit either way is
             // gathered, so a room hovering at the limit sends digests, not a line per change.
@@ -712,11 +627,16 @@ impl Room {
         }
     }
 
+    /// When a digest window opened now would go out. A zero interval is taken as one
+    /// millisecond.
+    fn digest_due(&self) -> Timestamp {
+        self.now + self.config.announce_interval.max(Duration::from_millis(1))
+    }
+
     /// Records a join (`before` is `None`) or a leave (`after` is `None`) of the name `key`
     /// for the next digest, opening a window if none is gathering.
     fn gather(&mut self, key: String, before: Option<String>, after: Option<String>) {
-        let interval = self.config.announce_interval.max(Duration::from_millis(1));
-        let due = self.now + interval;
+        let due = self.digest_due();
         let presence = self.presence.get_or_insert_with(|| Presence {
             due,
             segments: BTreeMap::from([(0, Segment::default())]),
@@ -805,10 +725,10 @@ impl Room {
                 left: since.values().filter_map(|c| c.before.clone()).collect(),
                 count,
             };
-            let (mut line_data, mut json_data) = (None, None);
+            let mut encoded = Encoded::new(&event);
             for &conn in group {
                 if let Some(c) = self.conns.get(&conn) {
-                    let data = encoded(c.wire, &event, &mut line_data, &mut json_data);
+                    let data = encoded.on(c.wire);
                     self.outputs.push_back(Output::Send { conn, data });
                 }
             }
@@ -822,45 +742,19 @@ impl Room {
     }
 
     fn send_to_wire(&mut self, conn: ConnId, wire: Wire, event: &Event) {
-        let data = encoded(wire, event, &mut None, &mut None);
+        let data = Encoded::new(event).on(wire);
         self.outputs.push_back(Output::Send { conn, data });
     }
 
     /// Sends `event` to every joined user for whom `to` says yes, encoding it once per wire.
     fn broadcast(&mut self, event: &Event, to: impl Fn(ConnId, &Conn) -> bool) {
-        let mut line_data = None;
-        let mut json_data = None;
+        let mut encoded = Encoded::new(event);
         for (&conn, c) in &self.conns {
             if c.name.is_some() && to(conn, c) {
-                let data = encoded(c.wire, event, &mut line_data, &mut json_data);
+                let data = encoded.on(c.wire);
                 self.outputs.push_back(Output::Send { conn, data });
             }
         }
-    }
-}
-
-/// When `c` is due to be dropped: for silence, and (at the name prompt) for not joining.
-fn deadlines(config: &Config, c: &Conn) -> (Option<Timestamp>, Option<Timestamp>) {
-    let idle = config.idle_timeout.map(|t| c.last_active + t);
-    let name = match c.name {
-        None => config.name_timeout.map(|t| c.opened + t),
-        Some(_) => None,
-    };
-    (idle, name)
-}
-
-/// `event` encoded for `wire`, reusing an earlier encoding for the same wire if given one.
-fn encoded(
-    wire: Wire,
-    event: &Event,
-    line_data: &mut Option<Bytes>,
-    json_data: &mut Option<Bytes>,
-) -> Bytes {
-    match wire {
-        Wire::Line => line_data.get_or_insert_with(|| line::encode(event)).clone(),
-        Wire::Json => json_data
-            .get_or_insert_with(|| json::encode_event(event))
-            .clone(),
     }
 }
 

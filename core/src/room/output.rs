@@ -1,12 +1,13 @@
-//! What the room asks of its driver: [`Output`], and the reasons it carries.
+//! What the room asks of its driver: [`Output`], the reasons it carries, and the bytes it sends.
 
 use std::net::IpAddr;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::conn::ConnId;
-use crate::event::ChatMessage;
+use super::conn::{ConnId, Wire};
+use crate::codec::{json, line};
+use crate::event::{ChatMessage, Event};
 
 /// Why the room asks the driver to close a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,4 +96,35 @@ pub enum Output {
     },
     /// Append this record to the message log.
     Log(LogRecord),
+}
+
+/// One event encoded at most once per wire, however many it goes to: the recipients of a
+/// broadcast share its bytes.
+pub(super) struct Encoded<'a> {
+    event: &'a Event,
+    line: Option<Bytes>,
+    json: Option<Bytes>,
+}
+
+impl<'a> Encoded<'a> {
+    /// Nothing encoded yet.
+    pub(super) fn new(event: &'a Event) -> Self {
+        Encoded {
+            event,
+            line: None,
+            json: None,
+        }
+    }
+
+    /// The event as `wire` carries it, encoded on the first call for that wire.
+    pub(super) fn on(&mut self, wire: Wire) -> Bytes {
+        let event = self.event;
+        match wire {
+            Wire::Line => self.line.get_or_insert_with(|| line::encode(event)).clone(),
+            Wire::Json => self
+                .json
+                .get_or_insert_with(|| json::encode_event(event))
+                .clone(),
+        }
+    }
 }
