@@ -35,9 +35,6 @@ pub(super) struct Conn {
     pub(super) timer: Option<Timestamp>,
     /// Its flood control bucket.
     pub(super) flood: Bucket,
-    /// While a digest is gathering: the segment from which this user's view of the roster
-    /// dates (a welcome or a `/who` answer during the window); `None` for the window's start.
-    pub(super) seen: Option<u64>,
 }
 
 impl Conn {
@@ -51,7 +48,6 @@ impl Conn {
             last_active: now,
             timer: None,
             flood: Bucket::new(now),
-            seen: None,
         }
     }
 }

@@ -11,15 +11,16 @@
 //! - `timers.rs`: the idle and name timeouts and their table of deadlines.
 //! - `flood.rs`: flood control, a GCRA token bucket per connection.
 //! - `history.rs`: the public messages' numbering and the ring replayed to newcomers.
+//! - `digest.rs`: the digest of joins and leaves above `announce_limit`.
 
 mod config;
 mod conn;
+mod digest;
 mod flood;
 mod history;
 mod output;
 mod timers;
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use self::conn::{ConnId, Wire};
 pub use self::output::{CloseReason, Disconnect, LeaveReason, LogRecord, Output};
 
 use self::conn::Conn;
+use self::digest::{Digest, Told};
 use self::flood::Verdict;
 use self::history::History;
 use self::output::Encoded;
@@ -41,73 +43,6 @@ use crate::name::{name_key, validate_name};
 use crate::stats::Stats;
 use crate::text::{clean_message, strip_controls};
 use crate::time::Timestamp;
-
-/// Joins and leaves gathered for the next digest, while the room is above `announce_limit`.
-///
-/// Each user must be told exactly what changed since they last saw the roster, so that a
-/// client keeping one from `welcome`, `who` and the digests ends with the room's: most saw it
-/// at the window's start, a newcomer in its welcome, someone in a `/who` answer. The window
-/// is cut into segments at those moments, each holding the net change of its stretch by name
-/// key; a user's digest is the net change of the segments from theirs on. A join and a later
-/// leave of the same name within one segment cancel out, so a connect/disconnect ghost costs
-/// nothing. A segment nobody's view starts at is merged into the one before, so the window
-/// holds at most one segment per joined user, each at most one entry per name.
-#[derive(Debug)]
-struct Presence {
-    due: Timestamp,
-    /// By id, in time order; id 0 starts at the window's start.
-    segments: BTreeMap<u64, Segment>,
-    next_id: u64,
-}
-
-#[derive(Debug, Default)]
-struct Segment {
-    /// Net change by [`name_key`].
-    changes: BTreeMap<String, Change>,
-    /// Joined users whose view starts here (not counted for segment 0).
-    viewers: usize,
-}
-
-/// A name's state before and after a stretch of time: the spelling online, or `None`.
-#[derive(Debug)]
-struct Change {
-    before: Option<String>,
-    after: Option<String>,
-}
-
-/// Adds `later` (the changes of a stretch after `earlier`'s) into `earlier`.
-fn compose(earlier: &mut BTreeMap<String, Change>, later: BTreeMap<String, Change>) {
-    for (key, change) in later {
-        match earlier.entry(key) {
-            Entry::Occupied(mut e) => {
-                e.get_mut().after = change.after;
-                if e.get().before == e.get().after {
-                    e.remove();
-                }
-            }
-            Entry::Vacant(e) => {
-                e.insert(change);
-            }
-        }
-    }
-}
-
-/// Adds `earlier` (the changes of a stretch before `later`'s) into `later`.
-fn compose_before(later: &mut BTreeMap<String, Change>, earlier: BTreeMap<String, Change>) {
-    for (key, change) in earlier {
-        match later.entry(key) {
-            Entry::Occupied(mut e) => {
-                e.get_mut().before = change.before;
-                if e.get().before == e.get().after {
-                    e.remove();
-                }
-            }
-            Entry::Vacant(e) => {
-                e.insert(change);
-            }
-        }
-    }
-}
 
 /// The chat room: connections, names, history, timers. Sans-IO: it never touches a socket, a
 /// clock, a thread or a random generator.
@@ -159,7 +94,7 @@ pub struct Room {
     history: History,
     timers: TimerTable,
     /// The digest being gathered, above `announce_limit`.
-    presence: Option<Presence>,
+    digest: Digest,
     outputs: VecDeque<Output>,
     now: Timestamp,
     stats: Stats,
@@ -174,7 +109,7 @@ impl Room {
             conns: BTreeMap::new(),
             names: BTreeMap::new(),
             timers: TimerTable::default(),
-            presence: None,
+            digest: Digest::default(),
             outputs: VecDeque::new(),
             now: Timestamp::ZERO,
             stats: Stats::default(),
@@ -249,7 +184,7 @@ impl Room {
 
     /// When the join and leave digest being gathered goes out; `None` when none is.
     pub fn presence_due(&self) -> Option<Timestamp> {
-        self.presence.as_ref().map(|p| p.due)
+        self.digest.due()
     }
 
     /// A connection opened. Over `max_users` it is refused: it gets `Full`, then `Close`.
@@ -409,7 +344,7 @@ impl Room {
         self.conns.clear();
         self.names.clear();
         self.timers.clear();
-        self.presence = None;
+        self.digest.clear();
     }
 
     fn handle_request(&mut self, conn: ConnId, request: Request) {
@@ -441,7 +376,7 @@ impl Room {
             (Request::Who, Some(_)) => {
                 let online = self.online();
                 self.send(conn, &Event::Who { online });
-                self.mark_seen(conn);
+                self.digest.seen(conn);
             }
             (Request::Help, Some(_)) => self.send(conn, &Event::help()),
         }
@@ -463,7 +398,7 @@ impl Room {
         if !gathered {
             self.flush_presence();
         }
-        self.names.insert(key.clone(), conn);
+        self.names.insert(key, conn);
         let mut peer = None;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.name = Some(name.clone());
@@ -482,9 +417,8 @@ impl Room {
             self.send(conn, &history);
         }
         if gathered {
-            self.gather(key, None, Some(name.clone()));
             // The welcome showed the roster as it is now, the join included.
-            self.mark_seen(conn);
+            self.digest.joined(self.digest_due(), conn, name.clone());
         } else {
             self.broadcast(&Event::Joined { name: name.clone() }, |id, _| id != conn);
         }
@@ -612,10 +546,7 @@ impl Room {
             let key = name_key(&name);
             if gathered {
                 self.names.remove(&key);
-                if let Some(segment) = c.seen {
-                    self.release(segment);
-                }
-                self.gather(key, Some(name.clone()), None);
+                self.digest.left(self.digest_due(), conn, name.clone());
             } else {
                 // The digest still gathering comes first, with its count from before the leave.
                 self.flush_presence();
@@ -633,100 +564,17 @@ impl Room {
         self.now + self.config.announce_interval.max(Duration::from_millis(1))
     }
 
-    /// Records a join (`before` is `None`) or a leave (`after` is `None`) of the name `key`
-    /// for the next digest, opening a window if none is gathering.
-    fn gather(&mut self, key: String, before: Option<String>, after: Option<String>) {
-        let due = self.digest_due();
-        let presence = self.presence.get_or_insert_with(|| Presence {
-            due,
-            segments: BTreeMap::from([(0, Segment::default())]),
-            next_id: 1,
-        });
-        if let Some(mut last) = presence.segments.last_entry() {
-            let change = Change { before, after };
-            compose(&mut last.get_mut().changes, BTreeMap::from([(key, change)]));
-        }
-    }
-
-    /// `conn` has just been shown the whole roster: its next digest starts from here.
-    fn mark_seen(&mut self, conn: ConnId) {
-        let Some(presence) = &mut self.presence else {
-            return;
-        };
-        let current = match presence.segments.last_key_value() {
-            Some((&id, last)) if last.changes.is_empty() => id,
-            _ => {
-                let id = presence.next_id;
-                presence.next_id += 1;
-                presence.segments.insert(id, Segment::default());
-                id
-            }
-        };
-        if let Some(segment) = presence.segments.get_mut(&current) {
-            segment.viewers += 1;
-        }
-        let old = self
-            .conns
-            .get_mut(&conn)
-            .and_then(|c| c.seen.replace(current));
-        if let Some(old) = old {
-            self.release(old);
-        }
-    }
-
-    /// One viewer fewer for segment `id`; a segment left without any is merged into the one
-    /// before it.
-    fn release(&mut self, id: u64) {
-        let Some(presence) = &mut self.presence else {
-            return;
-        };
-        let Some(segment) = presence.segments.get_mut(&id) else {
-            return;
-        };
-        segment.viewers = segment.viewers.saturating_sub(1);
-        if id == 0 || segment.viewers > 0 {
-            return;
-        }
-        let Some(segment) = presence.segments.remove(&id) else {
-            return;
-        };
-        if let Some((_, earlier)) = presence.segments.range_mut(..id).next_back() {
-            compose(&mut earlier.changes, segment.changes);
-        }
-    }
-
     /// Sends the digest being gathered, if any: each joined user gets what changed since they
     /// last saw the roster (nothing, if nothing did).
     fn flush_presence(&mut self) {
-        let Some(presence) = self.presence.take() else {
-            return;
-        };
-        let mut by_segment: BTreeMap<u64, Vec<ConnId>> = BTreeMap::new();
-        for (&conn, c) in &mut self.conns {
-            let seen = c.seen.take();
-            if c.name.is_some() {
-                by_segment.entry(seen.unwrap_or(0)).or_default().push(conn);
-            }
-        }
-        let count = self.names.len();
-        // From the last segment back, so that each group's changes are complete when reached.
-        let mut since: BTreeMap<String, Change> = BTreeMap::new();
-        for (id, segment) in presence.segments.into_iter().rev() {
-            compose_before(&mut since, segment.changes);
-            let Some(group) = by_segment.get(&id) else {
-                continue;
-            };
-            if since.is_empty() {
-                continue;
-            }
-            // `compose_before` dropped every name whose state did not change.
-            let event = Event::Presence {
-                joined: since.values().filter_map(|c| c.after.clone()).collect(),
-                left: since.values().filter_map(|c| c.before.clone()).collect(),
-                count,
-            };
+        let joined = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.name.is_some())
+            .map(|(&id, _)| id);
+        for Told { event, to } in self.digest.flush(joined, self.names.len()) {
             let mut encoded = Encoded::new(&event);
-            for &conn in group {
+            for conn in to {
                 if let Some(c) = self.conns.get(&conn) {
                     let data = encoded.on(c.wire);
                     self.outputs.push_back(Output::Send { conn, data });
