@@ -90,6 +90,7 @@ impl LineDecoder {
     }
 
     /// The end of input: an unfinished last line (`printf hi | nc ...`) still counts.
+    #[must_use = "an unfinished last line is still a line for the room"]
     pub fn finish(&mut self) -> Option<Line> {
         let discarding = std::mem::take(&mut self.discarding);
         if discarding || self.buf.is_empty() {

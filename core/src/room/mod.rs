@@ -57,6 +57,18 @@ use crate::time::Timestamp;
 /// 3. The driver asks [`Room::poll_timeout`] when the next deadline is, and calls
 ///    [`Room::handle_timeout`] once it has passed (early or late calls are harmless).
 ///
+/// # Inputs during a drain
+///
+/// A driver may call `handle_*` (or `shutdown`) before the queue is empty, as the tokio
+/// driver does when it drops a connection too slow to read in the middle of a drain
+/// (`handle_disconnect` with [`Disconnect::TooSlow`]). Outputs form one queue in the order
+/// the room decided them: those of the new input go behind every output still waiting, so
+/// the driver carries out the earlier input's outputs first, then the new one's, and the
+/// order each connection sees stays the room's. The outputs still waiting may include
+/// `Send`s to the connection just reported gone, queued before it went: the room has
+/// forgotten it and queues nothing more for it, and the driver drops those as it drops
+/// anything for a connection it no longer has.
+///
 /// ```
 /// use chat_core::{ConnId, Config, Output, Room, Timestamp, Wire, codec::line::Line};
 ///
@@ -170,11 +182,13 @@ impl Room {
     }
 
     /// The next thing the driver must do, if any.
+    #[must_use = "every output is something the driver must do"]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
 
     /// When [`Room::handle_timeout`] should next be called; `None` when nothing waits.
+    #[must_use = "a driver that does not wake the room at this deadline misses its timeouts"]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         match (self.timers.next(), self.presence_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -608,4 +622,50 @@ impl Room {
 
 fn parse_error_event(err: ParseError) -> Event {
     Event::error(err.code(), err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(out: &Output) -> (ConnId, &str) {
+        match out {
+            Output::Send { conn, data } => (*conn, std::str::from_utf8(data).unwrap_or("?")),
+            other => panic!("expected a Send, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_input_in_the_middle_of_a_drain_queues_its_outputs_behind_the_rest() {
+        let mut room = Room::new(Config::default());
+        let t = Timestamp::ZERO;
+        let (ann, bob, cy) = (ConnId(1), ConnId(2), ConnId(3));
+        for (conn, name) in [(ann, "ann"), (bob, "bob"), (cy, "cy")] {
+            room.handle_open(t, conn, Wire::Line, None);
+            room.handle_line(t, conn, line::Line::Text(name.into()));
+        }
+        while room.poll_output().is_some() {}
+        room.handle_line(t, ann, line::Line::Text("hi".into()));
+        assert!(matches!(room.poll_output(), Some(Output::Log(_))));
+        assert_eq!(text(&room.poll_output().unwrap()), (bob, "ann: hi\n"));
+        // The driver finds bob too slow before it has drained the rest.
+        room.handle_disconnect(t, bob, Disconnect::TooSlow);
+        let rest: Vec<Output> = std::iter::from_fn(|| room.poll_output()).collect();
+        let sent: Vec<(ConnId, &str)> = rest[..3].iter().map(text).collect();
+        assert_eq!(
+            sent,
+            [
+                (cy, "ann: hi\n"),
+                (ann, "*** bob has left the chat ***\n"),
+                (cy, "*** bob has left the chat ***\n"),
+            ]
+        );
+        assert_eq!(
+            rest[3..],
+            [Output::Log(LogRecord::Leave {
+                name: "bob".into(),
+                reason: LeaveReason::TooSlow
+            })]
+        );
+    }
 }
