@@ -10,6 +10,7 @@
 //!
 //! - [`room`]: [`Room`], its inputs (`handle_*`), outputs ([`Output`]) and deadlines.
 //! - [`event`]: [`Event`], everything the room tells a user, as typed values.
+//! - [`roster`]: [`Roster`], who is online as a client keeps it from those events.
 //! - [`command`]: [`Request`], everything a user asks, and [`parse_line`] for typed lines.
 //! - [`error_code`]: [`ErrorCode`], the kinds of refusal, shared by the two above.
 //! - [`codec`]: the line wire (nc text, incremental bounded [`LineDecoder`]) and the JSON wire.
@@ -29,6 +30,7 @@ pub mod error_code;
 pub mod event;
 pub mod name;
 pub mod room;
+pub mod roster;
 pub mod stats;
 pub mod text;
 pub mod time;
@@ -43,5 +45,6 @@ pub use room::{
     CloseReason, Config, ConnId, Disconnect, FloodConfig, LeaveReason, LogRecord, Output, Room,
     Wire,
 };
+pub use roster::Roster;
 pub use stats::Stats;
 pub use time::Timestamp;
