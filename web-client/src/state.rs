@@ -7,10 +7,8 @@
 //! resumes where it left off and a duplicate is dropped, the roster, and the connection's
 //! life: connect, join, rejoin after a drop with back-off, or stop after `/quit`.
 
-use std::collections::BTreeSet;
-
 use chat_core::codec::line;
-use chat_core::{ChatMessage, ErrorCode, Event, Request, Resume, name_key, validate_name};
+use chat_core::{ChatMessage, ErrorCode, Event, Request, Resume, Roster, name_key, validate_name};
 
 use crate::input;
 
@@ -228,8 +226,9 @@ pub struct ClientState {
     /// The last public message shown, to find it again in the history of a restarted server,
     /// which reloads its recent messages (with their `seq`) under a new epoch.
     last_shown: Option<ChatMessage>,
-    roster: Vec<String>,
-    count: usize,
+    /// Who is online, kept by the core's rule.
+    roster: Roster,
+    /// One more each time the roster changes.
     roster_version: u64,
     /// `who` answers still expected for the client's own silent asking.
     silent_who: u32,
@@ -264,8 +263,7 @@ impl ClientState {
             epoch: None,
             last_seq: 0,
             last_shown: None,
-            roster: Vec::new(),
-            count: 0,
+            roster: Roster::new(),
             roster_version: 0,
             silent_who: 0,
             timer_token: 0,
@@ -330,13 +328,13 @@ impl ClientState {
 
     /// Who is online, in the room's order (case-insensitive).
     pub fn roster(&self) -> &[String] {
-        &self.roster
+        self.roster.names()
     }
 
     /// How many are online; more than [`roster`](Self::roster) lists while the full list is
     /// being asked for.
     pub fn count(&self) -> usize {
-        self.count
+        self.roster.count()
     }
 
     /// Changes whenever the roster or the count does, so that the page redraws the list only
@@ -475,6 +473,9 @@ impl ClientState {
     /// Applies one event from the server.
     pub fn apply(&mut self, event: Event) -> Vec<Effect> {
         let mut fx = Vec::new();
+        if self.roster.apply(&event) {
+            self.roster_version += 1;
+        }
         match event {
             Event::Prompt => {}
             Event::Full => {
@@ -534,52 +535,20 @@ impl ClientState {
             }
             Event::Message(m) => self.message(&mut fx, m),
             Event::Joined { name } => {
-                let key = name_key(&name);
-                if let Err(at) = self.roster.binary_search_by_key(&key, |n| name_key(n)) {
-                    self.roster.insert(at, name.clone());
-                    self.count += 1;
-                    self.roster_version += 1;
-                }
                 fx.push(Effect::Append(Entry::new(
                     Kind::Joined,
                     vec![span("name", name), words(" joined the chat")],
                 )));
             }
             Event::Left { name } => {
-                let key = name_key(&name);
-                let before = self.roster.len();
-                self.roster.retain(|n| name_key(n) != key);
-                if self.roster.len() < before || self.count > self.roster.len() {
-                    self.count = self.count.saturating_sub(1).max(self.roster.len());
-                    self.roster_version += 1;
-                }
                 fx.push(Effect::Append(Entry::new(
                     Kind::Left,
                     vec![span("name", name), words(" left the chat")],
                 )));
             }
+            // The digest of a large room, shown as nc users read it.
             event @ Event::Presence { .. } => {
-                // The digest of a large room: apply its leaves before its joins (a name may
-                // come back spelled differently), and show it as nc users read it.
-                let text = sentence(&event);
-                if let Event::Presence {
-                    joined,
-                    left,
-                    count,
-                } = event
-                {
-                    let gone: BTreeSet<String> = left.iter().map(|n| name_key(n)).collect();
-                    self.roster.retain(|n| !gone.contains(&name_key(n)));
-                    for name in joined {
-                        let key = name_key(&name);
-                        if let Err(at) = self.roster.binary_search_by_key(&key, |n| name_key(n)) {
-                            self.roster.insert(at, name);
-                        }
-                    }
-                    self.count = count.max(self.roster.len());
-                    self.roster_version += 1;
-                }
-                fx.push(Effect::Append(Entry::system(text)));
+                fx.push(Effect::Append(Entry::system(sentence(&event))))
             }
             Event::Private { from, text } => fx.push(Effect::Append(Entry::new(
                 Kind::Private,
@@ -599,18 +568,13 @@ impl ClientState {
                     span("text", text),
                 ],
             ))),
-            Event::Who { online } => {
+            event @ Event::Who { .. } => {
+                // The answer to the client's own asking, after a welcome cut short, is not shown.
                 if self.silent_who > 0 {
                     self.silent_who -= 1;
                 } else {
-                    let answer = Event::Who {
-                        online: online.clone(),
-                    };
-                    fx.push(Effect::Append(Entry::system(sentence(&answer))));
+                    fx.push(Effect::Append(Entry::system(sentence(&event))));
                 }
-                self.count = online.len();
-                self.roster = online;
-                self.roster_version += 1;
             }
             event @ Event::Help { .. } => fx.push(Effect::Append(Entry::system(sentence(&event)))),
             Event::Error { code, message } => self.error(&mut fx, code, message),
@@ -678,14 +642,11 @@ impl ClientState {
             })
         };
         fx.push(Effect::Append(Entry::system(line)));
-        if count > online.len() {
+        if !self.roster.is_complete() {
             // The welcome lists only the first names: ask for all, without showing the answer.
             self.silent_who += 1;
             fx.push(Effect::Send(Request::Who));
         }
-        self.count = count.max(online.len());
-        self.roster = online;
-        self.roster_version += 1;
         if !rejoined {
             fx.push(Effect::Focus(Field::Message));
         }
@@ -748,9 +709,7 @@ impl ClientState {
 
     /// Out of the room for good: who is in it is no longer known.
     fn forget_roster(&mut self) {
-        if !self.roster.is_empty() || self.count > 0 {
-            self.roster.clear();
-            self.count = 0;
+        if self.roster.clear() {
             self.roster_version += 1;
         }
     }
