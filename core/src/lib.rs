@@ -37,7 +37,7 @@ pub mod time;
 
 pub use admission::{AddrKey, Admission, AdmissionConfig, Admitted, Refusal, TOO_MANY_CONNECTIONS};
 pub use codec::line::{Line, LineDecoder};
-pub use command::{ParseError, Request, Resume, parse_line};
+pub use command::{ParseError, Request, Resume, parse_line, private_prefix};
 pub use error_code::ErrorCode;
 pub use event::{ChatMessage, Event};
 pub use name::{NameError, name_key, validate_name};

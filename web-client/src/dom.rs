@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use chat_core::codec::json::encode_request;
+use chat_core::private_prefix;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{
@@ -16,7 +17,6 @@ use web_sys::{
     UrlSearchParams, WebSocket, Window,
 };
 
-use crate::input::private_prefix;
 use crate::state::{ClientState, Effect, Entry, Field};
 
 /// The log keeps this many entries; older ones are removed from the page.

@@ -129,13 +129,6 @@ fn words(text: &str) -> Part {
     }
 }
 
-/// The sentence the nc user reads for `event`, without its line end: one source for the
-/// protocol's wording.
-fn sentence(event: &Event) -> String {
-    let bytes = line::encode(event);
-    String::from_utf8_lossy(&bytes).trim_end().to_owned()
-}
-
 /// Which input box gets the keyboard focus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
@@ -482,7 +475,7 @@ impl ClientState {
                 if self.ever_joined {
                     fx.push(Effect::Focus(Field::Name));
                 }
-                self.stop_joining(sentence(&Event::Full));
+                self.stop_joining(line::render(&Event::Full));
                 self.reconnect_on_close = false;
             }
             Event::Welcome {
@@ -515,22 +508,16 @@ impl ClientState {
                 }
                 // nc's own frame lines, with the count: "--- Recent messages (2) ---".
                 let frame = std::mem::take(&mut self.frame_history) && !messages.is_empty();
-                let (header, footer) = if frame {
-                    let nc = sentence(&Event::History {
-                        messages: messages.clone(),
-                        gap,
-                    });
-                    let mut lines = nc.lines();
-                    let header = lines.next().map(str::to_owned);
-                    (header, lines.next_back().map(str::to_owned))
-                } else {
-                    (None, None)
-                };
-                fx.extend(header.map(|h| Effect::Append(Entry::system(h))));
+                if frame {
+                    let header = line::history_header(messages.len());
+                    fx.push(Effect::Append(Entry::system(header)));
+                }
                 for m in messages {
                     self.message(&mut fx, m);
                 }
-                fx.extend(footer.map(|f| Effect::Append(Entry::system(f))));
+                if frame {
+                    fx.push(Effect::Append(Entry::system(line::HISTORY_FOOTER)));
+                }
                 self.saw_shutdown = false;
             }
             Event::Message(m) => self.message(&mut fx, m),
@@ -548,7 +535,7 @@ impl ClientState {
             }
             // The digest of a large room, shown as nc users read it.
             event @ Event::Presence { .. } => {
-                fx.push(Effect::Append(Entry::system(sentence(&event))))
+                fx.push(Effect::Append(Entry::system(line::render(&event))))
             }
             Event::Private { from, text } => fx.push(Effect::Append(Entry::new(
                 Kind::Private,
@@ -573,14 +560,16 @@ impl ClientState {
                 if self.silent_who > 0 {
                     self.silent_who -= 1;
                 } else {
-                    fx.push(Effect::Append(Entry::system(sentence(&event))));
+                    fx.push(Effect::Append(Entry::system(line::render(&event))));
                 }
             }
-            event @ Event::Help { .. } => fx.push(Effect::Append(Entry::system(sentence(&event)))),
+            event @ Event::Help { .. } => {
+                fx.push(Effect::Append(Entry::system(line::render(&event))))
+            }
             Event::Error { code, message } => self.error(&mut fx, code, message),
             event @ (Event::Goodbye | Event::IdleTimeout | Event::NameTimeout) => {
                 if self.ever_joined {
-                    fx.push(Effect::Append(Entry::system(sentence(&event))));
+                    fx.push(Effect::Append(Entry::system(line::render(&event))));
                 }
                 self.reconnect_on_close = false;
                 self.leave();
@@ -594,7 +583,7 @@ impl ClientState {
             event @ Event::Shutdown => {
                 // The close that follows reconnects with back-off until the server is back.
                 self.saw_shutdown = true;
-                fx.push(Effect::Append(Entry::system(sentence(&event))));
+                fx.push(Effect::Append(Entry::system(line::render(&event))));
             }
         }
         fx
@@ -634,7 +623,7 @@ impl ClientState {
         let line = if rejoined {
             REJOINED_NOTICE.to_owned()
         } else {
-            sentence(&Event::Welcome {
+            line::render(&Event::Welcome {
                 name,
                 count,
                 online: online.clone(),
