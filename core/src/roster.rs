@@ -79,7 +79,7 @@ impl Roster {
                 inserted
             }
             Event::Left { name } => {
-                let removed = self.remove(&name_key(name));
+                let removed = !self.remove(&name_key(name)).is_empty();
                 // Someone not listed (a welcome cut short) may leave too: the count drops.
                 if removed || self.count > self.names.len() {
                     self.count = self.count.saturating_sub(1).max(self.names.len());
@@ -92,15 +92,21 @@ impl Roster {
                 left,
                 count,
             } => {
-                let mut changed = false;
+                let mut gone: Vec<String> = Vec::new();
                 for name in left {
-                    changed |= self.remove(&name_key(name));
+                    gone.extend(self.remove(&name_key(name)));
                 }
+                let mut back: Vec<&String> = Vec::new();
                 for name in joined {
-                    changed |= self.insert(name);
+                    if self.insert(name) {
+                        back.push(name);
+                    }
                 }
+                // A name that left and came back spelled the same is no change.
+                gone.sort();
+                back.sort();
                 let count = (*count).max(self.names.len());
-                changed |= count != self.count;
+                let changed = !gone.iter().eq(back.iter().copied()) || count != self.count;
                 self.count = count;
                 changed
             }
@@ -137,11 +143,17 @@ impl Roster {
         }
     }
 
-    /// Removes whoever is listed under `key`.
-    fn remove(&mut self, key: &str) -> bool {
-        let before = self.names.len();
-        self.names.retain(|n| name_key(n) != key);
-        self.names.len() < before
+    /// Removes whoever is listed under `key`, and returns them.
+    fn remove(&mut self, key: &str) -> Vec<String> {
+        let mut removed = Vec::new();
+        self.names.retain(|n| {
+            let keep = name_key(n) != key;
+            if !keep {
+                removed.push(n.clone());
+            }
+            keep
+        });
+        removed
     }
 }
 
@@ -245,6 +257,13 @@ mod tests {
         // bob came back as BOB; a leave of someone not listed changes nothing.
         assert_eq!(roster.names(), ["alice", "BOB", "carol"]);
         assert_eq!(roster.count(), 3);
+        let same = Event::Presence {
+            joined: names(&["carol"]),
+            left: names(&["carol"]),
+            count: 3,
+        };
+        assert!(!roster.apply(&same), "carol left and came back as she was");
+        assert_eq!(roster.names(), ["alice", "BOB", "carol"]);
     }
 
     #[test]
