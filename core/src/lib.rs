@@ -8,12 +8,16 @@
 //!
 //! # Layout
 //!
-//! - [`room`]: [`Room`], its inputs (`handle_*`), outputs ([`Output`]) and deadlines.
+//! - [`room`]: [`Room`], the state machine: its inputs (`handle_*`), outputs ([`Output`]) and
+//!   deadlines. Its configuration, outputs, per-connection state, timers, flood control,
+//!   history and digest of joins and leaves each have a file in `room/`.
 //! - [`event`]: [`Event`], everything the room tells a user, as typed values.
-//! - [`roster`]: [`Roster`], who is online as a client keeps it from those events.
-//! - [`command`]: [`Request`], everything a user asks, and [`parse_line`] for typed lines.
-//! - [`error_code`]: [`ErrorCode`], the kinds of refusal, shared by the two above.
-//! - [`codec`]: the line wire (nc text, incremental bounded [`LineDecoder`]) and the JSON wire.
+//! - [`command`]: [`Request`], everything a user asks, [`parse_line`] for typed lines, and
+//!   [`private_prefix`], the start of a private message as `parse_line` reads it.
+//! - [`error_code`]: [`ErrorCode`], the kinds of refusal, named by events and parse errors alike.
+//! - [`codec`]: the line wire (nc text, the words of each event, incremental bounded
+//!   [`LineDecoder`]) and the JSON wire.
+//! - [`roster`]: [`Roster`], who is online as a client keeps it from the room's events.
 //! - [`name`]: the name rules, shared with the browser client.
 //! - [`text`]: control-character stripping.
 //! - [`time`]: [`Timestamp`], the time drivers pass in.

@@ -1,5 +1,6 @@
-//! The page: binds `www/index.html`'s elements, the WebSocket and the timers to
-//! [`ClientState`], and carries its [`Effect`]s out. Decides nothing itself.
+//! The page: binds `www/index.html`, the WebSocket and the timers to [`ClientState`].
+//!
+//! It carries the state's [`Effect`]s out and decides nothing itself.
 //!
 //! Text is only ever set with `textContent` (names and messages are untrusted), and a node is
 //! rewritten only when what it shows changed, so that the live regions (`role=status`,

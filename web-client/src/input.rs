@@ -1,6 +1,7 @@
-//! The message box: what the user typed, as a request, by the same parser nc users go
-//! through (`chat_core::parse_line`), so `/msg Bob hi`, `/who`, `/help` and `/quit` work the
-//! same in the browser.
+//! The message box: what the user typed, as a request, by the parser nc users go through.
+//!
+//! That parser is `chat_core::parse_line`, so `/msg Bob hi`, `/who`, `/help` and `/quit` work
+//! the same in the browser.
 
 use chat_core::{Request, parse_line};
 

@@ -1,5 +1,7 @@
-//! The JSON wire: one JSON object per WebSocket text message, for the same events and requests
-//! as the line wire. `docs/protocol.md` shows every message.
+//! The JSON wire: one JSON object per WebSocket text message, what the browser sends and sees.
+//!
+//! It carries the same events and requests as the line wire; `docs/protocol.md` shows every
+//! message.
 
 use bytes::Bytes;
 

@@ -1,5 +1,4 @@
-//! The digest of joins and leaves in a large room: each user is told what changed since they
-//! last saw the roster.
+//! The digest of joins and leaves in a large room: what each user missed since it saw the roster.
 //!
 //! Above `announce_limit` the room no longer announces each join and leave; it gathers them
 //! here for up to `announce_interval` and then sends each joined user one `presence` event.

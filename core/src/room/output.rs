@@ -74,7 +74,7 @@ pub enum LogRecord {
     Message(ChatMessage),
 }
 
-/// What the room wants done. Drain with [`Room::poll_output`](crate::Room::poll_output) after
+/// What the room wants done. Drain with [`Room::poll_output`](crate::room::Room::poll_output) after
 /// every input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {

@@ -1,7 +1,7 @@
 //! An in-memory driver for [`Room`], in the style of quinn's `Pair` and str0m's `TestRtc`.
 //!
 //! The harness owns a room and a fake clock and plays the driver's part exactly as the
-//! contract in `room.rs` describes it: it feeds inputs with the current time, drains
+//! contract in `room/mod.rs` describes it: it feeds inputs with the current time, drains
 //! `poll_output` after every input, and calls `handle_timeout` whenever a deadline from
 //! `poll_timeout` has passed. Line-wire bytes go through a per-connection [`LineDecoder`],
 //! as a real driver's would. Time only moves when a test calls [`Harness::advance`], so an
