@@ -344,7 +344,8 @@ impl ClientState {
         match self.session {
             Session::Prompt | Session::RetryingJoin { .. } => vec![self.send_join(Join::User)],
             Session::Ending { .. } => {
-                // Sent on a socket the server is closing, as any open socket would take it.
+                // The server is closing this socket: the join goes out on it all the same, and
+                // is lost with it.
                 let join = self.join_request();
                 self.session = Session::Ending { join_sent: true };
                 vec![join]
@@ -356,6 +357,7 @@ impl ClientState {
                 Vec::new()
             }
             Session::Waiting { .. } | Session::Closed => self.connect(Some(Join::User)),
+            // Turned away above.
             Session::Joined { .. } | Session::Joining(_) => Vec::new(),
         }
     }
