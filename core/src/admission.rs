@@ -1,6 +1,7 @@
-//! Admission at the door: how many connections one address may hold at once, and how fast it
-//! may open new ones. Sans-IO like the room: the driver asks [`Admission::admit`] with the time
-//! and the peer's address when it accepts a connection, and hands the [`Admitted`] pass back to
+//! Admission at the door: how many connections one address may hold, and how fast it opens them.
+//!
+//! Sans-IO like the room: the driver asks [`Admission::admit`] with the time and the peer's
+//! address when it accepts a connection, and hands the [`Admitted`] pass back to
 //! [`Admission::release`] when the connection ends.
 //!
 //! Addresses are grouped into [`AddrKey`]s: an IPv4 address is its own key (an IPv4-mapped

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::ErrorCode;
+use crate::error_code::ErrorCode;
 use crate::text::strip_controls;
 
 /// One thing a user asks for.
@@ -98,6 +98,15 @@ pub const COMMANDS: &[(&str, &str)] = &[
 /// The usage line of `/msg`.
 pub const MSG_USAGE: &str = "/msg NAME TEXT";
 
+/// The command word of a private message, as [`parse_line`] matches it (after `/`).
+const MSG: &str = "msg";
+
+/// The start of a private message to `name`, as [`parse_line`] reads it: what a client puts
+/// in its input box when a name is picked, for the user to type the message after.
+pub fn private_prefix(name: &str) -> String {
+    format!("/{MSG} {name} ")
+}
+
 /// Parses one typed line of a user who has joined.
 ///
 /// Returns `Ok(None)` for a line with nothing to say (blank after trimming). A line starting
@@ -116,7 +125,7 @@ pub fn parse_line(line: &str) -> Result<Option<Request>, ParseError> {
         None => (rest.trim_end(), ""),
     };
     match word.to_ascii_lowercase().as_str() {
-        "msg" => {
+        MSG => {
             let (to, text) = args
                 .split_once(char::is_whitespace)
                 .map(|(to, text)| (to, text.trim()))
@@ -172,6 +181,23 @@ mod tests {
         assert_eq!(parse_line("/msg"), Err(ParseError::Usage(MSG_USAGE)));
         assert_eq!(parse_line("/msg bob"), Err(ParseError::Usage(MSG_USAGE)));
         assert_eq!(parse_line("/msg bob   "), Err(ParseError::Usage(MSG_USAGE)));
+    }
+
+    #[test]
+    fn a_private_prefix_with_text_after_it_is_a_private_message() {
+        assert_eq!(private_prefix("Zoë"), "/msg Zoë ");
+        assert_eq!(
+            parse_line(&(private_prefix("Zoë") + "psst")),
+            Ok(Some(Request::Msg {
+                to: "Zoë".into(),
+                text: "psst".into()
+            }))
+        );
+        assert_eq!(
+            parse_line(&private_prefix("Zoë")),
+            Err(ParseError::Usage(MSG_USAGE)),
+            "nothing typed after it yet"
+        );
     }
 
     #[test]

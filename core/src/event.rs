@@ -1,7 +1,11 @@
-//! What the room tells a user. One typed value per event; the codecs in [`crate::codec`]
-//! render it as nc text or as JSON, so every wire carries the same events.
+//! What the room tells a user: one typed value per event, whatever the wire.
+//!
+//! The codecs in [`crate::codec`] render each as nc text or as JSON, so every wire carries the
+//! same events.
 
 use serde::{Deserialize, Serialize};
+
+use crate::error_code::ErrorCode;
 
 /// A public message with its place in the room's single order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,32 +129,6 @@ pub struct HelpEntry {
     pub usage: String,
     /// What it does.
     pub description: String,
-}
-
-/// The kinds of refusal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// A line or WebSocket message over `--max-line`; it was discarded.
-    LineTooLong,
-    /// The name breaks the name rules.
-    NameInvalid,
-    /// Someone online already has that name (compared case-insensitively).
-    NameTaken,
-    /// A `/word` that is not a command.
-    UnknownCommand,
-    /// A command with missing arguments.
-    Usage,
-    /// `/msg` to a name nobody online has.
-    NoSuchUser,
-    /// Flood control dropped your line.
-    TooFast,
-    /// A JSON message that is not a request.
-    BadRequest,
-    /// A request that needs a name, before joining.
-    NotJoined,
-    /// A second `join` after joining.
-    AlreadyJoined,
 }
 
 impl Event {

@@ -8,10 +8,16 @@
 //!
 //! # Layout
 //!
-//! - [`room`]: [`Room`], its inputs (`handle_*`), outputs ([`Output`]) and deadlines.
+//! - [`room`]: [`Room`], the state machine: its inputs (`handle_*`), outputs ([`Output`]) and
+//!   deadlines. Its configuration, outputs, per-connection state, timers, flood control,
+//!   history and digest of joins and leaves each have a file in `room/`.
 //! - [`event`]: [`Event`], everything the room tells a user, as typed values.
-//! - [`command`]: [`Request`], everything a user asks, and [`parse_line`] for typed lines.
-//! - [`codec`]: the line wire (nc text, incremental bounded [`LineDecoder`]) and the JSON wire.
+//! - [`command`]: [`Request`], everything a user asks, [`parse_line`] for typed lines, and
+//!   [`private_prefix`], the start of a private message as `parse_line` reads it.
+//! - [`error_code`]: [`ErrorCode`], the kinds of refusal, named by events and parse errors alike.
+//! - [`codec`]: the line wire (nc text, the words of each event, incremental bounded
+//!   [`LineDecoder`]) and the JSON wire.
+//! - [`roster`]: [`Roster`], who is online as a client keeps it from the room's events.
 //! - [`name`]: the name rules, shared with the browser client.
 //! - [`text`]: control-character stripping.
 //! - [`time`]: [`Timestamp`], the time drivers pass in.
@@ -24,21 +30,25 @@
 pub mod admission;
 pub mod codec;
 pub mod command;
+pub mod error_code;
 pub mod event;
 pub mod name;
 pub mod room;
+pub mod roster;
 pub mod stats;
 pub mod text;
 pub mod time;
 
 pub use admission::{AddrKey, Admission, AdmissionConfig, Admitted, Refusal, TOO_MANY_CONNECTIONS};
 pub use codec::line::{Line, LineDecoder};
-pub use command::{ParseError, Request, Resume, parse_line};
-pub use event::{ChatMessage, ErrorCode, Event};
+pub use command::{ParseError, Request, Resume, parse_line, private_prefix};
+pub use error_code::ErrorCode;
+pub use event::{ChatMessage, Event};
 pub use name::{NameError, name_key, validate_name};
 pub use room::{
     CloseReason, Config, ConnId, Disconnect, FloodConfig, LeaveReason, LogRecord, Output, Room,
     Wire,
 };
+pub use roster::Roster;
 pub use stats::Stats;
 pub use time::Timestamp;

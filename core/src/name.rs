@@ -1,5 +1,7 @@
-//! The name rules. The server enforces them; the browser client calls the same function to give
-//! instant feedback, so the two can never disagree.
+//! The name rules, which the room enforces and the browser checks as the user types.
+//!
+//! The browser client calls the same function as the room to give instant feedback, so the two
+//! can never disagree.
 
 use std::fmt;
 

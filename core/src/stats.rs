@@ -1,5 +1,4 @@
-//! Counts of what the room decided that its outputs do not show as such, for a driver's
-//! metrics.
+//! [`Stats`]: what the room counts for a driver's metrics that its outputs do not show as such.
 
 /// Running totals since the room was created; they only grow (wrapping is out of reach of a
 /// `u64`). Joins, leaves and public messages are not here: each is an [`Output::Log`] record

@@ -1,5 +1,5 @@
 //! The blocking example server (`examples/blocking_server.rs`), driven over real loopback
-//! sockets: the same core, a second runtime, the exact text of `PROTOCOL.md`.
+//! sockets: the same core, a second runtime, the exact text of `docs/protocol.md`.
 
 // The example's `main` is not called from here.
 #[allow(dead_code)]

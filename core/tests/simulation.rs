@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use chat_core::command::COMMANDS;
 use chat_core::{
     ChatMessage, CloseReason, Config, ConnId, ErrorCode, Event, FloodConfig, LeaveReason,
-    LogRecord, Request, Resume, Timestamp, Wire, validate_name,
+    LogRecord, Request, Resume, Roster, Timestamp, Wire, validate_name,
 };
 use harness::{Harness, is_forbidden_control};
 
@@ -288,8 +288,9 @@ struct Peer {
     name: Option<String>,
     /// When it connected: the name timeout counts from here.
     opened: Timestamp,
-    /// The roster as this user was told it (welcome, `/who`, joins, leaves, digests).
-    roster: Vec<String>,
+    /// The roster as this user was told it (welcome, `/who`, joins, leaves, digests), kept
+    /// as a client keeps it.
+    roster: Roster,
     /// The last complete line or message; the idle deadline counts from here.
     last_active: Timestamp,
     /// The last line charged to flood control; `None` before the first.
@@ -555,7 +556,7 @@ impl<'t> Sim<'t> {
                     wire,
                     name: None,
                     opened: self.now(),
-                    roster: Vec::new(),
+                    roster: Roster::new(),
                     last_active: self.now(),
                     last_line: None,
                     throttled: Some(false),
@@ -1236,7 +1237,7 @@ impl<'t> Sim<'t> {
             joined: self
                 .peers
                 .iter()
-                .filter_map(|(&id, p)| Some((id, (p.name.clone()?, p.roster.clone()))))
+                .filter_map(|(&id, p)| Some((id, (p.name.clone()?, p.roster.names().to_vec()))))
                 .collect(),
             due: self.presence_due,
             now: self.now(),
@@ -1310,7 +1311,7 @@ impl<'t> Sim<'t> {
                     self.ledger_receive(conn, m);
                 }
                 if let Some(p) = self.peers.get_mut(&conn) {
-                    keep_roster(&mut p.roster, e);
+                    p.roster.apply(e);
                 }
                 if matches!(e, Event::Presence { .. }) {
                     self.totals.digests += 1;
@@ -1395,7 +1396,7 @@ impl<'t> Sim<'t> {
     }
 
     /// Reads the line wire back into events: the inverse of the line codec, for the texts
-    /// `PROTOCOL.md` fixes. A line it cannot place is a failure.
+    /// `docs/protocol.md` fixes. A line it cannot place is a failure.
     fn parse_line_wire(&self, conn: ConnId, items: &[String]) -> Vec<Event> {
         let mut out = Vec::new();
         let mut lines = items.iter().map(String::as_str);
@@ -1567,7 +1568,8 @@ impl<'t> Sim<'t> {
             for (conn, p) in &self.peers {
                 if p.name.is_some() {
                     assert_eq!(
-                        p.roster, online,
+                        p.roster.names(),
+                        online,
                         "{conn:?} was told a roster that is not the room's"
                     );
                 }
@@ -1627,25 +1629,6 @@ impl Announce {
                 *roster = online.clone();
             }
         }
-    }
-}
-
-/// Keeps the roster a user was told, as a client would.
-fn keep_roster(roster: &mut Vec<String>, event: &Event) {
-    let sort = |r: &mut Vec<String>| r.sort_by_cached_key(|n| n.to_lowercase());
-    match event {
-        Event::Welcome { online, .. } | Event::Who { online } => *roster = online.clone(),
-        Event::Joined { name } => {
-            roster.push(name.clone());
-            sort(roster);
-        }
-        Event::Left { name } => roster.retain(|n| n != name),
-        Event::Presence { joined, left, .. } => {
-            roster.retain(|n| !left.contains(n));
-            roster.extend(joined.iter().cloned());
-            sort(roster);
-        }
-        _ => {}
     }
 }
 

@@ -1,4 +1,4 @@
-//! Transcript tests: every rule of `PROTOCOL.md`, as the exact text a user sees.
+//! Transcript tests: every rule of `docs/protocol.md`, as the exact text a user sees.
 //!
 //! Each test drives the room through the in-memory [`harness`], over the line wire unless it
 //! is about the JSON wire, and asserts what every connection received, line by line. Time is

@@ -1,5 +1,6 @@
-//! The page: binds `www/index.html`'s elements, the WebSocket and the timers to
-//! [`ClientState`], and carries its [`Effect`]s out. Decides nothing itself.
+//! The page: binds `www/index.html`, the WebSocket and the timers to [`ClientState`].
+//!
+//! It carries the state's [`Effect`]s out and decides nothing itself.
 //!
 //! Text is only ever set with `textContent` (names and messages are untrusted), and a node is
 //! rewritten only when what it shows changed, so that the live regions (`role=status`,
@@ -9,6 +10,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use chat_core::codec::json::encode_request;
+use chat_core::private_prefix;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{
@@ -16,7 +18,6 @@ use web_sys::{
     UrlSearchParams, WebSocket, Window,
 };
 
-use crate::input::private_prefix;
 use crate::state::{ClientState, Effect, Entry, Field};
 
 /// The log keeps this many entries; older ones are removed from the page.

@@ -1,6 +1,7 @@
-//! The message box: what the user typed, as a request, by the same parser nc users go
-//! through (`chat_core::parse_line`), so `/msg Bob hi`, `/who`, `/help` and `/quit` work the
-//! same in the browser.
+//! The message box: what the user typed, as a request, by the parser nc users go through.
+//!
+//! That parser is `chat_core::parse_line`, so `/msg Bob hi`, `/who`, `/help` and `/quit` work
+//! the same in the browser.
 
 use chat_core::{Request, parse_line};
 
@@ -11,16 +12,11 @@ pub fn parse_input(text: &str) -> Result<Option<Request>, String> {
     parse_line(text).map_err(|err| err.to_string())
 }
 
-/// What the message box is filled with to start a private message to `name`.
-pub fn private_prefix(name: &str) -> String {
-    format!("/msg {name} ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use chat_core::codec::json;
-    use chat_core::{ConnId, Event, Output, Room, Timestamp, Wire};
+    use chat_core::{ConnId, Event, Output, Room, Timestamp, Wire, private_prefix};
 
     #[test]
     fn typed_commands_become_requests() {

@@ -10,7 +10,9 @@
 //! - [`state`]: [`ClientState`], the client as a pure state machine: events from the server
 //!   and from the user in, log entries, roster, status and [`Effect`]s (send, connect, wait)
 //!   out. Seq tracking, resume after a reconnect, back-off and rejoin live here, tested on the
-//!   host with `cargo test -p chat-web`.
+//!   host with `cargo test -p chat-web`; `state/session.rs` holds its phases (connecting, at
+//!   the name form, joining, joined, waiting to reconnect, retrying a rejoin, closed) as one
+//!   enum, each with the data only it needs.
 //! - [`input`]: the message box's text as a [`Request`](chat_core::Request), or the sentence
 //!   that refuses it.
 //! - `dom` (wasm32 only): the thin layer that binds the page's elements, the WebSocket and

@@ -1,18 +1,24 @@
-//! The client as a pure state machine: what the page shows and what it does next, given the
-//! events of its WebSocket and of its user. No DOM, no socket, no clock, no randomness: the
-//! DOM layer feeds inputs in (with a random number where jitter is wanted) and carries the
-//! returned [`Effect`]s out, the same sans-IO shape as `chat-core`'s room.
+//! [`ClientState`]: the client as a pure state machine, from socket and user events to effects.
+//!
+//! What the page shows and what it does next, given the events of its WebSocket and of its
+//! user. No DOM, no socket, no clock, no randomness: the DOM layer feeds inputs in (with a
+//! random number where jitter is wanted) and carries the returned [`Effect`]s out, the same
+//! sans-IO shape as `chat-core`'s room.
 //!
 //! It keeps the message numbering (`epoch` and the last public `seq`) so that a reconnect
-//! resumes where it left off and a duplicate is dropped, the roster, and the connection's
-//! life: connect, join, rejoin after a drop with back-off, or stop after `/quit`.
-
-use std::collections::BTreeSet;
+//! resumes where it left off and a duplicate is dropped, the roster (the core's [`Roster`]),
+//! and the connection's life as one `Session` value (`state/session.rs`): connect, join,
+//! rejoin after a drop with back-off, or stop after `/quit`.
 
 use chat_core::codec::line;
-use chat_core::{ChatMessage, ErrorCode, Event, Request, Resume, name_key, validate_name};
+use chat_core::{ChatMessage, ErrorCode, Event, Request, Resume, Roster, name_key, validate_name};
 
 use crate::input;
+
+mod session;
+
+pub use self::session::Connection;
+use self::session::{Join, Replay, Restart, Session};
 
 /// The first reconnect waits up to this long; each further attempt doubles it.
 pub const BACKOFF_BASE_MS: u32 = 250;
@@ -131,13 +137,6 @@ fn words(text: &str) -> Part {
     }
 }
 
-/// The sentence the nc user reads for `event`, without its line end: one source for the
-/// protocol's wording.
-fn sentence(event: &Event) -> String {
-    let bytes = line::encode(event);
-    String::from_utf8_lossy(&bytes).trim_end().to_owned()
-}
-
 /// Which input box gets the keyboard focus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
@@ -169,72 +168,36 @@ pub enum Effect {
     Focus(Field),
 }
 
-/// The WebSocket, as far as the client knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Connection {
-    /// Opening.
-    Connecting,
-    /// Open.
-    Open,
-    /// Closed; a new attempt is due after this many milliseconds.
-    Waiting {
-        /// The wait, as scheduled.
-        delay_ms: u32,
-    },
-    /// Closed, and staying so until the user joins again.
-    Closed,
-}
-
-/// What a pending timer is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pending {
-    Reconnect,
-    RetryJoin,
-}
-
 /// The client: everything the page shows, and the connection's life.
 #[derive(Debug)]
 pub struct ClientState {
-    connection: Connection,
+    /// The phase, with what only it needs.
+    session: Session,
     /// The name to join and rejoin with (the room's spelling once welcomed).
     name: Option<String>,
-    /// Welcomed on the current connection.
-    joined: bool,
-    /// Welcomed at least once: the chat is shown from then on.
-    ever_joined: bool,
-    /// Join as soon as the socket opens (the user asked, or a rejoin after a drop).
-    want_join: bool,
-    /// A join was sent and its answer has not come.
-    join_in_flight: bool,
-    /// The join wanted is the client's own rejoin, not the user's: no form, retries on
-    /// `name_taken`.
-    auto_rejoin: bool,
-    /// The welcome just shown was the user's join, not a silent rejoin: a `history` after it
-    /// is framed as the recent messages, as nc shows it; after a rejoin it simply continues.
-    frame_history: bool,
-    /// The server said it was shutting down: everything it had sent before reached us, so a
-    /// restarted server (a new epoch) can miss us nothing of the old numbering.
-    saw_shutdown: bool,
-    /// The last welcome started a new epoch (the server restarted since the previous one).
-    new_epoch: bool,
-    name_taken_retries: u32,
+    name_error: String,
     /// Reconnect attempts since the last success.
     attempt: u32,
-    /// Reconnect when the current socket closes; false after `goodbye`, `idle_timeout`, `full`.
-    reconnect_on_close: bool,
-    name_error: String,
+    /// The room's run the log follows: the last welcome's epoch, `None` before the first
+    /// welcome (the chat is shown from then on).
     epoch: Option<u64>,
     last_seq: u64,
     /// The last public message shown, to find it again in the history of a restarted server,
     /// which reloads its recent messages (with their `seq`) under a new epoch.
     last_shown: Option<ChatMessage>,
-    roster: Vec<String>,
-    count: usize,
+    /// The server said `shutdown`, and no history and no welcome of the same run has come
+    /// since: everything the old run sent reached us, so a restarted server can have missed
+    /// us nothing of its numbering.
+    shutdown_seen: bool,
+    /// Who is online, kept by the core's rule.
+    roster: Roster,
+    /// One more each time the roster changes.
     roster_version: u64,
     /// `who` answers still expected for the client's own silent asking.
     silent_who: u32,
+    /// The token of the last timer set; a timer acts only with it, and only in the phase
+    /// that set it (waiting to reconnect, or to retry a rejoin).
     timer_token: u32,
-    pending: Option<Pending>,
 }
 
 impl Default for ClientState {
@@ -247,29 +210,18 @@ impl ClientState {
     /// A client that has not connected yet.
     pub fn new() -> Self {
         ClientState {
-            connection: Connection::Closed,
+            session: Session::Closed,
             name: None,
-            joined: false,
-            ever_joined: false,
-            want_join: false,
-            join_in_flight: false,
-            auto_rejoin: false,
-            frame_history: false,
-            saw_shutdown: false,
-            new_epoch: false,
-            name_taken_retries: 0,
-            attempt: 0,
-            reconnect_on_close: true,
             name_error: String::new(),
+            attempt: 0,
             epoch: None,
             last_seq: 0,
             last_shown: None,
-            roster: Vec::new(),
-            count: 0,
+            shutdown_seen: false,
+            roster: Roster::new(),
             roster_version: 0,
             silent_who: 0,
             timer_token: 0,
-            pending: None,
         }
     }
 
@@ -277,14 +229,16 @@ impl ClientState {
 
     /// The WebSocket's state.
     pub fn connection(&self) -> Connection {
-        self.connection
+        self.session.connection()
     }
 
     /// The status line's text.
     pub fn status_text(&self) -> String {
-        match self.connection {
+        match self.session.connection() {
             Connection::Connecting => "Connecting…".to_owned(),
-            Connection::Open if self.pending == Some(Pending::RetryJoin) => "Rejoining…".to_owned(),
+            Connection::Open if matches!(self.session, Session::RetryingJoin { .. }) => {
+                "Rejoining…".to_owned()
+            }
             Connection::Open => "Connected".to_owned(),
             Connection::Waiting { delay_ms } => {
                 format!("Reconnecting in {} s…", delay_ms.div_ceil(1000).max(1))
@@ -296,7 +250,7 @@ impl ClientState {
     /// The status line's `data-state`: `open`, `connecting` (also while waiting to reconnect
     /// by itself) or `closed` (and staying so until the user joins).
     pub fn status_state(&self) -> &'static str {
-        match self.connection {
+        match self.session.connection() {
             Connection::Connecting | Connection::Waiting { .. } => "connecting",
             Connection::Open => "open",
             Connection::Closed => "closed",
@@ -305,17 +259,17 @@ impl ClientState {
 
     /// In the room on the current connection.
     pub fn joined(&self) -> bool {
-        self.joined
+        matches!(self.session, Session::Joined { .. })
     }
 
     /// The join form is shown: not in the room, and not about to rejoin by itself.
     pub fn show_join_form(&self) -> bool {
-        !self.joined && !self.auto_rejoin
+        !self.joined() && !self.session.rejoining()
     }
 
     /// The chat (log, users, message box) is shown: from the first welcome on.
     pub fn show_chat(&self) -> bool {
-        self.ever_joined
+        self.epoch.is_some()
     }
 
     /// Why the name was refused, by this client or by the server; empty when it was not.
@@ -330,13 +284,13 @@ impl ClientState {
 
     /// Who is online, in the room's order (case-insensitive).
     pub fn roster(&self) -> &[String] {
-        &self.roster
+        self.roster.names()
     }
 
     /// How many are online; more than [`roster`](Self::roster) lists while the full list is
     /// being asked for.
     pub fn count(&self) -> usize {
-        self.count
+        self.roster.count()
     }
 
     /// Changes whenever the roster or the count does, so that the page redraws the list only
@@ -358,7 +312,7 @@ impl ClientState {
 
     /// The page has loaded: connect, so that the status line tells whether the server is there.
     pub fn start(&mut self) -> Vec<Effect> {
-        self.connect()
+        self.connect(None)
     }
 
     /// The name box changed: say at once what is wrong with it (an empty box is not wrong
@@ -372,7 +326,10 @@ impl ClientState {
 
     /// The join form was submitted.
     pub fn submit_name(&mut self, raw: &str) -> Vec<Effect> {
-        if self.joined || self.join_in_flight {
+        if matches!(
+            self.session,
+            Session::Joined { .. } | Session::Joining(_) | Session::Ending { join_sent: true }
+        ) {
             return Vec::new();
         }
         let name = match validate_name(raw) {
@@ -384,16 +341,24 @@ impl ClientState {
         };
         self.name_error.clear();
         self.name = Some(name);
-        self.want_join = true;
-        self.auto_rejoin = false;
-        self.name_taken_retries = 0;
-        match self.connection {
-            Connection::Open => {
-                self.cancel_timer();
-                vec![self.send_join()]
+        match self.session {
+            Session::Prompt | Session::RetryingJoin { .. } => vec![self.send_join(Join::User)],
+            Session::Ending { .. } => {
+                // The server is closing this socket: the join goes out on it all the same, and
+                // is lost with it.
+                let join = self.join_request();
+                self.session = Session::Ending { join_sent: true };
+                vec![join]
             }
-            Connection::Connecting => Vec::new(),
-            Connection::Waiting { .. } | Connection::Closed => self.connect(),
+            Session::Connecting { .. } => {
+                self.session = Session::Connecting {
+                    join: Some(Join::User),
+                };
+                Vec::new()
+            }
+            Session::Waiting { .. } | Session::Closed => self.connect(Some(Join::User)),
+            // Turned away above.
+            Session::Joined { .. } | Session::Joining(_) => Vec::new(),
         }
     }
 
@@ -402,47 +367,51 @@ impl ClientState {
         match input::parse_input(text) {
             Ok(None) => Vec::new(),
             Err(sentence) => vec![Effect::Append(Entry::system(sentence))],
-            Ok(Some(_)) if !self.joined => {
+            Ok(Some(_)) if !self.joined() => {
                 vec![Effect::Append(Entry::system(NOT_JOINED_NOTICE))]
             }
             Ok(Some(request)) => vec![Effect::Send(request), Effect::ClearMessage],
         }
     }
 
-    /// The WebSocket opened.
+    /// The WebSocket opened (once per [`Effect::Connect`]).
     pub fn opened(&mut self) -> Vec<Effect> {
-        self.connection = Connection::Open;
-        if self.want_join {
-            vec![self.send_join()]
-        } else {
-            self.attempt = 0;
-            Vec::new()
+        let join = match self.session {
+            Session::Connecting { join } | Session::Waiting { join, .. } => join,
+            Session::Closed => None,
+            // Open already.
+            _ => return Vec::new(),
+        };
+        match join {
+            Some(join) => vec![self.send_join(join)],
+            None => {
+                self.session = Session::Prompt;
+                self.attempt = 0;
+                Vec::new()
+            }
         }
     }
 
     /// The WebSocket closed (or never opened). `random` in `0.0..1.0` jitters the back-off.
     pub fn closed(&mut self, random: f64) -> Vec<Effect> {
-        self.cancel_timer();
-        self.join_in_flight = false;
-        let was_joined = std::mem::take(&mut self.joined);
-        if !self.reconnect_on_close {
-            self.connection = Connection::Closed;
-            self.want_join = false;
-            self.auto_rejoin = false;
-            self.forget_roster();
-            return Vec::new();
-        }
         let mut effects = Vec::new();
-        if was_joined {
-            // Rejoin with the same name and pick up where the log stopped.
-            self.want_join = true;
-            self.auto_rejoin = true;
-            effects.push(Effect::Append(Entry::system(LOST_NOTICE)));
-        }
+        let join = match self.session {
+            Session::Ending { .. } | Session::Closed => {
+                self.session = Session::Closed;
+                self.forget_roster();
+                return effects;
+            }
+            Session::Joined { .. } => {
+                // Rejoin with the same name and pick up where the log stopped.
+                effects.push(Effect::Append(Entry::system(LOST_NOTICE)));
+                Some(Join::Rejoin { retries: 0 })
+            }
+            ref session => session.join(),
+        };
         self.attempt += 1;
         let delay_ms = backoff_ms(self.attempt, random);
-        self.connection = Connection::Waiting { delay_ms };
-        effects.push(self.schedule(Pending::Reconnect, delay_ms));
+        self.session = Session::Waiting { delay_ms, join };
+        effects.push(self.set_timer(delay_ms));
         effects
     }
 
@@ -451,13 +420,9 @@ impl ClientState {
         if token != self.timer_token {
             return Vec::new();
         }
-        match self.pending.take() {
-            Some(Pending::Reconnect) if matches!(self.connection, Connection::Waiting { .. }) => {
-                self.connect()
-            }
-            Some(Pending::RetryJoin) if self.connection == Connection::Open && self.want_join => {
-                vec![self.send_join()]
-            }
+        match self.session {
+            Session::Waiting { join, .. } => self.connect(join),
+            Session::RetryingJoin { retries } => vec![self.send_join(Join::Rejoin { retries })],
             _ => Vec::new(),
         }
     }
@@ -472,17 +437,20 @@ impl ClientState {
         }
     }
 
-    /// Applies one event from the server.
+    /// Applies one event from the server, received on the open socket.
     pub fn apply(&mut self, event: Event) -> Vec<Effect> {
         let mut fx = Vec::new();
+        if self.roster.apply(&event) {
+            self.roster_version += 1;
+        }
         match event {
             Event::Prompt => {}
             Event::Full => {
-                if self.ever_joined {
+                if self.show_chat() {
                     fx.push(Effect::Focus(Field::Name));
                 }
-                self.stop_joining(sentence(&Event::Full));
-                self.reconnect_on_close = false;
+                self.name_error = line::render(&Event::Full);
+                self.session = Session::Ending { join_sent: false };
             }
             Event::Welcome {
                 name,
@@ -490,96 +458,23 @@ impl ClientState {
                 online,
                 epoch,
             } => self.welcome(&mut fx, name, count, online, epoch),
-            Event::History { mut messages, gap } => {
-                // After a restart the room flags a gap, since it cannot know the old run's
-                // tail. But a server that reloaded its recent messages keeps their `seq`: if
-                // the last message shown here is among them, what follows it is exactly what
-                // was missed, and nothing is lost.
-                let found = self
-                    .new_epoch
-                    .then_some(self.last_shown.as_ref())
-                    .flatten()
-                    .and_then(|last| messages.iter().position(|m| m == last));
-                if let Some(at) = found {
-                    self.last_seq = messages[at].seq;
-                    messages.drain(..=at);
-                }
-                // Otherwise: if the old server said goodbye with `shutdown`, we had all of its
-                // tail; and a replay from seq 1 is all of the new run (with `--history 0`
-                // nothing is replayed and this cannot be told, so the notice stays away).
-                let whole_new_run = messages.first().is_none_or(|m| m.seq == 1);
-                let restart_only = self.new_epoch && self.saw_shutdown && whole_new_run;
-                if gap && found.is_none() && !restart_only {
-                    fx.push(Effect::Append(Entry::system(GAP_NOTICE)));
-                }
-                // nc's own frame lines, with the count: "--- Recent messages (2) ---".
-                let frame = std::mem::take(&mut self.frame_history) && !messages.is_empty();
-                let (header, footer) = if frame {
-                    let nc = sentence(&Event::History {
-                        messages: messages.clone(),
-                        gap,
-                    });
-                    let mut lines = nc.lines();
-                    let header = lines.next().map(str::to_owned);
-                    (header, lines.next_back().map(str::to_owned))
-                } else {
-                    (None, None)
-                };
-                fx.extend(header.map(|h| Effect::Append(Entry::system(h))));
-                for m in messages {
-                    self.message(&mut fx, m);
-                }
-                fx.extend(footer.map(|f| Effect::Append(Entry::system(f))));
-                self.saw_shutdown = false;
-            }
+            Event::History { messages, gap } => self.history(&mut fx, messages, gap),
             Event::Message(m) => self.message(&mut fx, m),
             Event::Joined { name } => {
-                let key = name_key(&name);
-                if let Err(at) = self.roster.binary_search_by_key(&key, |n| name_key(n)) {
-                    self.roster.insert(at, name.clone());
-                    self.count += 1;
-                    self.roster_version += 1;
-                }
                 fx.push(Effect::Append(Entry::new(
                     Kind::Joined,
                     vec![span("name", name), words(" joined the chat")],
                 )));
             }
             Event::Left { name } => {
-                let key = name_key(&name);
-                let before = self.roster.len();
-                self.roster.retain(|n| name_key(n) != key);
-                if self.roster.len() < before || self.count > self.roster.len() {
-                    self.count = self.count.saturating_sub(1).max(self.roster.len());
-                    self.roster_version += 1;
-                }
                 fx.push(Effect::Append(Entry::new(
                     Kind::Left,
                     vec![span("name", name), words(" left the chat")],
                 )));
             }
+            // The digest of a large room, shown as nc users read it.
             event @ Event::Presence { .. } => {
-                // The digest of a large room: apply its leaves before its joins (a name may
-                // come back spelled differently), and show it as nc users read it.
-                let text = sentence(&event);
-                if let Event::Presence {
-                    joined,
-                    left,
-                    count,
-                } = event
-                {
-                    let gone: BTreeSet<String> = left.iter().map(|n| name_key(n)).collect();
-                    self.roster.retain(|n| !gone.contains(&name_key(n)));
-                    for name in joined {
-                        let key = name_key(&name);
-                        if let Err(at) = self.roster.binary_search_by_key(&key, |n| name_key(n)) {
-                            self.roster.insert(at, name);
-                        }
-                    }
-                    self.count = count.max(self.roster.len());
-                    self.roster_version += 1;
-                }
-                fx.push(Effect::Append(Entry::system(text)));
+                fx.push(Effect::Append(Entry::system(line::render(&event))))
             }
             Event::Private { from, text } => fx.push(Effect::Append(Entry::new(
                 Kind::Private,
@@ -599,38 +494,32 @@ impl ClientState {
                     span("text", text),
                 ],
             ))),
-            Event::Who { online } => {
+            event @ Event::Who { .. } => {
+                // The answer to the client's own asking, after a welcome cut short, is not shown.
                 if self.silent_who > 0 {
                     self.silent_who -= 1;
                 } else {
-                    let answer = Event::Who {
-                        online: online.clone(),
-                    };
-                    fx.push(Effect::Append(Entry::system(sentence(&answer))));
+                    fx.push(Effect::Append(Entry::system(line::render(&event))));
                 }
-                self.count = online.len();
-                self.roster = online;
-                self.roster_version += 1;
             }
-            event @ Event::Help { .. } => fx.push(Effect::Append(Entry::system(sentence(&event)))),
+            event @ Event::Help { .. } => {
+                fx.push(Effect::Append(Entry::system(line::render(&event))))
+            }
             Event::Error { code, message } => self.error(&mut fx, code, message),
             event @ (Event::Goodbye | Event::IdleTimeout | Event::NameTimeout) => {
-                if self.ever_joined {
-                    fx.push(Effect::Append(Entry::system(sentence(&event))));
+                if self.show_chat() {
+                    fx.push(Effect::Append(Entry::system(line::render(&event))));
                 }
-                self.reconnect_on_close = false;
-                self.leave();
+                self.session = Session::Ending { join_sent: false };
                 self.forget_roster();
-                self.want_join = false;
-                self.auto_rejoin = false;
-                if self.ever_joined {
+                if self.show_chat() {
                     fx.push(Effect::Focus(Field::Name));
                 }
             }
             event @ Event::Shutdown => {
                 // The close that follows reconnects with back-off until the server is back.
-                self.saw_shutdown = true;
-                fx.push(Effect::Append(Entry::system(sentence(&event))));
+                self.shutdown_seen = true;
+                fx.push(Effect::Append(Entry::system(line::render(&event))));
             }
         }
         fx
@@ -646,49 +535,92 @@ impl ClientState {
         online: Vec<String>,
         epoch: u64,
     ) {
-        self.new_epoch = self.epoch.is_some_and(|known| known != epoch);
-        if !self.new_epoch {
-            self.saw_shutdown = false;
-        }
+        let restart = match self.epoch {
+            Some(known) if known != epoch => Some(if self.shutdown_seen {
+                Restart::Announced
+            } else {
+                Restart::Unannounced
+            }),
+            _ => {
+                // The same run (or the first): its shutdown, if any, is behind us.
+                self.shutdown_seen = false;
+                None
+            }
+        };
         if self.epoch != Some(epoch) {
             // Another run of the server's numbering: the old seqs mean nothing in it.
             self.epoch = Some(epoch);
             self.last_seq = 0;
         }
-        let rejoined = self.auto_rejoin;
-        self.frame_history = !rejoined;
-        self.cancel_timer();
+        let rejoined = self.session.rejoining();
+        self.session = Session::Joined {
+            replay: Some(Replay {
+                framed: !rejoined,
+                restart,
+            }),
+        };
         self.name = Some(name.clone());
-        self.joined = true;
-        self.ever_joined = true;
-        self.want_join = false;
-        self.join_in_flight = false;
-        self.auto_rejoin = false;
-        self.name_taken_retries = 0;
         self.attempt = 0;
         self.name_error.clear();
         let line = if rejoined {
             REJOINED_NOTICE.to_owned()
         } else {
-            sentence(&Event::Welcome {
+            line::render(&Event::Welcome {
                 name,
                 count,
-                online: online.clone(),
+                online,
                 epoch,
             })
         };
         fx.push(Effect::Append(Entry::system(line)));
-        if count > online.len() {
+        if !self.roster.is_complete() {
             // The welcome lists only the first names: ask for all, without showing the answer.
             self.silent_who += 1;
             fx.push(Effect::Send(Request::Who));
         }
-        self.count = count.max(online.len());
-        self.roster = online;
-        self.roster_version += 1;
         if !rejoined {
             fx.push(Effect::Focus(Field::Message));
         }
+    }
+
+    fn history(&mut self, fx: &mut Vec<Effect>, mut messages: Vec<ChatMessage>, gap: bool) {
+        let replay = match &mut self.session {
+            Session::Joined { replay } => replay.take(),
+            _ => None,
+        };
+        let (framed, restart) = replay.map_or((false, None), |r| (r.framed, r.restart));
+        // After a restart the room flags a gap, since it cannot know the old run's tail. But
+        // a server that reloaded its recent messages keeps their `seq`: if the last message
+        // shown here is among them, what follows it is exactly what was missed, and nothing
+        // is lost.
+        let found = restart
+            .and(self.last_shown.as_ref())
+            .and_then(|last| messages.iter().position(|m| m == last));
+        if let Some(at) = found {
+            self.last_seq = messages[at].seq;
+            messages.drain(..=at);
+        }
+        // Otherwise: if the old server said goodbye with `shutdown`, we had all of its tail;
+        // and a replay from seq 1 is all of the new run (with `--history 0` nothing is
+        // replayed and this cannot be told, so the notice stays away).
+        let whole_new_run = messages.first().is_none_or(|m| m.seq == 1);
+        let restart_only = restart == Some(Restart::Announced) && whole_new_run;
+        if gap && found.is_none() && !restart_only {
+            fx.push(Effect::Append(Entry::system(GAP_NOTICE)));
+        }
+        // nc's own frame lines, with the count: "--- Recent messages (2) ---".
+        let frame = framed && !messages.is_empty();
+        if frame {
+            let header = line::history_header(messages.len());
+            fx.push(Effect::Append(Entry::system(header)));
+        }
+        for m in messages {
+            self.message(fx, m);
+        }
+        if frame {
+            fx.push(Effect::Append(Entry::system(line::HISTORY_FOOTER)));
+        }
+        self.shutdown_seen = false;
     }
 
     fn message(&mut self, fx: &mut Vec<Effect>, m: ChatMessage) {
@@ -710,78 +642,75 @@ impl ClientState {
     }
 
     fn error(&mut self, fx: &mut Vec<Effect>, code: ErrorCode, message: String) {
-        if self.joined {
-            fx.push(Effect::Append(Entry::system(message)));
-            return;
+        let join = match self.session {
+            Session::Joined { .. } => {
+                fx.push(Effect::Append(Entry::system(message)));
+                return;
+            }
+            ref session => session.join(),
+        };
+        if let Some(Join::Rejoin { retries }) = join {
+            if code == ErrorCode::NameTaken && retries < NAME_TAKEN_RETRIES {
+                // Most likely our own old connection, which the server has not seen die yet.
+                let retries = retries + 1;
+                self.session = Session::RetryingJoin { retries };
+                fx.push(self.set_timer(backoff_ms(retries, 1.0)));
+                return;
+            }
         }
-        self.join_in_flight = false;
-        if code == ErrorCode::NameTaken
-            && self.auto_rejoin
-            && self.name_taken_retries < NAME_TAKEN_RETRIES
-        {
-            // Most likely our own old connection, which the server has not seen die yet.
-            self.name_taken_retries += 1;
-            let delay_ms = backoff_ms(self.name_taken_retries, 1.0);
-            fx.push(self.schedule(Pending::RetryJoin, delay_ms));
-            return;
-        }
-        let was_auto = self.auto_rejoin;
-        self.stop_joining(message);
-        if was_auto || self.ever_joined {
+        // Given up: the form shows why.
+        self.name_error = message;
+        self.session = match self.session {
+            Session::Ending { .. } => Session::Ending { join_sent: false },
+            Session::Connecting { .. } => Session::Connecting { join: None },
+            Session::Waiting { delay_ms, .. } => Session::Waiting {
+                delay_ms,
+                join: None,
+            },
+            Session::Closed => Session::Closed,
+            Session::Prompt
+            | Session::Joining(_)
+            | Session::RetryingJoin { .. }
+            | Session::Joined { .. } => Session::Prompt,
+        };
+        if matches!(join, Some(Join::Rejoin { .. })) || self.show_chat() {
             fx.push(Effect::Focus(Field::Name));
         }
     }
 
-    /// Gives up on joining and shows the join form with `why`.
-    fn stop_joining(&mut self, why: String) {
-        self.cancel_timer();
-        self.want_join = false;
-        self.join_in_flight = false;
-        self.auto_rejoin = false;
-        self.name_error = why;
-    }
-
-    fn leave(&mut self) {
-        self.joined = false;
-        self.join_in_flight = false;
-    }
-
     /// Out of the room for good: who is in it is no longer known.
     fn forget_roster(&mut self) {
-        if !self.roster.is_empty() || self.count > 0 {
-            self.roster.clear();
-            self.count = 0;
+        if self.roster.clear() {
             self.roster_version += 1;
         }
     }
 
-    fn send_join(&mut self) -> Effect {
-        self.join_in_flight = true;
+    /// Sends `join` on the open socket and waits for its answer.
+    fn send_join(&mut self, join: Join) -> Effect {
+        self.session = Session::Joining(join);
+        self.join_request()
+    }
+
+    fn join_request(&self) -> Effect {
         Effect::Send(Request::Join {
             name: self.name.clone().unwrap_or_default(),
             resume: self.resume(),
         })
     }
 
-    fn connect(&mut self) -> Vec<Effect> {
-        self.cancel_timer();
-        self.connection = Connection::Connecting;
-        self.reconnect_on_close = true;
+    /// Opens a new socket, to send `join` on once it is open.
+    fn connect(&mut self, join: Option<Join>) -> Vec<Effect> {
+        self.session = Session::Connecting { join };
         vec![Effect::Connect]
     }
 
-    fn schedule(&mut self, what: Pending, delay_ms: u32) -> Effect {
+    /// A timer for the phase just entered: its token makes every earlier timer stale.
+    fn set_timer(&mut self, delay_ms: u32) -> Effect {
         self.timer_token = self.timer_token.wrapping_add(1);
-        self.pending = Some(what);
         Effect::Timer {
             delay_ms,
             token: self.timer_token,
         }
-    }
-
-    fn cancel_timer(&mut self) {
-        self.timer_token = self.timer_token.wrapping_add(1);
-        self.pending = None;
     }
 }
 

@@ -1,5 +1,7 @@
-//! The JSON wire: one JSON object per WebSocket text message, for the same events and requests
-//! as the line wire. `docs/protocol.md` shows every message.
+//! The JSON wire: one JSON object per WebSocket text message, what the browser sends and sees.
+//!
+//! It carries the same events and requests as the line wire; `docs/protocol.md` shows every
+//! message.
 
 use bytes::Bytes;
 
@@ -30,7 +32,8 @@ pub fn decode_request(text: &str) -> Result<Request, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ChatMessage, ErrorCode};
+    use crate::error_code::ErrorCode;
+    use crate::event::ChatMessage;
 
     #[test]
     fn events_are_tagged_objects() {

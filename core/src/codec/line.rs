@@ -90,6 +90,7 @@ impl LineDecoder {
     }
 
     /// The end of input: an unfinished last line (`printf hi | nc ...`) still counts.
+    #[must_use = "an unfinished last line is still a line for the room"]
     pub fn finish(&mut self) -> Option<Line> {
         let discarding = std::mem::take(&mut self.discarding);
         if discarding || self.buf.is_empty() {
@@ -114,14 +115,32 @@ fn decode(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Renders an event as the exact text of `PROTOCOL.md`: zero or more lines, each ending in
-/// `\n`, except the prompt which has none.
+/// The line that opens the replay of `count` recent messages (after a welcome).
+pub fn history_header(count: usize) -> String {
+    format!("--- Recent messages ({count}) ---")
+}
+
+/// The line that closes the replay of recent messages.
+pub const HISTORY_FOOTER: &str = "--- End of recent messages ---";
+
+/// Encodes an event as the exact text of `docs/protocol.md`: zero or more lines, each ending
+/// in `\n`, except the prompt which has none.
 pub fn encode(event: &Event) -> Bytes {
+    let mut out = render(event);
+    if *event != Event::Prompt {
+        out.push('\n');
+    }
+    Bytes::from(out)
+}
+
+/// The words an nc user reads for `event`, as [`encode`] writes them without the end of the
+/// last line: what a client shows when it words an event as the room does.
+pub fn render(event: &Event) -> String {
     let mut out = String::new();
     // `write!` into a String cannot fail; the results are ignored on purpose.
     match event {
         Event::Prompt => out.push_str(PROMPT),
-        Event::Full => out.push_str("Server is full, please try again later.\n"),
+        Event::Full => out.push_str("Server is full, please try again later."),
         Event::Welcome {
             name,
             count,
@@ -136,23 +155,24 @@ pub fn encode(event: &Event) -> Bytes {
             if *count > online.len() {
                 let _ = write!(out, " and {} more", count - online.len());
             }
-            out.push_str("\nType /help for the list of commands.\n");
+            out.push_str("\nType /help for the list of commands.");
         }
         Event::History { messages, .. } => {
-            let _ = writeln!(out, "--- Recent messages ({}) ---", messages.len());
+            out.push_str(&history_header(messages.len()));
             for m in messages {
-                let _ = writeln!(out, "{}: {}", m.from, m.text);
+                let _ = write!(out, "\n{}: {}", m.from, m.text);
             }
-            out.push_str("--- End of recent messages ---\n");
+            out.push('\n');
+            out.push_str(HISTORY_FOOTER);
         }
         Event::Message(m) => {
-            let _ = writeln!(out, "{}: {}", m.from, m.text);
+            let _ = write!(out, "{}: {}", m.from, m.text);
         }
         Event::Joined { name } => {
-            let _ = writeln!(out, "*** {name} has joined the chat ***");
+            let _ = write!(out, "*** {name} has joined the chat ***");
         }
         Event::Left { name } => {
-            let _ = writeln!(out, "*** {name} has left the chat ***");
+            let _ = write!(out, "*** {name} has left the chat ***");
         }
         Event::Presence {
             joined,
@@ -169,33 +189,30 @@ pub fn encode(event: &Event) -> Bytes {
                 }
                 name_list(&mut out, "left", left);
             }
-            let _ = writeln!(out, " ({count} online) ***");
+            let _ = write!(out, " ({count} online) ***");
         }
         Event::Private { from, text } => {
-            let _ = writeln!(out, "[private] {from}: {text}");
+            let _ = write!(out, "[private] {from}: {text}");
         }
         Event::PrivateSent { to, text } => {
-            let _ = writeln!(out, "[private to {to}] {text}");
+            let _ = write!(out, "[private to {to}] {text}");
         }
         Event::Who { online } => {
-            let _ = writeln!(out, "Online ({}): {}", online.len(), online.join(", "));
+            let _ = write!(out, "Online ({}): {}", online.len(), online.join(", "));
         }
         Event::Help { commands } => {
-            out.push_str("Commands:\n");
+            out.push_str("Commands:");
             for c in commands {
-                let _ = writeln!(out, "  {:<16} {}", c.usage, c.description);
+                let _ = write!(out, "\n  {:<16} {}", c.usage, c.description);
             }
         }
-        Event::Error { message, .. } => {
-            out.push_str(message);
-            out.push('\n');
-        }
-        Event::Goodbye => out.push_str("Goodbye!\n"),
-        Event::IdleTimeout => out.push_str("Disconnected: idle timeout.\n"),
-        Event::NameTimeout => out.push_str("Disconnected: no name given in time.\n"),
-        Event::Shutdown => out.push_str("*** Server is shutting down ***\n"),
+        Event::Error { message, .. } => out.push_str(message),
+        Event::Goodbye => out.push_str("Goodbye!"),
+        Event::IdleTimeout => out.push_str("Disconnected: idle timeout."),
+        Event::NameTimeout => out.push_str("Disconnected: no name given in time."),
+        Event::Shutdown => out.push_str("*** Server is shutting down ***"),
     }
-    Bytes::from(out)
+    out
 }
 
 /// `3 joined: ann, bob, cy`, at most [`PRESENCE_NAMES`] names and then `and N others`: a
@@ -329,6 +346,35 @@ mod tests {
         assert_eq!(
             e(Event::NameTimeout),
             "Disconnected: no name given in time.\n"
+        );
+    }
+
+    #[test]
+    fn rendered_words_are_the_encoded_lines_without_the_last_end_of_line() {
+        let history = Event::History {
+            messages: vec![crate::event::ChatMessage {
+                seq: 1,
+                from: "bob".into(),
+                text: "hi".into(),
+            }],
+            gap: false,
+        };
+        assert_eq!(
+            &encode(&history)[..],
+            b"--- Recent messages (1) ---\nbob: hi\n--- End of recent messages ---\n"
+        );
+        assert_eq!(
+            render(&history),
+            format!("{}\nbob: hi\n{HISTORY_FOOTER}", history_header(1))
+        );
+        for event in [Event::help(), Event::Goodbye, Event::Full, history] {
+            let mut words = render(&event);
+            words.push('\n');
+            assert_eq!(words.as_bytes(), &encode(&event)[..], "{event:?}");
+        }
+        assert_eq!(
+            render(&Event::Prompt).as_bytes(),
+            &encode(&Event::Prompt)[..]
         );
     }
 

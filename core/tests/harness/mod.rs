@@ -1,7 +1,7 @@
 //! An in-memory driver for [`Room`], in the style of quinn's `Pair` and str0m's `TestRtc`.
 //!
 //! The harness owns a room and a fake clock and plays the driver's part exactly as the
-//! contract in `room.rs` describes it: it feeds inputs with the current time, drains
+//! contract in `room/mod.rs` describes it: it feeds inputs with the current time, drains
 //! `poll_output` after every input, and calls `handle_timeout` whenever a deadline from
 //! `poll_timeout` has passed. Line-wire bytes go through a per-connection [`LineDecoder`],
 //! as a real driver's would. Time only moves when a test calls [`Harness::advance`], so an
@@ -12,8 +12,9 @@
 //! ever carries whole UTF-8 lines (and the prompt), the JSON wire only well-formed events,
 //! nobody is ever sent a control character that could drive a terminal, and `poll_timeout`
 //! is never in the past, so a driver's loop cannot spin. It also keeps every JSON client's
-//! roster as a browser does (from `welcome`, `who`, `joined`, `left` and `presence`) and checks
-//! that, whenever no digest of joins and leaves is pending, each one equals the room's.
+//! roster as a browser does, with the core's [`Roster`] (from `welcome`, `who`, `joined`, `left`
+//! and `presence`), and checks that, whenever no digest of joins and leaves is pending, each
+//! one that lists everyone equals the room's.
 
 // Each test binary uses its own subset of the harness.
 #![allow(dead_code)]
@@ -27,7 +28,7 @@ use std::time::Duration;
 use chat_core::codec::{json, line};
 use chat_core::{
     CloseReason, Config, ConnId, Disconnect, Event, Line, LineDecoder, LogRecord, Output, Room,
-    Timestamp, Wire, name_key,
+    Roster, Timestamp, Wire,
 };
 
 /// Outputs one input may produce before the harness calls it a livelock.
@@ -54,9 +55,9 @@ struct Peer {
     closed: Option<CloseReason>,
     /// The driver reported it gone (dropped, too slow): the room must never address it again.
     gone: bool,
-    /// The roster a JSON client would keep from what it was told; `None` before its welcome
+    /// The roster a JSON client keeps from what it was told; incomplete before its welcome
     /// and while its welcome listed only part of the room (until a `who` answer).
-    roster: Option<Vec<String>>,
+    roster: Roster,
 }
 
 impl Default for Harness {
@@ -109,7 +110,7 @@ impl Harness {
             events: Vec::new(),
             closed: None,
             gone: false,
-            roster: None,
+            roster: Roster::new(),
         });
         let conn = ConnId(self.conns.len() as u64);
         self.room.handle_open(self.now, conn, wire, peer);
@@ -381,9 +382,10 @@ impl Harness {
             if peer.closed.is_some() || peer.gone || self.room.name_of(conn).is_none() {
                 continue;
             }
-            if let Some(roster) = &peer.roster {
+            if peer.roster.is_complete() {
                 assert_eq!(
-                    roster, &online,
+                    peer.roster.names(),
+                    online,
                     "{conn:?}'s roster, kept from what it was told, is not the room's"
                 );
             }
@@ -391,51 +393,31 @@ impl Harness {
     }
 }
 
-/// Keeps a roster from one event as a browser client does.
-fn keep_roster(roster: &mut Option<Vec<String>>, event: &Event) {
-    let insert = |names: &mut Vec<String>, name: &String| {
-        if let Err(at) = names.binary_search_by_key(&name_key(name), |n| name_key(n)) {
-            names.insert(at, name.clone());
+/// Keeps a roster from one event as a browser client does, and checks that a digest to a
+/// client that knows everyone online is not empty and counts what its roster then lists.
+fn keep_roster(roster: &mut Roster, event: &Event) {
+    roster.apply(event);
+    if let Event::Presence {
+        joined,
+        left,
+        count,
+    } = event
+    {
+        if roster.is_complete() {
+            assert!(
+                !joined.is_empty() || !left.is_empty(),
+                "an empty digest was sent"
+            );
+            assert_eq!(
+                roster.names().len(),
+                *count,
+                "a digest's count is not its roster's"
+            );
         }
-    };
-    let remove = |names: &mut Vec<String>, name: &String| {
-        names.retain(|n| name_key(n) != name_key(name));
-    };
-    match event {
-        Event::Welcome { count, online, .. } => {
-            *roster = (*count == online.len()).then(|| online.clone());
-        }
-        Event::Who { online } => *roster = Some(online.clone()),
-        Event::Joined { name } => {
-            if let Some(names) = roster {
-                insert(names, name);
-            }
-        }
-        Event::Left { name } => {
-            if let Some(names) = roster {
-                remove(names, name);
-            }
-        }
-        Event::Presence {
-            joined,
-            left,
-            count,
-        } => {
-            if let Some(names) = roster {
-                assert!(
-                    !joined.is_empty() || !left.is_empty(),
-                    "an empty digest was sent"
-                );
-                left.iter().for_each(|name| remove(names, name));
-                joined.iter().for_each(|name| insert(names, name));
-                assert_eq!(names.len(), *count, "a digest's count is not its roster's");
-            }
-        }
-        _ => {}
     }
 }
 
-/// What `PROTOCOL.md` says nobody may receive: C0 controls but tab, DEL, C1 controls.
+/// What `docs/protocol.md` says nobody may receive: C0 controls but tab, DEL, C1 controls.
 pub fn is_forbidden_control(c: char) -> bool {
     (c < ' ' && c != '\t') || c == '\x7f' || ('\u{80}'..='\u{9f}').contains(&c)
 }

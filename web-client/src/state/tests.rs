@@ -1,5 +1,4 @@
-//! What a user of the page sees and what the page does, event by event, through the JSON the
-//! server really sends.
+//! What a user of the page sees and what the page does, event by event, in real server JSON.
 
 use super::*;
 

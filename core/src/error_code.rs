@@ -1,0 +1,32 @@
+//! The kinds of refusal an `error` event names: a code for programs beside the sentence.
+//!
+//! A leaf of its own so that the command parser (whose refusals carry a code) and the events
+//! (which list the commands in `/help`) both take it from here without importing each other.
+
+use serde::{Deserialize, Serialize};
+
+/// The kinds of refusal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A line or WebSocket message over `--max-line`; it was discarded.
+    LineTooLong,
+    /// The name breaks the name rules.
+    NameInvalid,
+    /// Someone online already has that name (compared case-insensitively).
+    NameTaken,
+    /// A `/word` that is not a command.
+    UnknownCommand,
+    /// A command with missing arguments.
+    Usage,
+    /// `/msg` to a name nobody online has.
+    NoSuchUser,
+    /// Flood control dropped your line.
+    TooFast,
+    /// A JSON message that is not a request.
+    BadRequest,
+    /// A request that needs a name, before joining.
+    NotJoined,
+    /// A second `join` after joining.
+    AlreadyJoined,
+}

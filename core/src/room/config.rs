@@ -1,0 +1,68 @@
+//! The room's limits and policies: [`Config`], and flood control's [`FloodConfig`].
+
+use std::time::Duration;
+
+/// The room's limits and policies.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Connections admitted at once, named or not, all wires together.
+    pub max_users: usize,
+    /// Silence after which a connection is dropped; `None` never drops anyone.
+    pub idle_timeout: Option<Duration>,
+    /// How long a connection may stay at the name prompt, counted from when it opened, however
+    /// much it sends; `None` leaves it to the idle timeout. Stops a peer that keeps a slot by
+    /// trickling invalid names.
+    pub name_timeout: Option<Duration>,
+    /// Longest accepted line or JSON message, in bytes.
+    pub max_line: usize,
+    /// Public messages kept and replayed to newcomers.
+    pub history: usize,
+    /// Flood control; `None` turns it off.
+    pub flood: Option<FloodConfig>,
+    /// Names this run of the message numbering (sent in every welcome). A driver that starts
+    /// the numbering afresh should pick a new value, such as its start time in milliseconds,
+    /// so that a client's resume point from an earlier run is not mistaken for one of this run.
+    pub epoch: u64,
+    /// Above this many joined users, joins and leaves are no longer announced one by one but
+    /// gathered into a digest (`Event::Presence`), so that churn in a large room cannot flood
+    /// everyone. At or below it, every join and leave is announced as it happens.
+    pub announce_limit: usize,
+    /// The shortest time between two digests; a join or leave waits at most this long to be
+    /// announced. Zero is taken as one millisecond.
+    pub announce_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_users: 1024,
+            idle_timeout: Some(Duration::from_secs(300)),
+            max_line: 4096,
+            history: 50,
+            flood: Some(FloodConfig::default()),
+            epoch: 0,
+            name_timeout: Some(Duration::from_secs(60)),
+            announce_limit: 200,
+            announce_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Flood control as a token bucket (in its GCRA form): a burst of `burst` lines at once,
+/// then one line per `interval`. A person typing, or pasting a few lines, never reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloodConfig {
+    /// Lines that may arrive at once.
+    pub burst: u32,
+    /// The sustained pace: one line per this much time.
+    pub interval: Duration,
+}
+
+impl Default for FloodConfig {
+    fn default() -> Self {
+        FloodConfig {
+            burst: 20,
+            interval: Duration::from_millis(200),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! What the room asks of its driver: [`Output`], the reasons it carries, and the bytes it sends.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::conn::{ConnId, Wire};
+use crate::codec::{json, line};
+use crate::event::{ChatMessage, Event};
+
+/// Why the room asks the driver to close a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The user typed `/quit`.
+    Quit,
+    /// Silent for longer than the idle timeout.
+    IdleTimeout,
+    /// Still at the name prompt when the name timeout ran out.
+    NameTimeout,
+    /// Refused at the door: `max_users` reached.
+    Full,
+    /// The server is stopping.
+    Shutdown,
+}
+
+/// Why a connection went away without the room asking, as the driver reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disconnect {
+    /// End of input, a reset, or a write error.
+    Dropped,
+    /// Its unsent output passed the driver's bound: it was not reading.
+    TooSlow,
+}
+
+/// Why a named user left, as the message log records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// `/quit`.
+    Quit,
+    /// Idle timeout.
+    IdleTimeout,
+    /// The connection dropped.
+    Dropped,
+    /// Too slow reading its output.
+    TooSlow,
+    /// Server shutdown.
+    Shutdown,
+}
+
+/// One record of the message log. Private messages are never logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LogRecord {
+    /// A user joined.
+    Join {
+        /// Who.
+        name: String,
+        /// From where, when the driver knows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<IpAddr>,
+    },
+    /// A user left.
+    Leave {
+        /// Who.
+        name: String,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A public message.
+    Message(ChatMessage),
+}
+
+/// What the room wants done. Drain with [`Room::poll_output`](crate::room::Room::poll_output) after
+/// every input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Write `data` to `conn`, encoded for its wire: for the line wire, text to write as is;
+    /// for the JSON wire, one JSON object to send as one message. A broadcast is encoded once
+    /// per wire and shares its bytes between recipients.
+    Send {
+        /// The recipient.
+        conn: ConnId,
+        /// The encoded event.
+        data: Bytes,
+    },
+    /// Finish sending what was queued for `conn`, then close it. The room has forgotten it.
+    Close {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Append this record to the message log.
+    Log(LogRecord),
+}
+
+/// One event encoded at most once per wire, however many it goes to: the recipients of a
+/// broadcast share its bytes.
+pub(super) struct Encoded<'a> {
+    event: &'a Event,
+    line: Option<Bytes>,
+    json: Option<Bytes>,
+}
+
+impl<'a> Encoded<'a> {
+    /// Nothing encoded yet.
+    pub(super) fn new(event: &'a Event) -> Self {
+        Encoded {
+            event,
+            line: None,
+            json: None,
+        }
+    }
+
+    /// The event as `wire` carries it, encoded on the first call for that wire.
+    pub(super) fn on(&mut self, wire: Wire) -> Bytes {
+        let event = self.event;
+        match wire {
+            Wire::Line => self.line.get_or_insert_with(|| line::encode(event)).clone(),
+            Wire::Json => self
+                .json
+                .get_or_insert_with(|| json::encode_event(event))
+                .clone(),
+        }
+    }
+}
