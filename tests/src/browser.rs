@@ -57,8 +57,8 @@ impl Browser {
     }
 
     /// Like [`Browser::start`], but the browser accepts any certificate (WebDriver's
-    /// `acceptInsecureCerts`), such as the self-signed one of [`TestCert`], for the page and
-    /// its WebSocket alike.
+    /// `acceptInsecureCerts`), such as the self-signed one of
+    /// [`TestCert`](crate::temp::TestCert), for the page and its WebSocket alike.
     pub async fn start_accepting_any_certificate(label: &str) -> Browser {
         Browser::start_with(label, true).await
     }

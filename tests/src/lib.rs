@@ -33,7 +33,7 @@
 //! - [`proxy`]: a TCP proxy that can cut connections.
 //! - [`scenario`]: how long a test waits, for one thing and for a whole scenario.
 //! - [`load`]: many clients of either wire in one process.
-//! - [`bench`]: the load generator behind `chat-bench`.
+//! - [`bench`](mod@bench): the load generator behind `chat-bench`.
 
 pub mod bench;
 pub mod browser;
