@@ -265,8 +265,9 @@ mod tests {
 
     #[test]
     fn every_flag_has_a_variable_and_args_only_reads_none() {
-        // Setting variables in this process would race the other tests; `process.rs` checks
-        // the variables on the real binary. Here: what clap is told to read.
+        // Setting variables in this process would race the other tests;
+        // `tests/tests/process.rs` checks the variables on the real binary. Here: what clap is
+        // told to read.
         let cmd = Config::command();
         let with_env = cmd
             .get_arguments()

@@ -113,7 +113,7 @@ impl ServerCommand {
     }
 
     /// Keeps its standard error for [`Server::stderr`] and [`Server::stop`], echoing each line
-    /// as `[server] LINE`; with `NO_COLOR=1`, so that it is plain text.
+    /// as `[server] LINE` (plain text: the server colours its diagnostics on a terminal only).
     pub fn keep_stderr(mut self) -> ServerCommand {
         self.stderr = Stderr::Keep;
         self
@@ -207,9 +207,6 @@ impl ServerCommand {
             .clone()
             .unwrap_or_else(|| std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()));
         command.env("RUST_LOG", log);
-        if self.stderr != Stderr::Inherit {
-            command.env("NO_COLOR", "1");
-        }
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -305,3 +305,45 @@ async fn a_closed_standard_error_does_not_stop_a_graceful_shutdown() {
     let status = server.wait_exit().await;
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn diagnostics_are_in_colour_on_a_terminal_only_and_never_with_no_color() {
+    // Standard error to a pipe, as to a file or journald: plain text.
+    let piped = Server::command()
+        .log("info")
+        .wrapped_in(&["timeout", "-s", "TERM", "1"])
+        .output()
+        .await;
+    let text = String::from_utf8_lossy(&piped.stderr);
+    assert!(text.contains("chat-server ready"), "{text}");
+    assert!(!text.contains('\x1b'), "escape codes in a pipe: {text:?}");
+
+    // On a terminal (script(1) gives it one): in colour, unless NO_COLOR is set.
+    let on_terminal = |no_color: Option<&str>| {
+        let server = format!(
+            "timeout -s TERM 1 {} --tcp 127.0.0.1:0 --http 127.0.0.1:0",
+            chat_tests::server_binary().display()
+        );
+        let mut script = Command::new("timeout");
+        // The outer timeout only guards the test against a terminal that never ends.
+        script.args(["-k", "5", "20", "script", "-qec", &server, "/dev/null"]);
+        script.env("RUST_LOG", "info").env_remove("NO_COLOR");
+        if let Some(value) = no_color {
+            script.env("NO_COLOR", value);
+        }
+        let out = script.output().expect("run script(1) from util-linux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_terminal(None);
+    assert!(coloured.contains("chat-server ready"), "{coloured:?}");
+    assert!(
+        coloured.contains("\x1b["),
+        "no colour on a terminal: {coloured:?}"
+    );
+    let plain = on_terminal(Some("1"));
+    assert!(plain.contains("chat-server ready"), "{plain:?}");
+    assert!(
+        !plain.contains('\x1b'),
+        "colour despite NO_COLOR: {plain:?}"
+    );
+}
