@@ -23,7 +23,8 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// address's limits is refused at the door, before anything is spawned for it.
 ///
 /// While every place is taken the loop does not accept, so newcomers wait in the kernel's
-/// queue. It waits for a place to be free without holding one while `accept` waits, because
+/// queue, and it calls `make_room` (the HTTP listener's idle kept-alive connections then
+/// close). It waits for a place to be free without holding one while `accept` waits, because
 /// another holder may take the last place meanwhile (a WebSocket upgrade shares `places` with
 /// the line listener): a connection accepted with no place left is told the server is full.
 ///
@@ -39,12 +40,16 @@ pub async fn accept_loop(
     places: Arc<Semaphore>,
     door: Arc<Door>,
     stop: &CancellationToken,
+    make_room: impl Fn(),
     mut spawn: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit, Pass),
 ) {
     let name = kind.name();
     let mut reserve = Reserve::open();
     let mut backoff = Duration::from_millis(5);
     loop {
+        if places.available_permits() == 0 {
+            make_room();
+        }
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
@@ -171,6 +176,7 @@ mod tests {
                     places,
                     door,
                     &stop,
+                    || {},
                     |s, _, place, pass| {
                         served.lock().unwrap().push((s, place, pass));
                     },

@@ -10,28 +10,31 @@
 //!   `127.0.0.1:0` and call them.
 //! - `server`: the server's shared parts as one value, the room task and the accept loops
 //!   started from it, and the graceful shutdown.
+//! - `bind`: binding the two listeners ([`Listeners`]), with their TLS.
 //! - `accept`: the accept loops, their places, and the descriptor kept in reserve for
 //!   refusing newcomers when the process has none left.
 //! - `door`: what happens at `accept`: the per-address limits and their refusals.
 //! - `line`: one line connection (nc): a line reader and a batching writer.
-//! - `http`: one HTTP connection, by hyper: the page, `/healthz`, `/metrics`, and the
-//!   WebSocket upgrade on `/ws` with its checks.
 //! - `websocket`: one WebSocket connection: a reader and a batching writer with keepalive
 //!   pings, in the same room as the line connections.
-//! - `tls`: `--tls-cert` and `--tls-key`, and the handshake each connection's task performs
-//!   before anything else when they are given.
+//! - `http`: one HTTP connection, by hyper: the page, `/healthz`, `/metrics`, and the
+//!   WebSocket upgrade on `/ws` with its checks.
 //! - `room_task`: the one task that owns the `Room`, feeds it and routes its outputs.
 //! - `outbox` and `frames`: a connection's outbox, between the room and its writer.
-//! - `stream`: helpers over any byte stream (the thread's read buffer, vectored writes,
-//!   lingering after a close).
+//! - `tls`: `--tls-cert` and `--tls-key`, and the handshake each connection's task performs
+//!   before anything else when they are given.
+//! - [`config`]: the flags, each with an environment variable.
 //! - [`log`]: the message log, JSON Lines written by a thread of its own.
 //! - `metrics`: the counters, gauges and histogram of `/metrics`, and their hooks.
-//! - [`config`], `listener`, `clock`: the flags, the two listeners, the one clock.
+//! - `stream`: helpers over any byte stream (the thread's read buffer, vectored writes,
+//!   lingering after a close).
+//! - `listener`, `clock`: which listener a connection came in on; the one clock.
 //!
 //! The binary in `main.rs` only parses flags, binds, prints the addresses and waits for
 //! Ctrl-C or SIGTERM.
 
 mod accept;
+mod bind;
 mod clock;
 pub mod config;
 mod door;
@@ -53,8 +56,8 @@ use std::io;
 
 use futures_util::Stream;
 
+pub use bind::Listeners;
 pub use config::Config;
-pub use listener::Listeners;
 
 /// Serves the room on `listeners` until `shutdown` completes; then every client is told, the
 /// connections are closed and the message log is flushed before this returns.

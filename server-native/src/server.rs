@@ -11,17 +11,18 @@ use std::time::Duration;
 use chat_core::{ConnId, Room, Wire};
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accept::accept_loop;
+use crate::bind::Listeners;
 use crate::clock::Clock;
 use crate::config::{Config, Switch};
 use crate::door::{Door, Pass};
 use crate::http::upgrade::Origins;
 use crate::http::{self, Site};
-use crate::listener::{Listener, Listeners};
+use crate::listener::Listener;
 use crate::log::MessageLog;
 use crate::metrics::Metrics;
 use crate::room_task::{self, RoomInput};
@@ -195,6 +196,7 @@ pub async fn run(
             admitted,
             handshake_timeout: Duration::from_secs(config.handshake_timeout),
             metrics: metrics.clone(),
+            wanted: Notify::new(),
         }),
         ws: websocket::Settings {
             max_line: config.max_line as usize,
@@ -215,6 +217,7 @@ pub async fn run(
         server.admitted.clone(),
         server.door.clone(),
         &stop,
+        || {},
         |stream, peer, slot, pass| server.spawn_line(stream, peer, Place { slot, pass }),
     );
     let http = accept_loop(
@@ -223,6 +226,7 @@ pub async fn run(
         server.http_slots.clone(),
         server.door.clone(),
         &stop,
+        || server.site.make_room(),
         |stream, peer, slot, pass| server.spawn_http(stream, peer, Place { slot, pass }),
     );
     let signal = async {

@@ -155,3 +155,70 @@ async fn shutdown_closes_kept_alive_connections_at_once() {
     );
     assert_eq!(client.closed().await, "");
 }
+
+#[tokio::test]
+async fn a_client_that_shuts_its_side_after_the_request_still_gets_the_answer() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("index.html"), "<p>hello</p>\n").unwrap();
+    let root = dir.path().to_str().unwrap();
+    let server = TestServer::start(&["--web-root", root]).await;
+    // As `printf 'GET ...' | nc -N` does: the request, then end of input. A file takes a
+    // moment to open, in which the end of input arrives.
+    for path in ["/healthz", "/", "/index.html"] {
+        let mut client = Client::connect(server.http).await;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        client.send_raw(request.as_bytes()).await;
+        let shut = client.0.get_mut().shutdown().await;
+        shut.expect("shut down the write side");
+        let rest = client.closed().await;
+        assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {rest:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_waits_five_seconds_for_its_next_request() {
+    let server = TestServer::start(&[]).await;
+    let mut client = Client::connect(server.http).await;
+    client
+        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    answer(&mut client).await;
+    let idle = Instant::now();
+    assert_eq!(client.closed().await, "");
+    let waited = idle.elapsed();
+    // Not the 10 s of --handshake-timeout: an idle connection holds its places for less.
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_listener_is_full_idle_kept_alive_connections_make_room() {
+    let server = TestServer::start(&["--handshake-timeout", "30"]).await;
+    // All 256 places of the HTTP listener, each connection kept alive after one answer.
+    let mut idle = Vec::new();
+    for _ in 0..256 {
+        let mut client = Client::connect(server.http).await;
+        client
+            .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        answer(&mut client).await;
+        idle.push(client);
+    }
+    // A newcomer is answered at once, not when the idle ones time out.
+    let started = Instant::now();
+    let mut newcomer = Client::connect(server.http).await;
+    newcomer
+        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (head, _) = answer(&mut newcomer).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the newcomer waited {:?}",
+        started.elapsed()
+    );
+    // The idle ones were closed without a word to make that room.
+    assert_eq!(idle[0].closed().await, "");
+}

@@ -56,8 +56,8 @@ pub use page::{Entry, PageState};
 pub use paths::{screenshot_dir, server_binary, target_dir, workspace_root};
 pub use peer::Peer;
 pub use prerequisites::{
-    CHROMEDRIVER, CHROMIUM, OPENSSL, browser_installed, missing, openssl_installed,
-    python_with_websockets, skipping_allowed, web_root,
+    CHROMEDRIVER, CHROMIUM, OPENSSL, SCRIPT, browser_installed, missing, openssl_installed,
+    python_with_websockets, script_installed, skipping_allowed, web_root,
 };
 pub use proxy::Proxy;
 pub use scenario::{TEST_TIMEOUT, WAIT, bounded};

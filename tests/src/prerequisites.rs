@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const OPENSSL: &str = "/usr/bin/openssl";
+pub const SCRIPT: &str = "/usr/bin/script";
 
 /// Whether `CHAT_E2E_SKIP=1` asks to skip tests whose prerequisites are missing.
 pub fn skipping_allowed() -> bool {
@@ -86,6 +87,18 @@ pub fn openssl_installed(test: &str) -> Option<()> {
         missing(
             test,
             &format!("{OPENSSL} is missing (Debian package openssl)"),
+        )
+    }
+}
+
+/// `script`, util-linux's (Debian's `bsdutils`), which runs a program on a terminal of its own.
+pub fn script_installed(test: &str) -> Option<()> {
+    if Path::new(SCRIPT).exists() {
+        Some(())
+    } else {
+        missing(
+            test,
+            &format!("{SCRIPT} is missing (Debian package bsdutils)"),
         )
     }
 }

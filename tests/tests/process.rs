@@ -5,7 +5,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use chat_tests::{Nc, Peer, Server, TempDir};
+use chat_tests::{Nc, Peer, SCRIPT, Server, TempDir, require, script_installed};
 
 #[tokio::test]
 async fn port_zero_prints_the_addresses_and_sigterm_flushes_the_log_and_exits_0() {
@@ -308,6 +308,9 @@ async fn a_closed_standard_error_does_not_stop_a_graceful_shutdown() {
 
 #[tokio::test]
 async fn diagnostics_are_in_colour_on_a_terminal_only_and_never_with_no_color() {
+    require!(script_installed(
+        "diagnostics_are_in_colour_on_a_terminal_only_and_never_with_no_color"
+    ));
     // Standard error to a pipe, as to a file or journald: plain text.
     let piped = Server::command()
         .log("info")
@@ -326,7 +329,7 @@ async fn diagnostics_are_in_colour_on_a_terminal_only_and_never_with_no_color() 
         );
         let mut script = Command::new("timeout");
         // The outer timeout only guards the test against a terminal that never ends.
-        script.args(["-k", "5", "20", "script", "-qec", &server, "/dev/null"]);
+        script.args(["-k", "5", "20", SCRIPT, "-qec", &server, "/dev/null"]);
         script.env("RUST_LOG", "info").env_remove("NO_COLOR");
         if let Some(value) = no_color {
             script.env("NO_COLOR", value);

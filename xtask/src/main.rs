@@ -671,6 +671,9 @@ const DEBIAN_TOOLS: &[(&[&str], &str)] = &[
     (&["/usr/bin/chromedriver"], "chromium-driver"),
     // `openssl s_client`: the TLS tests' line users.
     (&["/usr/bin/openssl"], "openssl"),
+    // `script`: a terminal for the server, to see its diagnostics in colour (Essential in
+    // Debian, so normally there).
+    (&["/usr/bin/script"], "bsdutils"),
 ];
 
 fn ensure_debian_tools() -> Result {

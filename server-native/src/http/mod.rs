@@ -4,10 +4,10 @@
 //!
 //! # Layout
 //!
-//! - this file: one connection's life, and its time bounds: a request head must come within
-//!   `--handshake-timeout` of the connection opening or of the previous answer (else `408`, or
-//!   a quiet close for an idle keep-alive connection), and an answer must be taken within
-//!   [`RESPONSE_TIMEOUT`].
+//! - this file: one connection's life, and its time bounds: a request head must come whole
+//!   within `--handshake-timeout` of the connection opening or of its first byte (else `408`),
+//!   an answer must be taken within [`RESPONSE_TIMEOUT`], and a kept-alive connection waits at
+//!   most [`KEEP_ALIVE_IDLE`] for its next request, less when the listener is full.
 //! - `site`: which answer a request gets.
 //! - `upgrade`: the WebSocket upgrade's checks (RFC 6455, the origin policy).
 //! - `files`: the static files of `--web-root`.
@@ -21,7 +21,9 @@ mod site;
 pub mod upgrade;
 
 use std::convert::Infallible;
+use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,7 +34,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,10 @@ use upgrade::Upgraded;
 /// How long an answer may take to be sent before the connection is dropped: a client that
 /// stops reading cannot hold its HTTP slot for longer.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a kept-alive connection may wait for its next request to begin before it is closed
+/// (at most `--handshake-timeout`): long enough for a page's next file, short enough that idle
+/// connections do not hold the places of their address and of the listener for long.
+pub const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
 /// The largest request head read; a longer one gets `431`.
 const MAX_HEAD: usize = 8 * 1024;
 /// The most header lines in a request head; more get `431`.
@@ -56,14 +62,18 @@ const MAX_BUFFER: usize = 16 * 1024;
 
 /// Serves one HTTP connection (TCP, or TLS over TCP) until the client closes it, a time bound
 /// ends it, or a request for `/ws` is upgraded: that connection is returned, with the bytes
-/// read past its head and its place among the admitted connections, for
-/// `websocket::serve`. On `stop`, a connection waiting for a request closes at once, one
-/// answering closes once its answer is out.
+/// read past its head and its place among the admitted connections, for `websocket::serve`.
+///
+/// Between requests a kept-alive connection is idle: it is closed quietly once its answer is
+/// out if no next request begins within [`KEEP_ALIVE_IDLE`], when the listener has no place
+/// left for a newcomer ([`Site::make_room`]), and at `stop`. A request begun is due whole
+/// within `--handshake-timeout` (else `408`), an answer within [`RESPONSE_TIMEOUT`].
 pub async fn serve<S>(stream: S, site: Arc<Site>, stop: &CancellationToken) -> Option<Upgraded<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handshake_timeout = site.handshake_timeout;
+    let idle_room = site.clone();
     let exchange = Arc::new(Exchange::new());
     let service = {
         let exchange = exchange.clone();
@@ -72,39 +82,65 @@ where
             Box::pin(async move { Ok::<_, Infallible>(exchange.answer(&site, request).await) })
         })
     };
+    let stream = Watched {
+        stream,
+        read: exchange.read.clone(),
+    };
     let mut conn = http1::Builder::new()
         .keep_alive(true)
+        // A client that sends its request and then shuts its side (`nc -N`, probes) still
+        // gets the answer.
+        .half_close(true)
         .title_case_headers(true)
         .max_header_size(MAX_HEAD)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_BUFFER)
         .header_read_timeout(None)
         .serve_connection(TokioIo::new(stream), service);
-    let mut stopping = false;
+    // Once set, hyper has been told to close (after the answer in progress, if any, and the
+    // bytes it still holds are out), by this deadline.
+    let mut closing: Option<Instant> = None;
     let end = loop {
         let phase = exchange.phase();
-        let deadline = phase.deadline(handshake_timeout);
+        let idle = exchange.idle(phase);
+        let deadline = closing.unwrap_or_else(|| phase.deadline(idle, handshake_timeout));
         let changed = exchange.changed.notified();
+        let crowded = idle_room.wanted.notified();
         tokio::select! {
             done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break End::Done(done),
             () = changed => {}
-            () = stop.cancelled(), if !stopping => {
-                if let Phase::Head { .. } = phase {
-                    break End::Stopped;
-                }
-                stopping = true;
+            () = stop.cancelled(), if closing.is_none() => {
+                closing = Some(Instant::now() + RESPONSE_TIMEOUT);
+                Pin::new(&mut conn).graceful_shutdown();
+            }
+            () = crowded, if closing.is_none() && idle => {
+                tracing::debug!("closing an idle kept-alive connection to make room");
+                closing = Some(Instant::now() + RESPONSE_TIMEOUT);
                 Pin::new(&mut conn).graceful_shutdown();
             }
             () = tokio::time::sleep_until(deadline) => {
-                if exchange.phase().deadline(handshake_timeout) <= Instant::now() {
-                    break End::TimedOut(phase);
+                if closing.is_some() {
+                    break End::TooSlow;
+                }
+                // The deadline may have moved meanwhile: a request began, or was answered.
+                let now = exchange.phase();
+                if now.deadline(exchange.idle(now), handshake_timeout) > Instant::now() {
+                    continue;
+                }
+                match now {
+                    Phase::Head { .. } if exchange.idle(now) => {
+                        closing = Some(Instant::now() + RESPONSE_TIMEOUT);
+                        Pin::new(&mut conn).graceful_shutdown();
+                    }
+                    Phase::Head { .. } => break End::HeadTooSlow,
+                    Phase::Answer { .. } => break End::TooSlow,
                 }
             }
         }
     };
     let upgrade = exchange.take_upgrade();
     let parts = conn.into_parts();
-    let mut stream = parts.io.into_inner();
+    let mut stream = parts.io.into_inner().stream;
     match end {
         End::Done(Ok(())) => {
             if let Some(permit) = upgrade {
@@ -116,24 +152,18 @@ where
             }
         }
         End::Done(Err(err)) => tracing::debug!(%err, "http connection failed"),
-        End::TimedOut(Phase::Head { first, .. }) => {
-            // A client that sent nothing of a next request on a kept-alive connection is
-            // simply let go, as every keep-alive connection is at some point.
-            if !first && parts.read_buf.is_empty() {
-                return None;
-            }
+        End::HeadTooSlow => {
             tracing::debug!("request head not received in time");
             let timeout = response::raw(408, &[], "Request Timeout");
             let _ = tokio::time::timeout(handshake_timeout, stream.write_all(&timeout)).await;
         }
-        End::TimedOut(Phase::Answer { .. }) => {
+        End::TooSlow => {
             tracing::debug!("answer not taken in time: dropping the connection");
             return None;
         }
-        End::Stopped => return None,
     }
-    // Our FIN, then a moment for the client's, so that it reads the answer rather than a
-    // reset.
+    // Our FIN (after TLS's close_notify), then a moment for the client's, so that it reads the
+    // answer rather than a reset.
     let _ = tokio::time::timeout(handshake_timeout, async {
         if stream.shutdown().await.is_ok() {
             linger(&mut stream).await;
@@ -145,40 +175,99 @@ where
 
 /// How [`serve`]'s loop ended.
 enum End {
-    /// hyper is done with the connection: the client closed it, asked to, broke the protocol
-    /// (hyper has answered `400` or `431`), or was answered `101`.
+    /// hyper is done with the connection: the client closed it or asked to, it was closed as
+    /// idle, the client broke the protocol (hyper has answered `400` or `431`), or it was
+    /// answered `101`.
     Done(hyper::Result<()>),
-    /// A time bound passed in this phase.
-    TimedOut(Phase),
-    /// The server is stopping and the connection was waiting for a request.
-    Stopped,
+    /// A request began and its head did not come whole in time.
+    HeadTooSlow,
+    /// An answer, or the last bytes of one before closing, were not taken in time.
+    TooSlow,
 }
 
 /// Where a connection is between two requests, for its time bounds.
 #[derive(Clone, Copy, Debug)]
 enum Phase {
-    /// Waiting for a request head since `since`; `first`: no request has been answered yet.
-    Head { since: Instant, first: bool },
+    /// Waiting for a request head since `since`; `first`: no request has been answered yet;
+    /// `read`: the bytes read off the connection by then.
+    Head {
+        since: Instant,
+        first: bool,
+        read: u64,
+    },
     /// Answering a request since `since`.
     Answer { since: Instant },
 }
 
 impl Phase {
-    /// When this phase has lasted too long.
-    fn deadline(self, handshake_timeout: Duration) -> Instant {
+    /// When this phase has lasted too long; `idle`: it is a kept-alive connection's wait for a
+    /// next request that has not begun.
+    fn deadline(self, idle: bool, handshake_timeout: Duration) -> Instant {
         match self {
+            Phase::Head { since, .. } if idle => since + KEEP_ALIVE_IDLE.min(handshake_timeout),
             Phase::Head { since, .. } => since + handshake_timeout,
             Phase::Answer { since } => since + RESPONSE_TIMEOUT,
         }
     }
 }
 
+/// The connection's stream, counting the bytes read off it: whether a next request has begun.
+struct Watched<S> {
+    stream: S,
+    read: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 /// What a connection's requests share with the loop that bounds its time: the phase it is in,
-/// and the place of a WebSocket upgrade it answered with `101`.
+/// the bytes read so far, and the place of a WebSocket upgrade it answered with `101`.
 struct Exchange {
     phase: Mutex<Phase>,
     /// Told whenever the phase changes, so that the loop sleeps until the new deadline.
     changed: Notify,
+    read: Arc<AtomicU64>,
     upgrade: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
@@ -188,9 +277,19 @@ impl Exchange {
             phase: Mutex::new(Phase::Head {
                 since: Instant::now(),
                 first: true,
+                read: 0,
             }),
             changed: Notify::new(),
+            read: Arc::new(AtomicU64::new(0)),
             upgrade: Mutex::new(None),
+        }
+    }
+
+    /// Whether, in `phase`, the connection is kept alive with no next request begun.
+    fn idle(&self, phase: Phase) -> bool {
+        match phase {
+            Phase::Head { first, read, .. } => !first && self.read.load(Ordering::Relaxed) == read,
+            Phase::Answer { .. } => false,
         }
     }
 
@@ -264,6 +363,7 @@ impl Drop for Answered {
         self.exchange.set(Phase::Head {
             since: Instant::now(),
             first: false,
+            read: self.exchange.read.load(Ordering::Relaxed),
         });
     }
 }

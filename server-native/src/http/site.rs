@@ -12,7 +12,7 @@ use hyper::header::{
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode};
 use tokio::io::AsyncReadExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::ReaderStream;
 
 use super::files;
@@ -38,6 +38,8 @@ pub struct Site {
     pub handshake_timeout: Duration,
     /// What `/metrics` shows; with `--metrics off` it is empty and `/metrics` is 404.
     pub metrics: Metrics,
+    /// Wakes the kept-alive connections waiting for a next request, to close.
+    pub wanted: Notify,
 }
 
 /// How a request was answered.
@@ -50,6 +52,12 @@ pub enum Answer {
 }
 
 impl Site {
+    /// The listener has no place left for a newcomer: every kept-alive connection that is
+    /// waiting for a next request closes, giving its place (and its address's) back.
+    pub fn make_room(&self) {
+        self.wanted.notify_waiters();
+    }
+
     /// Answers one request (its body, if any, is not read: nothing here takes one).
     pub async fn answer(&self, head: &Parts) -> Answer {
         let path = head.uri.path();
@@ -236,6 +244,7 @@ mod tests {
             admitted: Arc::new(Semaphore::new(1)),
             handshake_timeout: Duration::from_secs(10),
             metrics: Metrics::default(),
+            wanted: Notify::new(),
         }
     }
 
