@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::door::{Door, Pass};
 use crate::listener::Listener;
 
+/// How often a loop with every place taken asks again for room to be made.
+const MAKE_ROOM_AGAIN: Duration = Duration::from_millis(250);
 /// The longest pause after an accept error (out of file descriptors, say).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -24,7 +26,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 ///
 /// While every place is taken the loop does not accept, so newcomers wait in the kernel's
 /// queue, and it calls `make_room` (the HTTP listener's idle kept-alive connections then
-/// close). It waits for a place to be free without holding one while `accept` waits, because
+/// close), again every [`MAKE_ROOM_AGAIN`] while it stays so. It waits for a place to be free without holding one while `accept` waits, because
 /// another holder may take the last place meanwhile (a WebSocket upgrade shares `places` with
 /// the line listener): a connection accepted with no place left is told the server is full.
 ///
@@ -54,6 +56,8 @@ pub async fn accept_loop(
             biased;
             () = stop.cancelled() => return,
             free = places.acquire() => drop(free.expect("the semaphore is never closed")),
+            // Still full: ask again, for connections that have become idle since.
+            () = tokio::time::sleep(MAKE_ROOM_AGAIN) => continue,
         }
         let accepted = tokio::select! {
             biased;
