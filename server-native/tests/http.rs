@@ -75,6 +75,17 @@ async fn answer(client: &mut Client) -> (String, String) {
     )
 }
 
+/// A connection that has had one answer and is kept alive.
+async fn kept_alive(server: &TestServer) -> Client {
+    let mut client = Client::connect(server.http).await;
+    client
+        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (head, _) = answer(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    client
+}
+
 #[tokio::test]
 async fn one_connection_takes_several_requests_and_pipelined_ones_in_order() {
     let server = TestServer::start(&[]).await;
@@ -106,11 +117,7 @@ async fn one_connection_takes_several_requests_and_pipelined_ones_in_order() {
 #[tokio::test]
 async fn a_kept_alive_connection_that_sends_nothing_more_is_closed_quietly() {
     let server = TestServer::start(&["--handshake-timeout", "1"]).await;
-    let mut client = Client::connect(server.http).await;
-    client
-        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    answer(&mut client).await;
+    let mut client = kept_alive(&server).await;
     let idle = Instant::now();
     // No 408 for a request that never began: the connection just ends.
     assert_eq!(client.closed().await, "");
@@ -124,11 +131,7 @@ async fn a_kept_alive_connection_that_sends_nothing_more_is_closed_quietly() {
 #[tokio::test]
 async fn a_next_request_head_that_stalls_gets_408() {
     let server = TestServer::start(&["--handshake-timeout", "1"]).await;
-    let mut client = Client::connect(server.http).await;
-    client
-        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    answer(&mut client).await;
+    let mut client = kept_alive(&server).await;
     client.send_raw(b"GET /healthz HTTP/1.1\r\nHo").await;
     let rest = client.closed().await;
     assert!(
@@ -140,11 +143,7 @@ async fn a_next_request_head_that_stalls_gets_408() {
 #[tokio::test]
 async fn shutdown_closes_kept_alive_connections_at_once() {
     let mut server = TestServer::start(&[]).await;
-    let mut client = Client::connect(server.http).await;
-    client
-        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    answer(&mut client).await;
+    let mut client = kept_alive(&server).await;
     let stopping = Instant::now();
     server.shutdown().await.expect("a clean shutdown");
     // Well within the 5 s the server gives connections to finish, and its 10 s head timeout.
@@ -178,11 +177,7 @@ async fn a_client_that_shuts_its_side_after_the_request_still_gets_the_answer() 
 #[tokio::test]
 async fn an_idle_kept_alive_connection_waits_five_seconds_for_its_next_request() {
     let server = TestServer::start(&[]).await;
-    let mut client = Client::connect(server.http).await;
-    client
-        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    answer(&mut client).await;
+    let mut client = kept_alive(&server).await;
     let idle = Instant::now();
     assert_eq!(client.closed().await, "");
     let waited = idle.elapsed();
@@ -199,12 +194,7 @@ async fn when_the_listener_is_full_idle_kept_alive_connections_make_room() {
     // All 256 places of the HTTP listener, each connection kept alive after one answer.
     let mut idle = Vec::new();
     for _ in 0..256 {
-        let mut client = Client::connect(server.http).await;
-        client
-            .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await;
-        answer(&mut client).await;
-        idle.push(client);
+        idle.push(kept_alive(&server).await);
     }
     // A newcomer is answered at once, not when the idle ones time out.
     let started = Instant::now();
