@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 
 use crate::frames::FrameReceiver;
 use crate::metrics::{Metrics, Probe};
-use crate::outbox::{Outbox, Outgoing};
-use crate::room_task::RoomInput;
+use crate::outbox::Outgoing;
+use crate::room_task::{self, RoomInput};
 use crate::stream::{WRITE_BATCH, linger, read_with, write_all_vectored};
 
 /// Serves one accepted connection (TCP, or TLS over TCP) until either side ends it.
@@ -24,24 +24,15 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     max_line: usize,
     metrics: &Metrics,
 ) {
-    let (
-        outbox,
-        Outgoing {
-            frames: outgoing,
-            queued,
-            abort,
-            probe,
-        },
-    ) = Outbox::new(None, metrics.probe());
-    let open = RoomInput::Open {
-        conn,
-        wire: Wire::Line,
-        peer: Some(peer.ip()),
-        outbox,
-    };
-    if room.send(open).await.is_err() {
+    let Some(Outgoing {
+        frames: outgoing,
+        queued,
+        abort,
+        probe,
+    }) = room_task::open(&room, conn, Wire::Line, peer.ip(), None, metrics).await
+    else {
         return; // The room has stopped: the server is shutting down.
-    }
+    };
 
     let (mut rd, mut wr) = tokio::io::split(stream);
     let closed_by_room = {

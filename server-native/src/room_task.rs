@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use chat_core::{ConnId, Disconnect, Line, Output, Room, Timestamp, Wire};
-use tokio::sync::mpsc;
+use chat_core::{CloseReason, ConnId, Disconnect, Line, Output, Room, Timestamp, Wire};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::log::MessageLog;
 use crate::metrics::Metrics;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Outgoing};
 
 /// Inputs taken per wake-up before the loop looks at timers and shutdown again.
 const INPUT_BATCH: usize = 64;
@@ -39,6 +39,28 @@ pub enum RoomInput {
     Binary { conn: ConnId },
     /// The connection ended on its side.
     Disconnect { conn: ConnId, why: Disconnect },
+}
+
+/// Opens `conn` in the room: makes its outbox, hands the room that end, and returns the
+/// connection's own end; `close`, for a wire whose close says why (WebSocket). `None` when the
+/// room has stopped: the server is shutting down.
+pub async fn open(
+    room: &mpsc::Sender<RoomInput>,
+    conn: ConnId,
+    wire: Wire,
+    peer: IpAddr,
+    close: Option<oneshot::Sender<CloseReason>>,
+    metrics: &Metrics,
+) -> Option<Outgoing> {
+    let (outbox, outgoing) = Outbox::new(close, metrics.probe());
+    let peer = Some(peer);
+    let open = RoomInput::Open {
+        conn,
+        wire,
+        peer,
+        outbox,
+    };
+    room.send(open).await.ok().map(|()| outgoing)
 }
 
 /// Runs the room until `shutdown` is cancelled (or every sender is gone), then tells everyone

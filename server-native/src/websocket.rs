@@ -26,8 +26,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use crate::frames::FrameReceiver;
 use crate::http::upgrade::Upgraded;
 use crate::metrics::{Metrics, Probe};
-use crate::outbox::{Outbox, Outgoing};
-use crate::room_task::RoomInput;
+use crate::outbox::Outgoing;
+use crate::room_task::{self, RoomInput};
 use crate::stream::{WRITE_BATCH, linger};
 
 /// How long a closing connection waits for the peer to answer its close frame (or, when the
@@ -137,26 +137,18 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     )
     .await;
     let (close, mut close_reason) = oneshot::channel();
-    let (
-        outbox,
-        Outgoing {
-            frames: outgoing,
-            queued,
-            abort,
-            probe,
-        },
-    ) = Outbox::new(Some(close), metrics.probe());
-    let open = RoomInput::Open {
-        conn,
-        wire: Wire::Json,
-        peer: Some(peer.ip()),
-        outbox,
-    };
-    if room.send(open).await.is_err() {
+    let opened = room_task::open(&room, conn, Wire::Json, peer.ip(), Some(close), metrics);
+    let Some(Outgoing {
+        frames: outgoing,
+        queued,
+        abort,
+        probe,
+    }) = opened.await
+    else {
         // The room has stopped: the server is shutting down.
         finish(ws, conn, &End::Room(None)).await;
         return;
-    }
+    };
     tracing::debug!(?conn, %peer, "websocket connected");
 
     let (mut sink, mut stream) = ws.split();
