@@ -193,27 +193,25 @@ impl Window {
 
 /// Adds `later` (the changes of a stretch after `earlier`'s) into `earlier`.
 fn compose(earlier: &mut BTreeMap<String, Change>, later: BTreeMap<String, Change>) {
-    for (key, change) in later {
-        match earlier.entry(key) {
-            Entry::Occupied(mut e) => {
-                e.get_mut().after = change.after;
-                if e.get().before == e.get().after {
-                    e.remove();
-                }
-            }
-            Entry::Vacant(e) => {
-                e.insert(change);
-            }
-        }
-    }
+    merge(earlier, later, |kept, later| kept.after = later.after);
 }
 
 /// Adds `earlier` (the changes of a stretch before `later`'s) into `later`.
 fn compose_before(later: &mut BTreeMap<String, Change>, earlier: BTreeMap<String, Change>) {
-    for (key, change) in earlier {
-        match later.entry(key) {
+    merge(later, earlier, |kept, earlier| kept.before = earlier.before);
+}
+
+/// Adds `other`'s changes into `into`: a name in both takes `join`'s side from `other`, and is
+/// dropped when it ends as it began.
+fn merge(
+    into: &mut BTreeMap<String, Change>,
+    other: BTreeMap<String, Change>,
+    join: impl Fn(&mut Change, Change),
+) {
+    for (key, change) in other {
+        match into.entry(key) {
             Entry::Occupied(mut e) => {
-                e.get_mut().before = change.before;
+                join(e.get_mut(), change);
                 if e.get().before == e.get().after {
                     e.remove();
                 }
