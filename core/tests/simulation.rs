@@ -1009,7 +1009,7 @@ impl<'t> Sim<'t> {
                 }
                 (_, Some(due)) if due <= target => {
                     announce.now = due;
-                    announce.flush(&mut expected, None);
+                    announce.flush(&mut expected);
                 }
                 _ => break,
             }
@@ -1096,13 +1096,11 @@ impl<'t> Sim<'t> {
                     let e = Event::error(ErrorCode::NameTaken, message);
                     return only(vec![e, Event::Prompt]);
                 }
-                // At or below the limit, a digest still gathering goes out before the join.
+                // Above the limit, or while a digest gathers, the join waits for the digest.
                 let mut announce = self.announce();
                 let mut o = Observed::default();
-                let gathered = announce.joined.len() + 1 > self.config.announce_limit;
-                if !gathered {
-                    announce.flush(&mut o, None);
-                }
+                let gathered =
+                    announce.gathers(announce.joined.len() + 1, self.config.announce_limit);
                 let mut online = self.online();
                 online.push(name.clone());
                 online.sort_by_cached_key(|n| n.to_lowercase());
@@ -1217,11 +1215,10 @@ impl<'t> Sim<'t> {
             return;
         };
         // Counted before the leave.
-        if announce.joined.len() > self.config.announce_limit {
+        if announce.gathers(announce.joined.len(), self.config.announce_limit) {
             announce.joined.remove(&conn);
             announce.open();
         } else {
-            announce.flush(o, Some(conn));
             announce.joined.remove(&conn);
             for (&other, (_, roster)) in &mut announce.joined {
                 o.to(other, Event::Left { name: name.clone() });
@@ -1594,18 +1591,20 @@ impl Announce {
         self.due.get_or_insert(self.now + interval);
     }
 
-    /// The pending digest goes out: each joined user (but `leaving`, whose name still counts)
-    /// is told the difference between the roster it was told and the room's.
-    fn flush(&mut self, o: &mut Observed, leaving: Option<ConnId>) {
+    /// Whether a change, with the room counted at `count`, is gathered: above `limit`, or
+    /// while a digest is gathering (it takes every change until it goes out).
+    fn gathers(&self, count: usize, limit: usize) -> bool {
+        count > limit || self.due.is_some()
+    }
+
+    /// The pending digest goes out: each joined user is told the difference between the roster it was told and the room's.
+    fn flush(&mut self, o: &mut Observed) {
         if self.due.take().is_none() {
             return;
         }
         let mut online: Vec<String> = self.joined.values().map(|(n, _)| n.clone()).collect();
         online.sort_by_cached_key(|n| n.to_lowercase());
         for (&conn, (_, roster)) in &mut self.joined {
-            if Some(conn) == leaving {
-                continue;
-            }
             let joined: Vec<String> = online
                 .iter()
                 .filter(|n| !roster.contains(n))

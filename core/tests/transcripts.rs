@@ -7,9 +7,11 @@
 mod harness;
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 use chat_core::{
-    ChatMessage, CloseReason, Config, ErrorCode, Event, FloodConfig, LeaveReason, LogRecord, Wire,
+    ChatMessage, CloseReason, Config, ConnId, ErrorCode, Event, FloodConfig, LeaveReason,
+    LogRecord, Wire,
 };
 use harness::{Harness, millis, mins, secs};
 use serde_json::json;
@@ -645,33 +647,126 @@ fn a_name_that_leaves_and_comes_back_spelled_differently_is_a_leave_and_a_join()
 }
 
 #[test]
-fn falling_back_to_the_limit_sends_the_pending_digest_before_the_next_announcement() {
+fn falling_back_to_the_limit_goes_on_gathering_until_the_digest_is_due() {
     let mut h = thinned(2);
     let alice = h.join_json("alice");
     let bob = h.join("bob");
     h.clear();
     let carol = h.join("carol"); // 3: gathered
     h.line(bob, "/quit"); // counted before it, 3 > 2: gathered
-    assert!(h.take(alice).is_empty());
-    // 2 online: carol's leave takes the room to 1, at or below the limit: announced, after
-    // the digest that tells of her join.
+    // 2 online: carol's leave takes the room to 1, at or below the limit, but the digest is
+    // still gathering: it takes her leave too, and nothing goes out before its time.
     h.line(carol, "/quit");
+    h.advance(secs(10) - millis(1));
+    assert!(h.take(alice).is_empty(), "no digest cut short, no line");
+    h.advance(millis(1));
     assert_eq!(
         h.take_events(alice),
-        [
-            Event::Presence {
-                joined: vec!["carol".into()],
-                left: vec!["bob".into()],
-                count: 2
-            },
-            Event::Left {
-                name: "carol".into()
-            }
-        ]
+        [Event::Presence {
+            joined: vec![],
+            left: vec!["bob".into()],
+            count: 1
+        }],
+        "carol came and went within the window"
     );
     assert_eq!(h.room().presence_due(), None, "nothing is left to send");
+    // The digest sent, the room at or below the limit: each change is announced at once.
+    h.join("dave");
+    assert_eq!(
+        h.take_events(alice),
+        [Event::Joined {
+            name: "dave".into()
+        }]
+    );
     h.advance(secs(60));
     assert!(h.take(alice).is_empty(), "and nothing is sent twice");
+}
+
+/// A tiny deterministic generator (xorshift64*), so that a churn is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+#[test]
+fn churn_around_the_limit_gets_one_digest_per_interval_and_few_single_lines() {
+    // The default limit of 200, digests every 2 s; 199 users stay, a few come and go around
+    // the limit, a change every 10 ms for 60 s (the room between 199 and 203).
+    let mut h = with(Config {
+        announce_interval: secs(2),
+        idle_timeout: None,
+        name_timeout: None,
+        ..no_flood()
+    });
+    let limit = h.room().config().announce_limit;
+    let watcher = h.join("watcher");
+    let json_watcher = h.join_json("json_watcher");
+    for i in 0..limit - 3 {
+        h.join(&format!("stay{i:03}"));
+    }
+    h.advance(secs(10));
+    h.clear();
+    assert_eq!(h.room().online().len(), limit - 1);
+    let mut rng = Rng(0x5eed_0f_c4a7);
+    let mut churners: Vec<ConnId> = Vec::new();
+    let mut next = 0;
+    let (mut digests, mut singles) = (Vec::new(), Vec::new());
+    for _ in 0..6000 {
+        let online = h.room().online().len();
+        let join = online < limit || (online < limit + 4 && rng.below(2) == 0);
+        if join {
+            churners.push(h.join(&format!("churn{next}")));
+            next += 1;
+        } else {
+            let i = rng.below(churners.len() as u64) as usize;
+            h.drop_conn(churners.swap_remove(i));
+        }
+        h.advance(millis(10));
+        let at = h.now();
+        for line in h.take(watcher) {
+            if line.starts_with("*** ") && line.ends_with(" online) ***") {
+                digests.push(at);
+            } else {
+                singles.push(at);
+            }
+        }
+        for event in h.take_events(json_watcher) {
+            assert!(
+                matches!(
+                    event,
+                    Event::Presence { .. } | Event::Joined { .. } | Event::Left { .. }
+                ),
+                "{event:?}"
+            );
+        }
+    }
+    // At most one digest per interval: each at least 2 s after the one before.
+    let gaps: Vec<Duration> = digests
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]))
+        .collect();
+    let short = gaps.iter().filter(|&&gap| gap < secs(2)).count();
+    assert_eq!(
+        short,
+        0,
+        "{} digests in 60 s, {short} of them less than an interval after the one before",
+        digests.len()
+    );
+    assert!(digests.len() >= 20, "{} digests", digests.len());
+    // Single lines only for the few changes between a digest and the next crossing: far
+    // from one per change (6000 changes).
+    let per_interval = singles.len() as f64 / 30.0;
+    assert!(
+        per_interval <= 10.0,
+        "{} single lines in 60 s ({per_interval:.1} per interval)",
+        singles.len()
+    );
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The digest of joins and leaves in a large room: what each user missed since it saw the roster.
 //!
 //! Above `announce_limit` the room no longer announces each join and leave; it gathers them
-//! here for up to `announce_interval` and then sends each joined user one `presence` event.
+//! here for `announce_interval` and then sends each joined user one `presence` event. Once a
+//! window is open it takes every change until it goes out, whatever the count (the room's
+//! `gathers`), so that a room hovering at the limit never has a window cut short.
 //! Each user must be told exactly what changed since they last saw the roster, so that a
 //! client keeping one from `welcome`, `who` and the digests ends with the room's: most saw it
 //! at the window's start, a newcomer in its welcome, someone in a `/who` answer. The window

@@ -406,12 +406,9 @@ impl Room {
             let message = format!("The name '{name}' is already taken; choose another.");
             return self.refuse(conn, ErrorCode::NameTaken, message);
         }
-        // Above the limit the join waits for the digest; at or below it, it is announced now,
-        // after any digest still gathering, so that nobody hears of changes out of order.
-        let gathered = self.names.len() + 1 > self.config.announce_limit;
-        if !gathered {
-            self.flush_presence();
-        }
+        // Counted after the join: above the limit, or while a digest gathers, it waits for
+        // the digest; otherwise it is announced now.
+        let gathered = self.gathers(self.names.len() + 1);
         self.names.insert(key, conn);
         let mut peer = None;
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -555,21 +552,32 @@ impl Room {
         self.timers.remove(conn, &c);
         if let Some(name) = c.name {
             // Counted before the leave, like a join after it: crossing the limit either way is
-            // gathered, so a room hovering at the limit sends digests, not a line per change.
-            let gathered = self.names.len() > self.config.announce_limit;
-            let key = name_key(&name);
+            // gathered.
+            let gathered = self.gathers(self.names.len());
+            self.names.remove(&name_key(&name));
             if gathered {
-                self.names.remove(&key);
                 self.digest.left(self.digest_due(), conn, name.clone());
             } else {
-                // The digest still gathering comes first, with its count from before the leave.
-                self.flush_presence();
-                self.names.remove(&key);
                 self.broadcast(&Event::Left { name: name.clone() }, |_, _| true);
             }
             self.outputs
                 .push_back(Output::Log(LogRecord::Leave { name, reason }));
         }
+    }
+
+    /// Whether a join or leave, with the room counted at `count` users, goes into the digest
+    /// rather than out at once: above `announce_limit`, and also at or below it while a digest
+    /// is gathering, until that digest goes out. This is the switch's hysteresis: a room
+    /// hovering at the limit gets one digest per interval and, between two, single lines only
+    /// for the changes made before it crosses the limit again, never a digest cut short and a
+    /// line per change.
+    fn gathers(&mut self, count: usize) -> bool {
+        // A digest whose time has come goes out first, on time (a driver that wakes the room
+        // late must not make it gather past its interval).
+        if self.presence_due().is_some_and(|due| due <= self.now) {
+            self.flush_presence();
+        }
+        count > self.config.announce_limit || self.presence_due().is_some()
     }
 
     /// When a digest window opened now would go out. A zero interval is taken as one
