@@ -29,4 +29,6 @@ pub enum ErrorCode {
     NotJoined,
     /// A second `join` after joining.
     AlreadyJoined,
+    /// The address has joined too often of late; the message says how long to wait.
+    TooManyJoins,
 }

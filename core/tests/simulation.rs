@@ -365,6 +365,10 @@ impl<'t> Sim<'t> {
                 Config::default().announce_limit
             },
             announce_interval: Duration::from_millis(rng.range(1, 30_000)),
+            // The simulated connections have no peer address, which no per-address limit
+            // counts (`core/tests/transcripts.rs` covers joins per address).
+            joins_per_minute: None,
+            limit_loopback: false,
         };
         trace.push_back(format!("seed {seed}: {config:?}"));
         Sim {

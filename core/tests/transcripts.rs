@@ -713,7 +713,7 @@ fn churn_around_the_limit_gets_one_digest_per_interval_and_few_single_lines() {
     h.advance(secs(10));
     h.clear();
     assert_eq!(h.room().online().len(), limit - 1);
-    let mut rng = Rng(0x5eed_0f_c4a7);
+    let mut rng = Rng(0x5eed_0fc4_a7e1);
     let mut churners: Vec<ConnId> = Vec::new();
     let mut next = 0;
     let (mut digests, mut singles) = (Vec::new(), Vec::new());
@@ -783,6 +783,146 @@ fn a_room_hovering_at_the_limit_sends_digests_not_a_line_per_change() {
         h.advance(secs(1));
     }
     assert!(h.take(alice).is_empty(), "carol came and went five times");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Joins per address: one machine cannot fill a small room with join and leave lines.
+
+/// A connection from `peer` that joins as `name` and is welcomed.
+fn join_from(h: &mut Harness, peer: IpAddr, name: &str) -> ConnId {
+    let conn = h.connect_from(Wire::Line, peer);
+    h.line(conn, name);
+    let got = h.take(conn);
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with(&format!("Welcome, {name}!"))),
+        "{name}: {got:?}"
+    );
+    conn
+}
+
+#[test]
+fn one_address_joining_and_quitting_in_a_loop_gets_ten_joins_a_minute_and_is_told_the_wait() {
+    let mut h = with(no_flood());
+    let bob = h.join("bob");
+    h.clear();
+    let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+    // 139 tries in 10 s, each a new connection that joins and quits at once.
+    let (mut joined, mut refused) = (0, Vec::new());
+    for i in 0..139 {
+        let c = h.connect_from(Wire::Line, attacker);
+        h.line(c, &format!("spam{i}"));
+        let got = h.take(c);
+        if got.iter().any(|l| l.starts_with("Welcome, ")) {
+            joined += 1;
+            h.line(c, "/quit");
+        } else {
+            refused.push(got);
+            h.drop_conn(c);
+        }
+        h.advance(millis(72));
+    }
+    // The burst of 10, then one more each 6 s.
+    assert_eq!(joined, 11);
+    assert_eq!(
+        refused[0],
+        [
+            PROMPT,
+            "Too many joins from your address; try again in 6 seconds.",
+            PROMPT
+        ]
+    );
+    let announced = h.take(bob);
+    assert_eq!(announced.len(), 2 * 11, "{announced:?}");
+    // A refused join is nobody's business: only the log's joins and leaves of those let in.
+    assert_eq!(h.log().len(), 2 * 11);
+    // Someone else, from another address, joins at once.
+    join_from(&mut h, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), "carol");
+    // And the attacker's address gets one join back every 6 s.
+    h.advance(secs(6));
+    join_from(&mut h, attacker, "back");
+}
+
+#[test]
+fn a_refused_join_stays_at_the_prompt_and_on_json_says_too_many_joins() {
+    let mut h = with(Config {
+        joins_per_minute: Some(2),
+        ..no_flood()
+    });
+    let home = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 44));
+    for name in ["ann", "bea"] {
+        join_from(&mut h, home, name);
+    }
+    let c = h.connect_from(Wire::Json, home);
+    h.take(c);
+    h.json(c, r#"{"type":"join","name":"cy"}"#);
+    assert_eq!(
+        h.take_events(c),
+        [
+            Event::error(
+                ErrorCode::TooManyJoins,
+                "Too many joins from your address; try again in 30 seconds."
+            ),
+            Event::Prompt
+        ]
+    );
+    assert!(!h.is_closed(c), "the connection stays at the prompt");
+    h.advance(secs(29));
+    h.json(c, r#"{"type":"join","name":"cy"}"#);
+    assert_eq!(
+        h.take_events(c)[0],
+        Event::error(
+            ErrorCode::TooManyJoins,
+            "Too many joins from your address; try again in 1 second."
+        )
+    );
+    h.advance(secs(1));
+    h.json(c, r#"{"type":"join","name":"cy"}"#);
+    assert!(matches!(h.take_events(c)[0], Event::Welcome { .. }));
+}
+
+#[test]
+fn names_refused_for_other_reasons_do_not_count_as_joins() {
+    let mut h = with(Config {
+        joins_per_minute: Some(1),
+        ..no_flood()
+    });
+    h.join("taken");
+    let home = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 45));
+    let c = h.connect_from(Wire::Line, home);
+    h.take(c);
+    for bad in ["", "taken", "no spaces"] {
+        h.line(c, bad);
+    }
+    h.take(c);
+    h.line(c, "fine");
+    assert!(h.take(c)[0].starts_with("Welcome, fine!"));
+}
+
+#[test]
+fn loopback_joins_are_not_limited_unless_the_limits_apply_to_loopback() {
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut h = with(Config {
+        joins_per_minute: Some(1),
+        ..no_flood()
+    });
+    for i in 0..20 {
+        let c = join_from(&mut h, local, &format!("local{i}"));
+        h.line(c, "/quit");
+    }
+    let mut h = with(Config {
+        joins_per_minute: Some(1),
+        limit_loopback: true,
+        ..no_flood()
+    });
+    join_from(&mut h, local, "first");
+    let c = h.connect_from(Wire::Line, local);
+    h.take(c);
+    h.line(c, "second");
+    assert_eq!(
+        h.take(c)[0],
+        "Too many joins from your address; try again in 60 seconds."
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

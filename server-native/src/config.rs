@@ -132,7 +132,19 @@ pub struct Config {
     )]
     pub max_new_per_ip: u32,
 
-    /// Apply the per-address limits to loopback connections too (exempt by default).
+    /// Joins one address (IPv6: one /64) may make a minute, in a burst of as many; a faster
+    /// one is refused at the name prompt with the wait ("Too many joins from your address;
+    /// ..."), so that nobody can fill a small room with join and leave lines. 0: no limit.
+    #[arg(
+        long,
+        env = "CHAT_MAX_JOINS_PER_IP",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub max_joins_per_ip: u32,
+
+    /// Apply the per-address limits (--max-conns-per-ip, --max-new-per-ip,
+    /// --max-joins-per-ip) to loopback connections too (exempt by default).
     #[arg(long, env = "CHAT_LIMIT_LOOPBACK")]
     pub limit_loopback: bool,
 
@@ -238,6 +250,8 @@ impl Config {
             name_timeout: (self.name_timeout > 0).then(|| Duration::from_secs(self.name_timeout)),
             announce_limit: self.announce_limit as usize,
             announce_interval: Duration::from_secs(self.announce_interval),
+            joins_per_minute: (self.max_joins_per_ip > 0).then_some(self.max_joins_per_ip),
+            limit_loopback: self.limit_loopback,
         }
     }
 
@@ -317,6 +331,8 @@ mod tests {
         assert_eq!(door.max_open, Some(32));
         assert_eq!(door.new_per_minute, Some(120));
         assert!(!door.limit_loopback);
+        assert_eq!(room.joins_per_minute, Some(10));
+        assert!(!room.limit_loopback);
         assert_eq!(c.handshake_timeout, 10);
         assert_eq!((c.tls_cert, c.tls_key), (None, None));
         assert_eq!(room.name_timeout, Some(Duration::from_secs(60)));
@@ -340,18 +356,26 @@ mod tests {
             "3",
             "--max-new-per-ip",
             "0",
+            "--max-joins-per-ip",
+            "4",
             "--limit-loopback",
             "--handshake-timeout",
             "2",
         ])
         .unwrap();
+        let room = c.room_config();
+        assert_eq!(room.joins_per_minute, Some(4));
+        assert!(room.limit_loopback);
         let door = c.admission_config();
         assert_eq!(door.max_open, Some(3));
         assert_eq!(door.new_per_minute, None);
         assert!(door.limit_loopback);
         assert_eq!(c.handshake_timeout, 2);
-        let off = Config::from_args_only(["x", "--max-conns-per-ip", "0"]).unwrap();
+        let off =
+            Config::from_args_only(["x", "--max-conns-per-ip", "0", "--max-joins-per-ip", "0"])
+                .unwrap();
         assert_eq!(off.admission_config().max_open, None);
+        assert_eq!(off.room_config().joins_per_minute, None);
     }
 
     #[test]

@@ -163,6 +163,7 @@ async fn help_documents_every_flag_with_its_environment_variable() {
         ("--ws-ping", "CHAT_WS_PING"),
         ("--max-conns-per-ip", "CHAT_MAX_CONNS_PER_IP"),
         ("--max-new-per-ip", "CHAT_MAX_NEW_PER_IP"),
+        ("--max-joins-per-ip", "CHAT_MAX_JOINS_PER_IP"),
         ("--limit-loopback", "CHAT_LIMIT_LOOPBACK"),
         ("--handshake-timeout", "CHAT_HANDSHAKE_TIMEOUT"),
         ("--tls-cert", "CHAT_TLS_CERT"),
@@ -286,6 +287,41 @@ async fn the_per_address_limits_come_from_the_environment() {
     first.expect("Enter your name: ");
     let mut second = Peer::connect(server.tcp);
     second.expect("Enter your name: ");
+}
+
+#[tokio::test]
+async fn one_address_joining_and_quitting_in_a_loop_is_refused_past_ten_joins_a_minute() {
+    let server = Server::start(&["--limit-loopback", "--flood", "off"]).await;
+    let mut bob = Peer::join(server.tcp, "bob"); // the address's first join of ten
+    bob.seen.clear();
+    let mut refusals = Vec::new();
+    let mut joined = 0;
+    for i in 0..30 {
+        let mut spam = Peer::connect(server.tcp);
+        spam.expect("Enter your name: ");
+        spam.send(&format!("spam{i}"));
+        spam.expect("\n");
+        if spam.seen.contains("Welcome, ") {
+            joined += 1;
+            spam.send("/quit");
+            spam.expect("Goodbye!");
+        } else {
+            refusals.push(spam.seen.replace("Enter your name: ", ""));
+        }
+    }
+    assert_eq!(joined, 9, "{refusals:?}");
+    let want = "Too many joins from your address; try again in ";
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r.starts_with(want) && r.ends_with(" seconds.\n")),
+        "{refusals:?}"
+    );
+    // bob heard of nine visits, two lines each, and of nothing refused.
+    bob.send("/msg bob done");
+    bob.expect("[private to bob] done");
+    let lines: Vec<&str> = bob.seen.lines().filter(|l| l.starts_with("*** ")).collect();
+    assert_eq!(lines.len(), 18, "{lines:?}");
 }
 
 #[tokio::test]

@@ -30,6 +30,14 @@ pub struct Config {
     /// The shortest time between two digests; a join or leave waits at most this long to be
     /// announced. Zero is taken as one millisecond.
     pub announce_interval: Duration,
+    /// Joins one address (an IPv4 address, or an IPv6 /64) may make a minute, in a burst of as
+    /// many; a join past them is refused at the prompt with the wait. `None`: no limit. Each
+    /// join and leave of a room at or below `announce_limit` is a line to everyone: this keeps
+    /// one machine from filling a small room's screens by joining and quitting in a loop.
+    pub joins_per_minute: Option<u32>,
+    /// Whether loopback connections count towards `joins_per_minute` too; by default they are
+    /// exempt, like at the door (the operator's own machine, or a proxy on it).
+    pub limit_loopback: bool,
 }
 
 impl Default for Config {
@@ -44,6 +52,8 @@ impl Default for Config {
             name_timeout: Some(Duration::from_secs(60)),
             announce_limit: 200,
             announce_interval: Duration::from_secs(10),
+            joins_per_minute: Some(10),
+            limit_loopback: false,
         }
     }
 }

@@ -12,12 +12,14 @@
 //! - `flood.rs`: flood control, a GCRA token bucket per connection.
 //! - `history.rs`: the public messages' numbering and the ring replayed to newcomers.
 //! - `digest.rs`: the digest of joins and leaves above `announce_limit`.
+//! - `joins.rs`: how often one address may join (`joins_per_minute`).
 
 mod config;
 mod conn;
 mod digest;
 mod flood;
 mod history;
+mod joins;
 mod output;
 mod timers;
 
@@ -33,6 +35,7 @@ use self::conn::Conn;
 use self::digest::{Digest, Told};
 use self::flood::Verdict;
 use self::history::History;
+use self::joins::Joins;
 use self::output::Encoded;
 use self::timers::{Expired, TimerTable};
 use crate::codec::{json, line};
@@ -107,6 +110,8 @@ pub struct Room {
     timers: TimerTable,
     /// The digest being gathered, above `announce_limit`.
     digest: Digest,
+    /// Each address's recent joins, for `joins_per_minute`.
+    joins: Joins,
     outputs: VecDeque<Output>,
     now: Timestamp,
     stats: Stats,
@@ -122,6 +127,7 @@ impl Room {
             names: BTreeMap::new(),
             timers: TimerTable::default(),
             digest: Digest::default(),
+            joins: Joins::default(),
             outputs: VecDeque::new(),
             now: Timestamp::ZERO,
             stats: Stats::default(),
@@ -406,6 +412,13 @@ impl Room {
             let message = format!("The name '{name}' is already taken; choose another.");
             return self.refuse(conn, ErrorCode::NameTaken, message);
         }
+        if let Err(wait) = self.charge_join(conn) {
+            // Rounded up, so that trying again then succeeds.
+            let secs = wait.as_millis().div_ceil(1000).max(1);
+            let unit = if secs == 1 { "second" } else { "seconds" };
+            let message = format!("Too many joins from your address; try again in {secs} {unit}.");
+            return self.refuse(conn, ErrorCode::TooManyJoins, message);
+        }
         // Counted after the join: above the limit, or while a digest gathers, it waits for
         // the digest; otherwise it is announced now.
         let gathered = self.gathers(self.names.len() + 1);
@@ -482,6 +495,20 @@ impl Room {
                 text,
             },
         );
+    }
+
+    /// Charges a join to the address of `conn`, if it has one; `Err` with the wait when that
+    /// address has joined `joins_per_minute` times of late.
+    fn charge_join(&mut self, conn: ConnId) -> Result<(), Duration> {
+        let (Some(per_minute), Some(peer)) = (
+            self.config.joins_per_minute,
+            self.conns.get(&conn).and_then(|c| c.peer),
+        ) else {
+            return Ok(());
+        };
+        let limit_loopback = self.config.limit_loopback;
+        self.joins
+            .charge(per_minute, limit_loopback, peer, self.now)
     }
 
     /// Charges one line to `conn`'s flood bucket. When the bucket is empty the line is refused

@@ -56,6 +56,9 @@ impl Knobs {
             epoch: EPOCH,
             announce_limit: usize::from(self.announce_limit % 5),
             announce_interval: Duration::from_millis(u64::from(self.announce_interval_ms)),
+            // Connections here have no peer address, which no per-address limit counts.
+            joins_per_minute: None,
+            limit_loopback: false,
         }
     }
 }
