@@ -201,7 +201,6 @@ pub async fn run(
         ws: websocket::Settings {
             max_line: config.max_line as usize,
             ping: (config.ws_ping > 0).then(|| Duration::from_secs(config.ws_ping)),
-            max_queue,
         },
         max_line: config.max_line as usize,
         tls,

@@ -249,6 +249,37 @@ fn parse_json(text: &str) -> Incoming {
     }
 }
 
+/// The history's worst case for the JSON wire: `WORST_HISTORY` messages of
+/// `WORST_HISTORY_TEXT` bytes of `"`, each of which JSON writes as two.
+pub const WORST_HISTORY: usize = 50;
+/// See [`WORST_HISTORY`]: the longest line at the default `--max-line`.
+pub const WORST_HISTORY_TEXT: usize = 4096;
+
+/// Fills the room's history with its worst case for the JSON wire ([`WORST_HISTORY`] messages
+/// of `"`, about 414 kB of JSON in the `history` event every newcomer gets), from a line
+/// user who then quits; returns once the room has taken every message. Needs `--flood off`
+/// (or a minute's patience, which this does not have).
+pub async fn fill_worst_history(target: Target) -> io::Result<()> {
+    let (mut tx, mut rx) = join(Wire::Line, target, "filler").await?;
+    let text = "\"".repeat(WORST_HISTORY_TEXT);
+    for _ in 0..WORST_HISTORY {
+        tx.say(&text).await?;
+    }
+    // Answered after the room has taken every message before it.
+    tx.send_raw("/msg filler done").await?;
+    loop {
+        match rx.next().await? {
+            Some(Incoming::Notice(line)) if line == "[private to filler] done" => break,
+            Some(Incoming::Notice(line)) if line.starts_with("Error: ") => {
+                return Err(io::Error::other(format!("filling the history: {line}")));
+            }
+            Some(_) => {}
+            None => return Err(io::Error::other("closed while filling the history")),
+        }
+    }
+    tx.send_raw("/quit").await
+}
+
 /// The resident set size of process `pid`, in KiB, from `/proc/PID/status`.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status =

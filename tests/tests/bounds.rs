@@ -1,7 +1,8 @@
 //! The real `chat-server` binary under abuse: every buffer a peer can grow stays bounded (its
 //! resident memory, `VmRSS` in `/proc/PID/status`, read before and during a 100 MB flood), a
 //! request head that never ends or crawls is cut off, and running out of file descriptors
-//! refuses newcomers while everyone connected chats on. Linux only (`/proc`, `prlimit`).
+//! refuses newcomers while everyone connected chats on, and WebSocket users sent a huge event
+//! keep nothing of it. Linux only (`/proc`, `prlimit`).
 //!
 //! The outbound bound, `--max-queue`, is tested in-process in `server-native/tests/server.rs`
 //! and `websocket.rs` (a reader that stops reading is dropped as too slow).
@@ -13,6 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use chat_tests::load::{self, Incoming, Target, Wire};
 use chat_tests::{Peer, Server, WAIT};
 
 /// What a flood sends.
@@ -282,6 +284,57 @@ async fn a_flood_of_pings_from_a_peer_that_never_reads_leaves_memory_flat() {
     eprintln!("the pinger sent {sent:?} bytes; {round} chat round trips meanwhile");
     check_growth("100 MB of unread pings", before, peak, server.rss_kib());
     drop(ws);
+    server.stop().await;
+}
+
+/// WebSocket users who join while the history is at its worst case for JSON.
+const HISTORY_JOINS: usize = 300;
+/// What each of them may cost the server once it has been sent the history: a connection's
+/// own few KiB (about 8 KiB idle) with room to spare, and far below the 414 kB of the history.
+const MAX_KIB_PER_HISTORY_JOIN: u64 = 64;
+
+#[tokio::test]
+async fn websocket_users_sent_a_worst_case_history_keep_none_of_it() {
+    let mut server = start_server(&[], &["--flood", "off", "--idle-timeout", "0"]).await;
+    let target = Target {
+        tcp: server.tcp,
+        http: server.http,
+    };
+    // About 414 kB of JSON in the history event: 50 messages of 4 096 `"`, each written `\"`.
+    load::fill_worst_history(target).await.unwrap();
+    let before = server.rss_kib();
+    let mut users = Vec::new();
+    for i in 0..HISTORY_JOINS {
+        let (tx, mut rx) = load::join(Wire::Json, target, &format!("user{i}"))
+            .await
+            .unwrap();
+        // Every byte of it read, so that the server has written it all.
+        let history = rx.next().await.unwrap();
+        let Some(Incoming::Notice(history)) = history else {
+            panic!("user{i} got {history:?}");
+        };
+        assert!(
+            history.starts_with(r#"{"type":"history""#) && history.len() > 400_000,
+            "user{i} got {} bytes: {}",
+            history.len(),
+            &history[..history.len().min(80)]
+        );
+        users.push((tx, rx));
+    }
+    // The joins announced to everyone have gone out; the server gives back what it freed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = server.rss_kib();
+    let per_join = after.saturating_sub(before) / HISTORY_JOINS as u64;
+    eprintln!(
+        "{HISTORY_JOINS} WebSocket users sent a worst-case history: VmRSS {before} KiB -> \
+         {after} KiB, {per_join} KiB each"
+    );
+    assert!(
+        per_join <= MAX_KIB_PER_HISTORY_JOIN,
+        "each WebSocket user sent the history still costs {per_join} KiB \
+         ({before} KiB -> {after} KiB for {HISTORY_JOINS})"
+    );
+    drop(users);
     server.stop().await;
 }
 

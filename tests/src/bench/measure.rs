@@ -65,7 +65,7 @@ pub async fn report(servers: &Servers, quick: bool) -> Result<Report, String> {
     // 3. Idle memory, each wire on a fresh server.
     let idle = |wire| async move {
         let r = servers
-            .idle(wire, scale(10_000, 1000), Duration::ZERO)
+            .idle(wire, scale(10_000, 1000), Duration::ZERO, false)
             .await?;
         terminal::idle(wire, &r);
         Ok::<_, String>(r)

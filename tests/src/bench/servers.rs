@@ -170,14 +170,17 @@ impl Servers {
     }
 
     /// `connections` idle joined connections over `wire` on a fresh chat-server, held for
-    /// `hold` after measuring.
+    /// `hold` after measuring; with `worst_history`, each joined after the history was filled
+    /// with its worst case.
     pub async fn idle(
         &self,
         wire: Wire,
         connections: usize,
         hold: Duration,
+        worst_history: bool,
     ) -> Result<IdleReport, String> {
-        self.idle_with(wire, connections, 500, hold).await
+        self.idle_with(wire, connections, 500, hold, worst_history)
+            .await
     }
 
     /// A join storm: `clients` over `wire`, `concurrency` at a time, on a fresh chat-server.
@@ -187,7 +190,7 @@ impl Servers {
         clients: usize,
         concurrency: usize,
     ) -> Result<IdleReport, String> {
-        self.idle_with(wire, clients, concurrency, Duration::ZERO)
+        self.idle_with(wire, clients, concurrency, Duration::ZERO, false)
             .await
     }
 
@@ -197,6 +200,7 @@ impl Servers {
         count: usize,
         concurrency: usize,
         hold: Duration,
+        worst_history: bool,
     ) -> Result<IdleReport, String> {
         let running = self.start_ours().await?;
         let pid = running.endpoint.pid.ok_or("chat-server's process id")?;
@@ -208,6 +212,7 @@ impl Servers {
             concurrency,
             Duration::from_secs(300),
             hold,
+            worst_history,
         )
         .await
         .map_err(|e| e.to_string())

@@ -754,7 +754,10 @@ impl IdleReport {
 
 /// Joins `count` clients over `wire` (at most `concurrency` joining at once), lets them sit,
 /// and reads the server's RSS (process `pid`) before and after; then keeps them connected for
-/// `hold` more, so that the idle server can be looked at (a heap profile, `/proc`).
+/// `hold` more, so that the idle server can be looked at (a heap profile, `/proc`). With
+/// `worst_history`, the history is first filled with its worst case
+/// ([`load::fill_worst_history`]), which every client is sent as it joins.
+#[allow(clippy::too_many_arguments)]
 pub async fn idle(
     endpoint: Endpoint,
     pid: u32,
@@ -763,7 +766,11 @@ pub async fn idle(
     concurrency: usize,
     time_limit: Duration,
     hold: Duration,
+    worst_history: bool,
 ) -> io::Result<IdleReport> {
+    if worst_history {
+        load::fill_worst_history(endpoint.target).await?;
+    }
     let rss_before = load::rss_kib(pid).ok_or_else(|| io::Error::other("no VmRSS"))?;
     // Idle, not stalled: each client reads (and drops) what it is sent from the moment it has
     // joined, as a person's client does, so that the figure is what a connection costs and

@@ -8,6 +8,7 @@
 //! chat-bench fanout --clients 1000 --senders 10 --messages 300       # vs the seed, TCP
 //! chat-bench fanout --wire ws --rate 100 --clients 100 --messages 500
 //! chat-bench idle --connections 10000 --wire tcp
+//! chat-bench idle --connections 1000 --wire ws --worst-history
 //! chat-bench join --clients 10000
 //! chat-bench report --out docs                                        # everything, + chart
 //! ```
@@ -83,6 +84,11 @@ enum Workload {
         /// Seconds to keep the connections open after measuring, to look at the server.
         #[arg(long, default_value_t = 0)]
         hold: u64,
+        /// Fill the history with its worst case first (50 messages of 4 096 `"`, over 400 kB
+        /// of JSON), so that every connection is sent it as it joins; the figure is then what
+        /// a connection keeps after that.
+        #[arg(long)]
+        worst_history: bool,
     },
     /// The time for N clients to join one room (a join storm).
     Join {
@@ -173,9 +179,12 @@ async fn run(cli: &Cli) -> Result<(), String> {
             connections,
             wire,
             hold,
+            worst_history,
         } => {
             let hold = Duration::from_secs(hold);
-            let report = servers.idle(wire.into(), connections, hold).await?;
+            let report = servers
+                .idle(wire.into(), connections, hold, worst_history)
+                .await?;
             terminal::idle(wire.into(), &report);
         }
         &Workload::Join {
