@@ -194,7 +194,7 @@ struct Writer<S> {
 
 impl<S: AsyncRead + AsyncWrite> Writer<S> {
     /// Sends each queued event as one text message, gathering whatever else is already queued
-    /// (up to [`WRITE_BATCH`] bytes) into one vectored write; the control frames tungstenite
+    /// (up to [`WRITE_BATCH`] bytes, [`MAX_BATCH`] events) into one vectored write; the control frames tungstenite
     /// makes; and a ping every `ping`. Returns `Ok` once the room lets go of the connection.
     ///
     /// Only one batch is taken from the outbox at a time, so that the backlog of a peer that
@@ -231,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite> Writer<S> {
             self.take_control();
             let mut written = first.len();
             let mut batch = vec![first];
-            while written < WRITE_BATCH {
+            while written < WRITE_BATCH && batch.len() < MAX_BATCH {
                 let Some(more) = frames.try_recv() else { break };
                 written += more.len();
                 batch.push(more);
@@ -340,6 +340,10 @@ impl<S: AsyncRead + AsyncWrite> Writer<S> {
 
 /// The most slices given to one vectored write; they live on the stack for one poll.
 const MAX_SLICES: usize = 64;
+/// The most events taken from the outbox at once (a header and a payload each, and room for
+/// the control frames): what a writer blocked by a slow reader holds is a few dozen handles,
+/// while the rest waits in the outbox.
+const MAX_BATCH: usize = MAX_SLICES / 2 - 1;
 /// The longest frame header a server writes: no mask, a 64-bit length.
 const MAX_HEADER: usize = 10;
 const OPCODE_TEXT: u8 = 0x1;
