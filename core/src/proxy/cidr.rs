@@ -87,8 +87,13 @@ impl FromStr for Cidr {
             None => (text, None),
         };
         let addr: IpAddr = addr.parse().map_err(|_| {
+            let what = if prefix.is_some() {
+                format!("{addr:?}")
+            } else {
+                "it".to_owned()
+            };
             err(format!(
-                "{addr:?} is neither an IPv4 nor an IPv6 address (e.g. 10.0.0.0/8, 192.0.2.7, \
+                "{what} is neither an IPv4 nor an IPv6 address (e.g. 10.0.0.0/8, 192.0.2.7, \
                  2001:db8::/32)"
             ))
         })?;

@@ -11,6 +11,11 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+/// What a trusted proxy's line connection is told when it does not begin with a header (none
+/// within the time allowed, or one that cannot be read), before it is closed.
+pub const NO_HEADER: &str = "Error: connections from this address must begin with a PROXY protocol header \
+     (it is a --trusted-proxy); closing.";
+
 /// The first twelve bytes of a version 2 header.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// The longest version 1 header, `\r\n` included, as the specification bounds it.

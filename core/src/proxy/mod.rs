@@ -15,4 +15,4 @@ pub mod header;
 
 pub use cidr::{Cidr, CidrError, TrustedProxies};
 pub use forwarded::{Node, client_address};
-pub use header::{Addresses, HeaderError, Parsed, ProxyHeader, Tlv, Version};
+pub use header::{Addresses, HeaderError, NO_HEADER, Parsed, ProxyHeader, Tlv, Version};
