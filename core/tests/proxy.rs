@@ -301,3 +301,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_protocol_doc_quotes_the_refusal_of_a_connection_without_a_header() {
+    let doc = include_str!("../../docs/protocol.md");
+    assert!(
+        doc.contains(&format!("```text\n{}\n```", chat_core::proxy::NO_HEADER)),
+        "docs/protocol.md quotes {:?}",
+        chat_core::proxy::NO_HEADER
+    );
+}
