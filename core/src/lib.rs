@@ -24,6 +24,8 @@
 //! - [`stats`]: [`Stats`], the room's counts for a driver's metrics.
 //! - [`admission`]: [`Admission`], the per-address limits a driver applies when it accepts a
 //!   connection.
+//! - [`proxy`]: the addresses trusted to speak for their clients (`--trusted-proxy`), and the
+//!   parsers of what they say: the PROXY protocol (v1, v2), `X-Forwarded-For` and `Forwarded`.
 
 #![warn(missing_docs)]
 
@@ -33,6 +35,7 @@ pub mod command;
 pub mod error_code;
 pub mod event;
 pub mod name;
+pub mod proxy;
 pub mod room;
 pub mod roster;
 pub mod stats;

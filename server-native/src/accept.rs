@@ -166,6 +166,7 @@ mod tests {
         let places = Arc::new(Semaphore::new(2));
         let door = Door::new(
             AdmissionConfig::default(),
+            Arc::default(),
             Clock::start(),
             Metrics::default(),
         );

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chat_core::proxy::{Cidr, TrustedProxies};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 /// One chat room, reachable with nc or telnet over TCP and from a browser over HTTP.
@@ -198,6 +199,22 @@ pub struct Config {
         default_value = "on"
     )]
     pub metrics: Switch,
+
+    /// A load balancer or reverse proxy (a network such as 10.0.0.0/8 or 2001:db8::/32, or one
+    /// address) whose connections say who their client is: the PROXY protocol (v1 or v2, as
+    /// HAProxy's send-proxy sends it) on the line listener, X-Forwarded-For or Forwarded on the
+    /// HTTP listener. That client's address is then the one that the per-address limits and the
+    /// log use. Every line connection from these addresses must begin with a PROXY header.
+    /// Repeatable, comma-separated in the variable. From any other address a PROXY line is just
+    /// text and forwarding headers are ignored.
+    #[arg(
+        long,
+        env = "CHAT_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ',',
+        value_parser = str::parse::<Cidr>
+    )]
+    pub trusted_proxy: Vec<Cidr>,
 }
 
 /// `on` or `off`.
@@ -253,6 +270,11 @@ impl Config {
             joins_per_minute: (self.max_joins_per_ip > 0).then_some(self.max_joins_per_ip),
             limit_loopback: self.limit_loopback,
         }
+    }
+
+    /// The networks of `--trusted-proxy`.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxy.iter().copied())
     }
 
     /// The per-address limits at the door.
@@ -407,6 +429,50 @@ mod tests {
         assert_eq!(room.announce_interval, Duration::from_secs(30));
         let c = Config::from_args_only(["x", "--name-timeout", "15"]).unwrap();
         assert_eq!(c.room_config().name_timeout, Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn trusted_proxies_repeat_split_on_commas_and_take_both_families() {
+        let none = Config::from_args_only(["x"]).unwrap();
+        assert!(none.trusted_proxies().is_empty());
+        let c = Config::from_args_only([
+            "x",
+            "--trusted-proxy",
+            "10.0.0.0/8, 192.0.2.7",
+            "--trusted-proxy",
+            "2001:db8::/32",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxy.iter().map(Cidr::to_string).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "::1"]);
+        let trusted = c.trusted_proxies();
+        for yes in [
+            "10.1.2.3",
+            "192.0.2.7",
+            "2001:db8::9",
+            "::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(trusted.contains(yes.parse().unwrap()), "{yes}");
+        }
+        assert!(!trusted.contains("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_bad_trusted_proxy_is_refused_naming_the_flag() {
+        for (bad, says) in [
+            ("10.0.0.5/8", "bits set past the prefix"),
+            ("proxy.example.org", "neither an IPv4 nor an IPv6 address"),
+            ("10.0.0.0/40", "the prefix after '/' must be 0 to 32"),
+            ("10.0.0.0/8,,192.0.2.1", "empty"),
+        ] {
+            let err = Config::from_args_only(["x", "--trusted-proxy", bad]).unwrap_err();
+            let err = err.to_string();
+            assert!(err.contains("--trusted-proxy <CIDR>"), "{bad}: {err}");
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

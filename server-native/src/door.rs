@@ -3,17 +3,22 @@
 //! address; both listeners together), their refusals, and the descriptor kept in reserve to
 //! refuse a newcomer politely when the process has run out of them.
 //!
+//! A connection from a trusted proxy (`--trusted-proxy`) is let in uncounted: it speaks for
+//! its clients, and each client is counted instead, once the proxy has said who it is
+//! ([`Door::admit_client`] after the PROXY header, [`Door::check`] for each HTTP request).
+//!
 //! A refusal costs little: no connection task, no room input, only a short write bounded in
 //! time and a moment of draining so that the peer reads it rather than a reset. At most
 //! [`REFUSALS_AT_ONCE`] such refusals run at once; past that, and when out of descriptors, the
 //! refusal is one non-blocking write and the socket is closed at once.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chat_core::proxy::TrustedProxies;
 use chat_core::{
     Admission, AdmissionConfig, Admitted, Event, Refusal, TOO_MANY_CONNECTIONS, Timestamp,
 };
@@ -44,6 +49,8 @@ pub struct Door {
     clock: Clock,
     refusing: Arc<Semaphore>,
     metrics: Metrics,
+    /// `--trusted-proxy`: peers whose own connections are not counted.
+    trusted: Arc<TrustedProxies>,
 }
 
 struct State {
@@ -99,7 +106,13 @@ impl Drop for Pass {
 }
 
 impl Door {
-    pub fn new(config: AdmissionConfig, clock: Clock, metrics: Metrics) -> Arc<Door> {
+    /// A door with these limits, that lets the connections of `trusted` proxies in uncounted.
+    pub fn new(
+        config: AdmissionConfig,
+        trusted: Arc<TrustedProxies>,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> Arc<Door> {
         Arc::new(Door {
             state: Mutex::new(State {
                 admission: Admission::new(config),
@@ -109,22 +122,59 @@ impl Door {
             clock,
             refusing: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
             metrics,
+            trusted,
         })
     }
 
+    /// Whether `ip` is a trusted proxy's: its connections say who their clients are.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.contains(ip)
+    }
+
     /// Lets a connection from `peer` in, with its [`Pass`]; or refuses it: the refusal is sent
-    /// and the socket closed in the background, and `None` returned.
+    /// and the socket closed in the background, and `None` returned. A trusted proxy's
+    /// connection is let in uncounted.
     pub fn admit(
         self: &Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         listener: Listener,
     ) -> Option<(TcpStream, Pass)> {
+        if self.trusts(peer.ip()) {
+            self.metrics.accepted(listener);
+            return Some((stream, self.exempt()));
+        }
+        let admitted = self.admit_client(stream, peer, listener)?;
+        self.metrics.accepted(listener);
+        Some(admitted)
+    }
+
+    /// Lets in the connection of `client`, as a trusted proxy named it in its PROXY header,
+    /// as if `client` had connected itself; or refuses it as [`Door::admit`] does.
+    pub fn admit_client(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        client: SocketAddr,
+        listener: Listener,
+    ) -> Option<(TcpStream, Pass)> {
+        match self.check(client, listener) {
+            Ok(pass) => Some((stream, pass)),
+            Err(refusal) => {
+                self.refuse(stream, refusal_message(refusal, listener));
+                None
+            }
+        }
+    }
+
+    /// Decides on a connection from `peer` without touching it: its [`Pass`], or the refusal
+    /// (logged and counted) for the caller to send. For a client that a trusted proxy's HTTP
+    /// request names, whose answer is the request's.
+    pub fn check(self: &Arc<Self>, peer: SocketAddr, listener: Listener) -> Result<Pass, Refusal> {
         let now = self.clock.now();
         let (decision, report) = {
             let Ok(mut state) = self.state.lock() else {
                 // A panic while holding the lock: let everyone in rather than no one.
-                return Some((stream, self.exempt()));
+                return Ok(self.exempt());
             };
             match state.admission.admit(now, peer.ip()) {
                 Ok(admitted) => (Ok(admitted), None),
@@ -133,12 +183,10 @@ impl Door {
         };
         let refusal = match decision {
             Ok(admitted) => {
-                self.metrics.accepted(listener);
-                let pass = Pass {
+                return Ok(Pass {
                     door: self.clone(),
                     admitted: Some(admitted),
-                };
-                return Some((stream, pass));
+                });
             }
             Err(refusal) => refusal,
         };
@@ -154,15 +202,7 @@ impl Door {
                 "refused a connection: {why} from one address (`earlier`: refusals since the \
                  last such line; at most one a minute)");
         }
-        let message = match listener {
-            Listener::Line => Bytes::from(format!("{TOO_MANY_CONNECTIONS}\n")),
-            Listener::Http => {
-                let retry = refusal.retry_after().as_secs_f64().ceil().max(1.0) as u64;
-                response::refusal(429, retry, TOO_MANY_CONNECTIONS)
-            }
-        };
-        self.refuse(stream, message);
-        None
+        Err(refusal)
     }
 
     /// A pass that counts nothing.
@@ -216,6 +256,18 @@ impl Door {
             );
         }
         refuse_now(stream, &full(listener));
+    }
+}
+
+/// What a connection over its address's limits is told: one line, or `429`.
+fn refusal_message(refusal: Refusal, listener: Listener) -> Bytes {
+    match listener {
+        Listener::Line => Bytes::from(format!("{TOO_MANY_CONNECTIONS}\n")),
+        Listener::Http => response::refusal(
+            429,
+            response::retry_after_secs(refusal.retry_after()),
+            TOO_MANY_CONNECTIONS,
+        ),
     }
 }
 

@@ -19,6 +19,8 @@
 //!   pings, in the same room as the line connections.
 //! - `http`: one HTTP connection, by hyper: the page, `/healthz`, `/metrics`, and the
 //!   WebSocket upgrade on `/ws` with its checks.
+//! - `proxied`: connections from a trusted proxy (`--trusted-proxy`): the PROXY header read
+//!   off a line connection, and the client an HTTP request's forwarding headers name.
 //! - `room_task`: the one task that owns the `Room`, feeds it and routes its outputs.
 //! - `outbox` and `frames`: a connection's outbox, between the room and its writer.
 //! - `tls`: `--tls-cert` and `--tls-key`, and the handshake each connection's task performs
@@ -45,6 +47,7 @@ mod listener;
 pub mod log;
 mod metrics;
 mod outbox;
+mod proxied;
 mod room_task;
 mod server;
 mod stream;

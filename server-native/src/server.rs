@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chat_core::proxy::TrustedProxies;
 use chat_core::{ConnId, Room, Wire};
 use futures_util::{Stream, StreamExt};
 use tokio::net::TcpStream;
@@ -27,7 +28,7 @@ use crate::log::MessageLog;
 use crate::metrics::Metrics;
 use crate::room_task::{self, RoomInput};
 use crate::tls::Tls;
-use crate::{line, tls, websocket};
+use crate::{line, proxied, tls, websocket};
 
 /// Places for chat connections beyond `--max-users`, so that the room can tell them it is
 /// full; past that, the line listener stops accepting and `/ws` answers `503`.
@@ -52,6 +53,8 @@ struct Server {
     http_slots: Arc<Semaphore>,
     /// The per-address limits, both listeners together.
     door: Arc<Door>,
+    /// `--trusted-proxy`: the peers whose connections say who their clients are.
+    trusted: Arc<TrustedProxies>,
     /// What the HTTP listener serves.
     site: Arc<Site>,
     /// How WebSocket connections behave.
@@ -79,6 +82,10 @@ impl Server {
     fn spawn_line(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, place: Place) {
         let server = self.clone();
         self.tracker.spawn(async move {
+            let Some((stream, peer, place)) = server.through_proxy(stream, peer, place).await
+            else {
+                return;
+            };
             let acceptor = server.tls.as_ref().map(|tls| &tls.line);
             if let Some(stream) = tls::accept(acceptor, stream, peer, &server.stop).await {
                 let _open = server.metrics.open(Wire::Line);
@@ -89,6 +96,41 @@ impl Server {
         });
     }
 
+    /// A line connection from a trusted proxy begins with a PROXY header that names its client
+    /// (before TLS, when TLS is on); the client is then let in by the door as if it had
+    /// connected itself, and is the connection's peer from here on. Any other connection is
+    /// as it came. `None`: refused or closed.
+    async fn through_proxy(
+        &self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        place: Place,
+    ) -> Option<(TcpStream, SocketAddr, Place)> {
+        if !self.door.trusts(peer.ip()) {
+            return Some((stream, peer, place));
+        }
+        let timeout = self.site.handshake_timeout;
+        let client = proxied::read_header(&mut stream, peer, timeout, &self.stop).await?;
+        let (stream, pass) = self.door.admit_client(stream, client, Listener::Line)?;
+        Some((stream, client, Place { pass, ..place }))
+    }
+
+    /// An HTTP connection from a trusted proxy: each request's client is let in by the door.
+    fn forwarding(&self, proxy: SocketAddr) -> Option<http::Forwarding> {
+        if !self.door.trusts(proxy.ip()) {
+            return None;
+        }
+        let door = self.door.clone();
+        Some(http::Forwarding {
+            proxy,
+            trusted: self.trusted.clone(),
+            admit: Box::new(move |client| {
+                let pass = door.check(client, Listener::Http)?;
+                Ok(Box::new(pass) as http::Held)
+            }),
+        })
+    }
+
     /// Serves one HTTP connection in a task of its own, and the WebSocket it may become.
     fn spawn_http(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, place: Place) {
         let server = self.clone();
@@ -97,13 +139,20 @@ impl Server {
             let Some(stream) = tls::accept(acceptor, stream, peer, &server.stop).await else {
                 return;
             };
+            let forwarding = server.forwarding(peer);
             // Boxed, so that hyper's state is freed once the connection is upgraded, rather
             // than kept as part of the WebSocket's task for its whole life.
-            let upgraded = Box::pin(http::serve(stream, server.site.clone(), &server.stop)).await;
+            let served = http::serve(stream, server.site.clone(), &server.stop, forwarding);
+            let upgraded = Box::pin(served).await;
             // A WebSocket holds a place among the admitted connections, not an HTTP slot.
             let Place { slot, pass } = place;
             drop(slot);
-            if let Some(upgraded) = upgraded {
+            if let Some((upgraded, client)) = upgraded {
+                // Over a trusted proxy, the client the upgrade came from, holding its place.
+                let (peer, _client) = match client {
+                    Some(http::Client { addr, place }) => (addr, Some(place)),
+                    None => (peer, None),
+                };
                 let _open = server.metrics.open(Wire::Json);
                 let (conn, room) = (server.new_id(), server.room.clone());
                 websocket::serve(upgraded, peer, conn, room, &server.ws, &server.metrics).await;
@@ -153,6 +202,7 @@ pub async fn run(
     let max_queue = usize::try_from(config.max_queue).unwrap_or(usize::MAX);
     let admitted = Arc::new(Semaphore::new(config.max_users as usize + ADMISSION_SLACK));
     let tls = listeners.tls.clone();
+    let trusted = Arc::new(config.trusted_proxies());
 
     let mut room = Room::new(config.room_config());
     room.restore_history(recent);
@@ -187,7 +237,13 @@ pub async fn run(
         room: room_tx,
         admitted: admitted.clone(),
         http_slots: Arc::new(Semaphore::new(MAX_HTTP)),
-        door: Door::new(config.admission_config(), clock, metrics.clone()),
+        door: Door::new(
+            config.admission_config(),
+            trusted.clone(),
+            clock,
+            metrics.clone(),
+        ),
+        trusted,
         site: Arc::new(Site {
             tcp_addr: tcp_addr.to_string(),
             tls: tls.is_some(),

@@ -10,7 +10,7 @@
 //! is killed when its handle is dropped, also when a test panics.
 //!
 //! What the tests need beyond cargo (`cargo xtask test` installs and builds it): Debian's
-//! `chromium` and `chromium-driver`, `nc` (netcat-openbsd), `openssl`, Python 3 with the
+//! `chromium` and `chromium-driver`, `nc` (netcat-openbsd), `openssl`, `haproxy`, Python 3 with the
 //! `websockets` package, and the built page, whose directory is named by `CHAT_WEB_ROOT`. When one is
 //! missing a test fails and says so; with `CHAT_E2E_SKIP=1` it prints a loud "SKIPPED" line and
 //! passes instead.
@@ -31,6 +31,7 @@
 //! - [`peer`]: a plain TCP user in blocking code.
 //! - [`page`] and [`browser`]: what the page shows, and the headless Chromium that shows it.
 //! - [`proxy`]: a TCP proxy that can cut connections.
+//! - [`haproxy`]: a real HAProxy in front of the server, as a child process.
 //! - [`scenario`]: how long a test waits, for one thing and for a whole scenario.
 //! - [`load`]: many clients of either wire in one process.
 //! - [`bench`](mod@bench): the load generator behind `chat-bench`.
@@ -38,6 +39,7 @@
 pub mod bench;
 pub mod browser;
 pub mod child;
+pub mod haproxy;
 pub mod line_process;
 pub mod load;
 pub mod page;
@@ -51,13 +53,14 @@ pub mod temp;
 
 pub use browser::Browser;
 pub use child::free_port;
+pub use haproxy::{HaProxy, haproxy_installed};
 pub use line_process::{LineProcess, Nc, nc_path};
 pub use page::{Entry, PageState};
 pub use paths::{screenshot_dir, server_binary, target_dir, workspace_root};
 pub use peer::Peer;
 pub use prerequisites::{
-    CHROMEDRIVER, CHROMIUM, OPENSSL, SCRIPT, browser_installed, missing, openssl_installed,
-    python_with_websockets, script_installed, skipping_allowed, web_root,
+    CHROMEDRIVER, CHROMIUM, HAPROXY, OPENSSL, SCRIPT, browser_installed, missing,
+    openssl_installed, python_with_websockets, script_installed, skipping_allowed, web_root,
 };
 pub use proxy::Proxy;
 pub use scenario::{TEST_TIMEOUT, WAIT, bounded};

@@ -9,6 +9,7 @@ pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const OPENSSL: &str = "/usr/bin/openssl";
 pub const SCRIPT: &str = "/usr/bin/script";
+pub const HAPROXY: &str = "/usr/sbin/haproxy";
 
 /// Whether `CHAT_E2E_SKIP=1` asks to skip tests whose prerequisites are missing.
 pub fn skipping_allowed() -> bool {
@@ -28,8 +29,8 @@ pub fn missing<T>(test: &str, what: &str) -> Option<T> {
     } else {
         panic!(
             "{test} cannot run: {what}.\n\
-             Run `cargo xtask test`, which installs Chromium, chromedriver and Python's websockets \
-             and builds the page; or set CHAT_E2E_SKIP=1 to skip the end-to-end tests."
+             Run `cargo xtask test`, which installs Chromium, chromedriver, HAProxy and Python's \
+             websockets and builds the page; or set CHAT_E2E_SKIP=1 to skip the end-to-end tests."
         )
     }
 }

@@ -172,11 +172,51 @@ async fn help_documents_every_flag_with_its_environment_variable() {
         ("--announce-limit", "CHAT_ANNOUNCE_LIMIT"),
         ("--announce-interval", "CHAT_ANNOUNCE_INTERVAL"),
         ("--metrics", "CHAT_METRICS"),
+        ("--trusted-proxy", "CHAT_TRUSTED_PROXY"),
     ] {
         assert!(
             help.contains(flag) && help.contains(var),
             "{flag} {var} in\n{help}"
         );
+    }
+}
+
+#[tokio::test]
+async fn trusted_proxies_come_from_the_environment_and_a_bad_one_is_a_clear_error() {
+    let server = Server::command()
+        .env("CHAT_TRUSTED_PROXY", "10.0.0.0/8, 127.0.0.1")
+        .start()
+        .await;
+    // From a trusted address the PROXY header comes first, and is required.
+    let mut proxied = Peer::connect(server.tcp);
+    proxied
+        .stream
+        .write_all(b"PROXY TCP4 203.0.113.1 127.0.0.1 4000 8888\r\nalice\n")
+        .unwrap();
+    proxied.expect("Enter your name: Welcome, alice!");
+    let mut bare = Peer::connect(server.tcp);
+    bare.send("bob");
+    assert_eq!(
+        bare.read_to_end(),
+        "Error: connections from this address must begin with a PROXY protocol header (it is \
+         a --trusted-proxy); closing.\n"
+    );
+    for (how, bad) in [
+        ("CHAT_TRUSTED_PROXY", "10.0.0.5/8"),
+        ("--trusted-proxy", "lb.example"),
+    ] {
+        let command = Server::command();
+        let command = if how.starts_with("--") {
+            command.args([how, bad])
+        } else {
+            command.env(how, bad)
+        };
+        let out = command.output().await;
+        assert!(!out.status.success(), "{how}={bad} was taken");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--trusted-proxy <CIDR>"), "{how}={bad}: {err}");
+        assert!(err.contains(bad), "{how}={bad}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
     }
 }
 

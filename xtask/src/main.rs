@@ -660,7 +660,8 @@ fn ensure_wasm_target() -> Result {
     install(&["rustup", "target", "add", WASM_TARGET])
 }
 
-/// Debian packages the end-to-end tests drive: the real nc, and Chromium with its WebDriver.
+/// Debian packages the end-to-end tests drive: the real nc, Chromium with its WebDriver,
+/// openssl and HAProxy.
 /// Each is a file that shows it installed, and the package that installs it.
 const DEBIAN_TOOLS: &[(&[&str], &str)] = &[
     (
@@ -671,6 +672,8 @@ const DEBIAN_TOOLS: &[(&[&str], &str)] = &[
     (&["/usr/bin/chromedriver"], "chromium-driver"),
     // `openssl s_client`: the TLS tests' line users.
     (&["/usr/bin/openssl"], "openssl"),
+    // A real load balancer in front of the server, for `--trusted-proxy` (tests/haproxy.rs).
+    (&["/usr/sbin/haproxy"], "haproxy"),
     // `script`: a terminal for the server, to see its diagnostics in colour (Essential in
     // Debian, so normally there).
     (&["/usr/bin/script"], "bsdutils"),

@@ -7,7 +7,9 @@
 //! - this file: one connection's life, and its time bounds: a request head must come whole
 //!   within `--handshake-timeout` of the connection opening or of its first byte (else `408`),
 //!   an answer must be taken within [`RESPONSE_TIMEOUT`], and a kept-alive connection waits at
-//!   most [`KEEP_ALIVE_IDLE`] for its next request, less when the listener is full.
+//!   most [`KEEP_ALIVE_IDLE`] for its next request, less when the listener is full. Over a
+//!   trusted proxy's connection ([`Forwarding`]), each request's client is let in by the
+//!   per-address limits before it is answered.
 //! - `site`: which answer a request gets.
 //! - `upgrade`: the WebSocket upgrade's checks (RFC 6455, the origin policy).
 //! - `files`: the static files of `--web-root`.
@@ -22,6 +24,7 @@ pub mod upgrade;
 
 use std::convert::Infallible;
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,10 +32,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chat_core::proxy::TrustedProxies;
+use chat_core::{Refusal, TOO_MANY_CONNECTIONS};
 use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{CONNECTION, HeaderValue, RETRY_AFTER};
+use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -41,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use site::Site;
 
+use crate::proxied;
 use crate::stream::linger;
 use response::Body;
 use site::Answer;
@@ -60,21 +68,49 @@ const MAX_HEADERS: usize = 64;
 /// The most hyper buffers for a connection, each way: a whole head, or a few chunks of a file.
 const MAX_BUFFER: usize = 16 * 1024;
 
+/// A connection from a trusted proxy (`--trusted-proxy`): each of its requests names its
+/// client in `X-Forwarded-For` or `Forwarded`, and that client is let in by `admit` (the
+/// door's per-address limits) before the request is answered, as if it had connected itself.
+pub struct Forwarding {
+    /// The proxy: the connection's peer.
+    pub proxy: SocketAddr,
+    /// Which entries of the headers were written by trusted proxies.
+    pub trusted: Arc<TrustedProxies>,
+    /// Lets a client in, with its place among its address's connections, or refuses it.
+    pub admit: Box<dyn Fn(SocketAddr) -> Result<Held, Refusal> + Send + Sync>,
+}
+
+/// A client's place among its address's connections; given back when dropped.
+pub type Held = Box<dyn Send + Sync>;
+
+/// The client of a WebSocket upgraded over a trusted proxy's connection, and its place among
+/// its address's connections, for the WebSocket to hold.
+pub struct Client {
+    pub addr: SocketAddr,
+    pub place: Held,
+}
+
 /// Serves one HTTP connection (TCP, or TLS over TCP) until the client closes it, a time bound
 /// ends it, or a request for `/ws` is upgraded: that connection is returned, with the bytes
-/// read past its head and its place among the admitted connections, for `websocket::serve`.
+/// read past its head and its place among the admitted connections, for `websocket::serve`;
+/// over a trusted proxy's connection (`forwarding`), with the client the upgrade came from.
 ///
 /// Between requests a kept-alive connection is idle: it is closed quietly once its answer is
 /// out if no next request begins within [`KEEP_ALIVE_IDLE`], when the listener has no place
 /// left for a newcomer ([`Site::make_room`]), and at `stop`. A request begun is due whole
 /// within `--handshake-timeout` (else `408`), an answer within [`RESPONSE_TIMEOUT`].
-pub async fn serve<S>(stream: S, site: Arc<Site>, stop: &CancellationToken) -> Option<Upgraded<S>>
+pub async fn serve<S>(
+    stream: S,
+    site: Arc<Site>,
+    stop: &CancellationToken,
+    forwarding: Option<Forwarding>,
+) -> Option<(Upgraded<S>, Option<Client>)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handshake_timeout = site.handshake_timeout;
     let idle_room = site.clone();
-    let exchange = Arc::new(Exchange::new());
+    let exchange = Arc::new(Exchange::new(forwarding));
     let service = {
         let exchange = exchange.clone();
         service_fn(move |request| {
@@ -144,11 +180,12 @@ where
     match end {
         End::Done(Ok(())) => {
             if let Some(permit) = upgrade {
-                return Some(Upgraded {
+                let upgraded = Upgraded {
                     stream,
                     leftover: parts.read_buf.to_vec(),
                     permit,
-                });
+                };
+                return Some((upgraded, exchange.take_client()));
             }
         }
         End::Done(Err(err)) => tracing::debug!(%err, "http connection failed"),
@@ -269,10 +306,16 @@ struct Exchange {
     changed: Notify,
     read: Arc<AtomicU64>,
     upgrade: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Over a trusted proxy's connection: how its requests' clients are let in.
+    forwarding: Option<Forwarding>,
+    /// The client of the last request over a trusted proxy's connection, with its place: kept
+    /// while the requests come from the same client (one connection of its, as a kept-alive
+    /// connection is), given back when another client's request comes or the connection ends.
+    client: Mutex<Option<(SocketAddr, Held)>>,
 }
 
 impl Exchange {
-    fn new() -> Self {
+    fn new(forwarding: Option<Forwarding>) -> Self {
         Exchange {
             phase: Mutex::new(Phase::Head {
                 since: Instant::now(),
@@ -282,6 +325,51 @@ impl Exchange {
             changed: Notify::new(),
             read: Arc::new(AtomicU64::new(0)),
             upgrade: Mutex::new(None),
+            forwarding,
+            client: Mutex::new(None),
+        }
+    }
+
+    fn take_client(&self) -> Option<Client> {
+        let held = self
+            .client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        held.map(|(addr, place)| Client { addr, place })
+    }
+
+    /// Over a trusted proxy's connection, lets the client this request names in (a client of
+    /// the previous request keeps its place); `Some` answer when the client is refused: `429`,
+    /// as at the door, and the connection closes after it.
+    fn admit_client(&self, head: &Parts) -> Option<Response<Body>> {
+        let forwarding = self.forwarding.as_ref()?;
+        let client = proxied::client_of(&forwarding.trusted, forwarding.proxy, &head.headers);
+        let mut held = self.client.lock().unwrap_or_else(PoisonError::into_inner);
+        if held
+            .as_ref()
+            .is_some_and(|(addr, _)| addr.ip() == client.ip())
+        {
+            return None;
+        }
+        // The previous client's place is given back before the next one's is taken.
+        *held = None;
+        tracing::debug!(proxy = %forwarding.proxy, %client, "a request from a trusted proxy, \
+            for its client");
+        match (forwarding.admit)(client) {
+            Ok(place) => {
+                *held = Some((client, place));
+                None
+            }
+            Err(refusal) => {
+                let mut response =
+                    response::text(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_CONNECTIONS);
+                let headers = response.headers_mut();
+                let retry = response::retry_after_secs(refusal.retry_after());
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry));
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+                Some(response)
+            }
         }
     }
 
@@ -321,7 +409,12 @@ impl Exchange {
         });
         // A body, if any, is not read: hyper reads it past to the next request, or closes.
         let (head, _) = request.into_parts();
-        let response = match site.answer(&head).await {
+        let refused = self.admit_client(&head).map(Answer::Plain);
+        let answer = match refused {
+            Some(refused) => refused,
+            None => site.answer(&head).await,
+        };
+        let response = match answer {
             Answer::Plain(response) => response,
             Answer::Upgrade(response, permit) => {
                 *self.upgrade.lock().unwrap_or_else(PoisonError::into_inner) = Some(permit);

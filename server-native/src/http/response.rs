@@ -86,6 +86,11 @@ pub fn status(status: StatusCode) -> Response<Body> {
     text(status, status.canonical_reason().unwrap_or("Error"))
 }
 
+/// `Retry-After`'s whole seconds for a wait: rounded up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 /// A whole plain-text answer with `Retry-After`, as bytes, for a connection refused at the
 /// door before any of its request is read; the connection is closed after it.
 pub fn refusal(status: u16, retry_after_secs: u64, text: &str) -> Bytes {
