@@ -34,7 +34,9 @@ use crate::{line, tls, websocket};
 const ADMISSION_SLACK: usize = 64;
 /// HTTP connections served at once.
 const MAX_HTTP: usize = 256;
-/// How long shutdown waits for connections to take their last lines.
+/// How long shutdown waits for connections to take their last lines; then `run` closes the
+/// log and returns, whatever a connection is still doing (the binary then gives blocking work
+/// still running a moment more, and exits).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Inputs queued for the room before readers wait: a busy room slows the readers, not memory.
 const ROOM_QUEUE: usize = 1024;
@@ -265,9 +267,17 @@ pub async fn run(
         // The room task, the only other holder, has ended.
         let log = Arc::try_unwrap(log)
             .map_err(|_| io::Error::other("the message log is still in use at shutdown"))?;
-        tokio::task::spawn_blocking(move || log.close())
+        // On a thread of its own, not the blocking pool: every thread of that may be busy
+        // with file reads that shutdown does not wait for.
+        let (closed, close) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("log-close".into())
+            .spawn(move || {
+                let _ = closed.send(log.close());
+            })?;
+        close
             .await
-            .map_err(io::Error::other)??;
+            .map_err(|_| io::Error::other("closing the message log panicked"))??;
     }
     Ok(())
 }

@@ -1,13 +1,28 @@
-//! The static site of `--web-root`: which file a request path names, and its content type.
+//! The static site of `--web-root`: which file a request path names, its content type, and
+//! opening it so that only a regular file below the root is ever served.
 //!
 //! Files are opened per request and streamed, not cached at start: `cargo xtask run` may
 //! rebuild the web client while the server runs, and a reload should then get the new files
 //! without a restart. Streaming keeps each request's memory to one copy buffer however large
 //! the file (the wasm bundle is the largest), so no size cap is needed.
+//!
+//! Opening never waits: a FIFO opened for reading waits for a writer, for ever, holding a
+//! thread of the blocking pool and the request's HTTP connection. So a file is opened with
+//! `O_NONBLOCK` (a FIFO opens at once, a socket fails) and served only if `fstat` then says it
+//! is a regular file; FIFOs, sockets, devices and directories are `404`. Opening is bounded in
+//! time all the same ([`OPEN_TIMEOUT`]), for a file system that hangs.
 
+use std::fs::File as StdFile;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::fs::File;
+
+/// How long opening a file may take, from the request on (waiting for a thread of the blocking
+/// pool included), before the answer is `503`: a file system that hangs costs a request its
+/// file, never its answer.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An open file to send.
 #[derive(Debug)]
@@ -94,37 +109,66 @@ pub fn content_type(path: &Path) -> &'static str {
 }
 
 /// Opens the file `path` names under `root`, or its `.gz` sibling when the client takes gzip
-/// and there is one; the status to answer otherwise.
+/// and there is one; the status to answer otherwise: `404` for anything but a regular file
+/// below the root, `503` when opening takes longer than [`OPEN_TIMEOUT`].
 pub async fn open(root: &Path, path: &str, gzip_ok: bool) -> Result<Found, u16> {
     let relative = resolve(path)?;
-    let full = root.join(&relative);
-    let content_type = content_type(&full);
-    if gzip_ok {
-        let mut gz = full.clone().into_os_string();
-        gz.push(".gz");
-        if let Some((file, len)) = open_file(Path::new(&gz)).await {
-            return Ok(Found {
-                file,
-                len,
-                content_type,
-                gzip: true,
-            });
+    let content_type = content_type(&relative);
+    let root = root.to_path_buf();
+    let opening = tokio::task::spawn_blocking(move || open_blocking(&root, &relative, gzip_ok));
+    match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+        Ok(Ok(Some((file, len, gzip)))) => Ok(Found {
+            file: File::from_std(file),
+            len,
+            content_type,
+            gzip,
+        }),
+        Ok(Ok(None)) => Err(404),
+        Ok(Err(err)) => {
+            tracing::warn!(%err, path, "opening a file of --web-root failed");
+            Err(500)
+        }
+        Err(_) => {
+            tracing::warn!(
+                path,
+                "opening a file of --web-root took longer than {OPEN_TIMEOUT:?}"
+            );
+            Err(503)
         }
     }
-    let (file, len) = open_file(&full).await.ok_or(404u16)?;
-    Ok(Found {
-        file,
-        len,
-        content_type,
-        gzip: false,
-    })
 }
 
-/// A regular file and its length; `None` for anything missing, unreadable or a directory.
-async fn open_file(path: &Path) -> Option<(File, u64)> {
-    let file = File::open(path).await.ok()?;
-    let meta = file.metadata().await.ok()?;
+/// [`open`]'s work, on a thread of the blocking pool: the file, its length, and whether it is
+/// the `.gz` sibling.
+fn open_blocking(root: &Path, relative: &Path, gzip_ok: bool) -> Option<(StdFile, u64, bool)> {
+    if gzip_ok {
+        let mut gz = relative.as_os_str().to_owned();
+        gz.push(".gz");
+        if let Some((file, len)) = open_regular(root, Path::new(&gz)) {
+            return Some((file, len, true));
+        }
+    }
+    open_regular(root, relative).map(|(file, len)| (file, len, false))
+}
+
+/// A regular file below `root` and its length; `None` for anything missing, unreadable,
+/// outside the root, or not a regular file (a directory, a FIFO, a socket, a device).
+fn open_regular(root: &Path, relative: &Path) -> Option<(StdFile, u64)> {
+    let file = open_below(root, relative).ok()?;
+    let meta = file.metadata().ok()?;
     meta.is_file().then_some((file, meta.len()))
+}
+
+/// Opens `relative` below `root` for reading, without waiting.
+fn open_below(root: &Path, relative: &Path) -> io::Result<StdFile> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    options.open(root.join(relative))
 }
 
 #[cfg(test)]
@@ -168,6 +212,75 @@ mod tests {
         }
         assert_eq!(resolve("/.git/config"), Err(404));
         assert_eq!(resolve("/%2egit"), Err(404));
+    }
+
+    /// A web root with a file, a FIFO and a socket. The socket lives as long as its listener.
+    #[cfg(unix)]
+    fn hostile_root() -> (tempfile::TempDir, PathBuf, std::os::unix::net::UnixListener) {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("pkg")).unwrap();
+        std::fs::write(root.join("pkg/app.js"), "export{}").unwrap();
+        let fifo = std::ffi::CString::new(root.join("pipe").as_os_str().as_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path, alive across the call.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        let socket = std::os::unix::net::UnixListener::bind(root.join("socket")).unwrap();
+        (dir, root, socket)
+    }
+
+    /// One way of opening a path below a root.
+    #[cfg(unix)]
+    type Opener = fn(&Path, &Path) -> io::Result<StdFile>;
+
+    /// What `open` makes of `relative` below `root`, on a thread of its own, so that an open that
+    /// waits fails the test instead of hanging it.
+    #[cfg(unix)]
+    fn served(open: Opener, root: &Path, relative: &str) -> Option<String> {
+        use std::io::Read;
+        let (root, path) = (root.to_path_buf(), PathBuf::from(relative));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let content = open(&root, &path).ok().and_then(|mut file| {
+                let meta = file.metadata().ok()?;
+                let mut content = String::new();
+                meta.is_file().then_some(())?;
+                file.read_to_string(&mut content).ok()?;
+                Some(content)
+            });
+            let _ = tx.send(content);
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("opening {relative:?} waited"))
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_opened_and_a_fifo_opens_at_once() {
+        let (_dir, root, _socket) = hostile_root();
+        assert_eq!(
+            served(open_below, &root, "pkg/app.js").as_deref(),
+            Some("export{}")
+        );
+        for refused in ["pipe", "socket", "pkg", "missing"] {
+            assert_eq!(served(open_below, &root, refused), None, "{refused}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_fifo_or_a_socket_is_404_and_a_fifo_beside_a_file_is_skipped_for_it() {
+        let (_dir, root, _socket) = hostile_root();
+        for path in ["/socket", "/pipe", "/pkg"] {
+            assert_eq!(open(&root, path, true).await.err(), Some(404), "{path}");
+        }
+        std::fs::rename(root.join("pipe"), root.join("pkg/app.js.gz")).unwrap();
+        let found = open(&root, "/pkg/app.js", true).await.unwrap();
+        assert!(!found.gzip);
+        assert_eq!(
+            (found.len, found.content_type),
+            (8, "text/javascript; charset=utf-8")
+        );
     }
 
     #[test]
