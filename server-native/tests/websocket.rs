@@ -776,6 +776,47 @@ async fn the_web_root_is_served_with_content_types_and_nothing_outside_it() {
     );
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn symbolic_links_never_lead_out_of_the_web_root() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(root.join("pkg")).unwrap();
+    std::fs::write(root.join("pkg/app.js"), "export{}").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "do not serve").unwrap();
+    // `ln -s / ROOT/rootfs`, a link to a file outside (absolute, and relative), and links
+    // that stay inside.
+    symlink("/", root.join("rootfs")).unwrap();
+    symlink(dir.path().join("secret.txt"), root.join("secret.txt")).unwrap();
+    symlink("../secret.txt", root.join("up.txt")).unwrap();
+    symlink("pkg/app.js", root.join("app.js")).unwrap();
+    symlink("pkg", root.join("lib")).unwrap();
+    let server = TestServer::start(&["--web-root", root.to_str().unwrap()]).await;
+    let http = server.http;
+
+    for outside in [
+        "/rootfs/etc/passwd",
+        "/rootfs/etc/hostname",
+        "/rootfs/proc/self/environ",
+        "/secret.txt",
+        "/up.txt",
+    ] {
+        let (status, _, body) = get(http, "GET", outside, "").await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found", "{outside}: {body}");
+        assert_eq!(body, "Not Found\n", "{outside}");
+    }
+    for inside in ["/app.js", "/lib/app.js", "/pkg/app.js"] {
+        let (status, headers, body) = get(http, "GET", inside, "").await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{inside}");
+        assert_eq!(body, "export{}", "{inside}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+    }
+}
+
 #[tokio::test]
 async fn without_a_web_root_the_page_says_how_to_get_the_client() {
     let server = TestServer::start(&[]).await;

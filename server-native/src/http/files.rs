@@ -11,6 +11,14 @@
 //! `O_NONBLOCK` (a FIFO opens at once, a socket fails) and served only if `fstat` then says it
 //! is a regular file; FIFOs, sockets, devices and directories are `404`. Opening is bounded in
 //! time all the same ([`OPEN_TIMEOUT`]), for a file system that hangs.
+//!
+//! Nor does a path leave the root. On Linux it is resolved by `openat2` with `RESOLVE_BENEATH`
+//! against the root's descriptor: the kernel refuses, without a race, any symbolic link (or
+//! `..` inside one) that would lead out, and any absolute link, even one pointing back inside;
+//! relative links that stay below the root are followed. Where `openat2` is missing (another
+//! system, Linux before 5.6, a seccomp filter that refuses it) the path is made canonical and
+//! must lie below the root's canonical path; a link changed between that check and the open
+//! could still lead out there, which only someone who can write the web root can do.
 
 use std::fs::File as StdFile;
 use std::io;
@@ -159,8 +167,82 @@ fn open_regular(root: &Path, relative: &Path) -> Option<(StdFile, u64)> {
     meta.is_file().then_some((file, meta.len()))
 }
 
-/// Opens `relative` below `root` for reading, without waiting.
+/// Opens `relative` for reading, without waiting, if it resolves to something below `root`.
+#[cfg(target_os = "linux")]
 fn open_below(root: &Path, relative: &Path) -> io::Result<StdFile> {
+    match open_beneath(root, relative) {
+        // No openat2 here: a kernel before 5.6, or a seccomp filter that refuses it.
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            open_canonical(root, relative)
+        }
+        opened => opened,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_below(root: &Path, relative: &Path) -> io::Result<StdFile> {
+    open_canonical(root, relative)
+}
+
+/// Opens `relative` for reading, without waiting, resolved by the kernel below `root`
+/// (`openat2` with `RESOLVE_BENEATH`): a path that would lead out fails with `EXDEV`.
+#[cfg(target_os = "linux")]
+fn open_beneath(root: &Path, relative: &Path) -> io::Result<StdFile> {
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    /// `struct open_how` of `linux/openat2.h` (the libc crate's cannot be built outside it).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+
+    // O_PATH: the root is only a place to resolve from; nothing of it is opened.
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(root)?;
+    let name = CString::new(relative.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2(2) reads the NUL-terminated `name` and the `how` of the size given, both
+    // alive across the call, and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::other("descriptor out of range"))?;
+    // SAFETY: `fd` was just opened by openat2 and belongs to nothing else.
+    Ok(unsafe { StdFile::from_raw_fd(fd) })
+}
+
+/// Opens `relative` for reading, without waiting, if its canonical path (every link followed)
+/// lies below the canonical path of `root`: the portable check, racy where openat2 is not.
+fn open_canonical(root: &Path, relative: &Path) -> io::Result<StdFile> {
+    let root = root.canonicalize()?;
+    let full = root.join(relative).canonicalize()?;
+    if !full.starts_with(&root) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "outside the web root",
+        ));
+    }
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -168,7 +250,7 @@ fn open_below(root: &Path, relative: &Path) -> io::Result<StdFile> {
         use std::os::unix::fs::OpenOptionsExt;
         options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
     }
-    options.open(root.join(relative))
+    options.open(full)
 }
 
 #[cfg(test)]
@@ -214,14 +296,28 @@ mod tests {
         assert_eq!(resolve("/%2egit"), Err(404));
     }
 
-    /// A web root with a file, a FIFO and a socket. The socket lives as long as its listener.
+    /// A web root beside a secret file: a file, links that stay inside it and links that lead
+    /// out, a FIFO and a socket. The socket lives as long as its listener.
     #[cfg(unix)]
     fn hostile_root() -> (tempfile::TempDir, PathBuf, std::os::unix::net::UnixListener) {
         use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::symlink;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("www");
         std::fs::create_dir_all(root.join("pkg")).unwrap();
         std::fs::write(root.join("pkg/app.js"), "export{}").unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "do not serve").unwrap();
+        for (target, link) in [
+            (Path::new("pkg/app.js"), "alias.js"),
+            (Path::new("pkg"), "lib"),
+            (Path::new("/"), "rootfs"),
+            (Path::new("../secret.txt"), "up.txt"),
+            (Path::new("pkg/../../secret.txt"), "sneaky.txt"),
+            (&dir.path().join("secret.txt"), "abs.txt"),
+            (&root.join("pkg/app.js"), "abs-inside.js"),
+        ] {
+            symlink(target, root.join(link)).unwrap();
+        }
         let fifo = std::ffi::CString::new(root.join("pipe").as_os_str().as_bytes()).unwrap();
         // SAFETY: a NUL-terminated path, alive across the call.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
@@ -256,14 +352,49 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn only_regular_files_are_opened_and_a_fifo_opens_at_once() {
+    fn only_regular_files_below_the_root_are_opened_links_inside_it_followed() {
         let (_dir, root, _socket) = hostile_root();
+        let ways: [(&str, Opener); 2] = [
+            ("open_below", open_below),
+            ("open_canonical", open_canonical),
+        ];
+        for (way, open) in ways {
+            for inside in ["pkg/app.js", "alias.js", "lib/app.js"] {
+                assert_eq!(
+                    served(open, &root, inside).as_deref(),
+                    Some("export{}"),
+                    "{way} {inside}"
+                );
+            }
+            for refused in [
+                "rootfs/etc/passwd",
+                "rootfs/etc/hostname",
+                "up.txt",
+                "sneaky.txt",
+                "abs.txt",
+                "pipe",
+                "socket",
+                "pkg",
+                "missing",
+            ] {
+                assert_eq!(served(open, &root, refused), None, "{way} {refused}");
+            }
+        }
+        // An absolute link back inside: the canonical check follows it, the kernel's refuses
+        // every absolute link.
         assert_eq!(
-            served(open_below, &root, "pkg/app.js").as_deref(),
+            served(open_canonical, &root, "abs-inside.js").as_deref(),
             Some("export{}")
         );
-        for refused in ["pipe", "socket", "pkg", "missing"] {
-            assert_eq!(served(open_below, &root, refused), None, "{refused}");
+        #[cfg(target_os = "linux")]
+        {
+            assert_eq!(served(open_beneath, &root, "abs-inside.js"), None);
+            let inside = served(open_beneath, &root, "alias.js");
+            assert_eq!(
+                inside.as_deref(),
+                Some("export{}"),
+                "openat2 needs Linux 5.6"
+            );
         }
     }
 
@@ -271,7 +402,7 @@ mod tests {
     #[tokio::test]
     async fn a_fifo_or_a_socket_is_404_and_a_fifo_beside_a_file_is_skipped_for_it() {
         let (_dir, root, _socket) = hostile_root();
-        for path in ["/socket", "/pipe", "/pkg"] {
+        for path in ["/socket", "/pipe", "/pkg", "/rootfs/etc/passwd", "/up.txt"] {
             assert_eq!(open(&root, path, true).await.err(), Some(404), "{path}");
         }
         std::fs::rename(root.join("pipe"), root.join("pkg/app.js.gz")).unwrap();
