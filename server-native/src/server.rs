@@ -20,6 +20,7 @@ use crate::bind::Listeners;
 use crate::clock::Clock;
 use crate::config::{Config, Switch};
 use crate::door::{Door, Pass};
+use crate::http::hosts::Hosts;
 use crate::http::upgrade::Origins;
 use crate::http::{self, Site};
 use crate::listener::Listener;
@@ -194,6 +195,7 @@ pub async fn run(
             tcp_addr: tcp_addr.to_string(),
             tls: tls.is_some(),
             web_root: config.web_root.clone(),
+            hosts: Hosts::new(&config.allow_host, &config.allow_origin, &config.http),
             origins: Origins::new(&config.allow_origin).own_page_over_https(tls.is_some()),
             admitted,
             handshake_timeout: Duration::from_secs(config.handshake_timeout),

@@ -9,6 +9,7 @@
 //!   an answer must be taken within [`RESPONSE_TIMEOUT`], and a kept-alive connection waits at
 //!   most [`KEEP_ALIVE_IDLE`] for its next request, less when the listener is full.
 //! - `site`: which answer a request gets.
+//! - `hosts`: the names the server goes by; a request for another is refused (DNS rebinding).
 //! - `upgrade`: the WebSocket upgrade's checks (RFC 6455, the origin policy).
 //! - `files`: the static files of `--web-root`.
 //! - `headers`: reading request headers.
@@ -16,6 +17,7 @@
 
 mod files;
 mod headers;
+pub mod hosts;
 pub mod response;
 mod site;
 pub mod upgrade;
