@@ -23,8 +23,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use hyper::header::HOST;
 use hyper::http::request::Parts;
 
-use super::headers::text;
-
 /// The names the server goes by, besides addresses and `localhost`.
 #[derive(Debug, Clone, Default)]
 pub struct Hosts {
@@ -46,24 +44,26 @@ pub enum Foreign {
 impl fmt::Display for Foreign {
     /// Why, in a clause that fits in a sentence.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Foreign::Name(name) => write!(
-                f,
-                "this server does not go by the name {name:?} (a page of another site may have \
-                 pointed its own name at this address); if it does, start the server with \
-                 --allow-host {name}"
-            ),
-            Foreign::Malformed(host) => write!(f, "the Host {host:?} names no server"),
-        }
+        f.write_str(&self.why("this", "the"))
     }
 }
 
 impl Foreign {
     /// The one-line answer to a request (other than `/ws`) for a name not the server's.
     pub fn answer(&self) -> String {
-        let why = self.to_string();
-        // The clause begins with a lowercase ASCII letter.
-        format!("{}{}.", why[..1].to_ascii_uppercase(), &why[1..])
+        format!("{}.", self.why("This", "The"))
+    }
+
+    /// Why, beginning with `this` or `the` (capitalised or not, as given).
+    fn why(&self, this: &str, the: &str) -> String {
+        match self {
+            Foreign::Name(name) => format!(
+                "{this} server does not go by the name {name:?} (a page of another site may have \
+                 pointed its own name at this address); if it does, start the server with \
+                 --allow-host {name}"
+            ),
+            Foreign::Malformed(host) => format!("{the} Host {host:?} names no server"),
+        }
     }
 }
 
@@ -120,7 +120,13 @@ impl Hosts {
     /// [`Hosts::check`] for a request: its `Host`, and the authority of its target when that
     /// is absolute (`GET http://name/ HTTP/1.1`), which then stands for the `Host`.
     pub fn check_request(&self, head: &Parts) -> Result<(), Foreign> {
-        self.check(text(&head.headers, HOST))?;
+        if let Some(host) = head.headers.get(HOST) {
+            // Not text: no browser sends that (names beyond ASCII go as punycode).
+            let host = host.to_str().map_err(|_| {
+                Foreign::Malformed(String::from_utf8_lossy(host.as_bytes()).into_owned())
+            })?;
+            self.check(Some(host))?;
+        }
         self.check(head.uri.authority().map(|authority| authority.as_str()))
     }
 }
@@ -247,6 +253,33 @@ mod tests {
         }
         assert!(h.check(Some("evil.example")).is_err());
         assert_eq!(hosts(&["*"], &[], "").check(Some("evil.example")), Ok(()));
+    }
+
+    #[test]
+    fn a_request_is_checked_by_its_host_and_an_absolute_targets_authority() {
+        let h = hosts(&[], &[], "127.0.0.1:8080");
+        let head = |uri: &str, host: &[u8]| {
+            let request = hyper::Request::builder()
+                .uri(uri)
+                .header(HOST, hyper::header::HeaderValue::from_bytes(host).unwrap());
+            request.body(()).unwrap().into_parts().0
+        };
+        assert_eq!(h.check_request(&head("/", b"localhost:8080")), Ok(()));
+        assert!(h.check_request(&head("/", b"evil.example")).is_err());
+        assert!(
+            h.check_request(&head("http://evil.example/", b"localhost"))
+                .is_err()
+        );
+        assert_eq!(
+            h.check_request(&head("http://[::1]:8080/", b"[::1]:8080")),
+            Ok(())
+        );
+        assert!(matches!(
+            h.check_request(&head("/", b"caf\xe9.example")),
+            Err(Foreign::Malformed(_))
+        ));
+        let bare = hyper::Request::builder().uri("/").body(()).unwrap();
+        assert_eq!(h.check_request(&bare.into_parts().0), Ok(()));
     }
 
     #[test]
