@@ -107,6 +107,20 @@ pub struct Config {
     )]
     pub allow_origin: Vec<String>,
 
+    /// Also answer requests for this host name (e.g. `chat.example.org`, the server's public
+    /// name, or a proxy's in front); repeatable, comma-separated in the variable; `*` answers
+    /// any. A request whose Host is another name gets 403, so that a page elsewhere cannot
+    /// point its own name at this server (DNS rebinding). Always answered: IP addresses,
+    /// localhost, the name in --http and the hosts of --allow-origin.
+    #[arg(
+        long,
+        env = "CHAT_ALLOW_HOST",
+        value_name = "NAME",
+        value_delimiter = ',',
+        value_parser = host_name
+    )]
+    pub allow_host: Vec<String>,
+
     /// Seconds between WebSocket pings; a peer that sends nothing, not even a pong, for two of
     /// them is dropped. 0 turns pings off.
     #[arg(long, env = "CHAT_WS_PING", value_name = "SECS", default_value_t = 20,
@@ -286,6 +300,19 @@ impl Config {
             ..chat_core::AdmissionConfig::default()
         }
     }
+}
+
+/// A value of `--allow-host`: a host name (a port after it is ignored) or `*`, trimmed.
+fn host_name(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '?' | '#');
+    if name.is_empty() || name.contains(bad) {
+        return Err(format!(
+            "{value:?} is not a host name: give the name alone, such as chat.example.org \
+             (a page's origin, with its scheme, goes to --allow-origin)"
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 /// Whether the diagnostics on standard error are in colour: only on a terminal (a file, a
@@ -489,6 +516,27 @@ mod tests {
             c.allow_origin,
             ["http://a.example", "https://b.example", "*"]
         );
+    }
+
+    #[test]
+    fn host_names_repeat_split_on_commas_and_refuse_urls() {
+        let c = Config::from_args_only([
+            "x",
+            "--allow-host",
+            "chat.example.org, *",
+            "--allow-host",
+            "other.example:8443",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.allow_host,
+            ["chat.example.org", "*", "other.example:8443"]
+        );
+        assert!(Config::from_args_only(["x"]).unwrap().allow_host.is_empty());
+        for bad in ["https://chat.example.org", "", "a b", "user@host"] {
+            let err = Config::from_args_only(["x", "--allow-host", bad]).unwrap_err();
+            assert!(err.to_string().contains("--allow-origin"), "{bad}: {err}");
+        }
     }
 
     #[test]

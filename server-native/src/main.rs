@@ -3,10 +3,17 @@
 
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use chat_server::{Config, Listeners};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+
+/// How long, once the server has stopped, the process waits for blocking work still running
+/// (reads of files whose answers shutdown cut short, an open on a file system that hangs):
+/// none of it matters any more, and none may keep the process past its shutdown bound (the
+/// README's: five seconds for the connections, then this).
+const BLOCKING_GRACE: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -34,7 +41,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let served = runtime.block_on(serve(config));
+    // Dropping the runtime would wait for the blocking pool's work however long it takes.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

@@ -21,6 +21,7 @@ use crate::bind::Listeners;
 use crate::clock::Clock;
 use crate::config::{Config, Switch};
 use crate::door::{Door, Pass};
+use crate::http::hosts::Hosts;
 use crate::http::upgrade::Origins;
 use crate::http::{self, Site};
 use crate::listener::Listener;
@@ -35,7 +36,9 @@ use crate::{line, proxied, tls, websocket};
 const ADMISSION_SLACK: usize = 64;
 /// HTTP connections served at once.
 const MAX_HTTP: usize = 256;
-/// How long shutdown waits for connections to take their last lines.
+/// How long shutdown waits for connections to take their last lines; then `run` closes the
+/// log and returns, whatever a connection is still doing (the binary then gives blocking work
+/// still running a moment more, and exits).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Inputs queued for the room before readers wait: a busy room slows the readers, not memory.
 const ROOM_QUEUE: usize = 1024;
@@ -248,6 +251,7 @@ pub async fn run(
             tcp_addr: tcp_addr.to_string(),
             tls: tls.is_some(),
             web_root: config.web_root.clone(),
+            hosts: Hosts::new(&config.allow_host, &config.allow_origin, &config.http),
             origins: Origins::new(&config.allow_origin).own_page_over_https(tls.is_some()),
             admitted,
             handshake_timeout: Duration::from_secs(config.handshake_timeout),
@@ -320,9 +324,17 @@ pub async fn run(
         // The room task, the only other holder, has ended.
         let log = Arc::try_unwrap(log)
             .map_err(|_| io::Error::other("the message log is still in use at shutdown"))?;
-        tokio::task::spawn_blocking(move || log.close())
+        // On a thread of its own, not the blocking pool: every thread of that may be busy
+        // with file reads that shutdown does not wait for.
+        let (closed, close) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("log-close".into())
+            .spawn(move || {
+                let _ = closed.send(log.close());
+            })?;
+        close
             .await
-            .map_err(io::Error::other)??;
+            .map_err(|_| io::Error::other("closing the message log panicked"))??;
     }
     Ok(())
 }

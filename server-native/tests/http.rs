@@ -79,7 +79,7 @@ async fn answer(client: &mut Client) -> (String, String) {
 async fn kept_alive(server: &TestServer) -> Client {
     let mut client = Client::connect(server.http).await;
     client
-        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
     let (head, _) = answer(&mut client).await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
@@ -91,14 +91,14 @@ async fn one_connection_takes_several_requests_and_pipelined_ones_in_order() {
     let server = TestServer::start(&[]).await;
     let mut client = Client::connect(server.http).await;
     client
-        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
     let (head, body) = answer(&mut client).await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert_eq!(body, "ok\n");
     // The same connection, twice more in one write.
     client
-        .send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .send_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\nGET /nope HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
     let (head, body) = answer(&mut client).await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
@@ -107,7 +107,7 @@ async fn one_connection_takes_several_requests_and_pipelined_ones_in_order() {
     assert!(head.starts_with("HTTP/1.1 404 Not Found"), "{head}");
     // A client that asks to close gets its answer, then the end.
     client
-        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await;
     let (head, _) = answer(&mut client).await;
     assert!(head.contains("Connection: close"), "{head}");
@@ -165,7 +165,7 @@ async fn a_client_that_shuts_its_side_after_the_request_still_gets_the_answer() 
     // moment to open, in which the end of input arrives.
     for path in ["/healthz", "/", "/index.html"] {
         let mut client = Client::connect(server.http).await;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
         client.send_raw(request.as_bytes()).await;
         let shut = client.0.get_mut().shutdown().await;
         shut.expect("shut down the write side");
@@ -200,7 +200,7 @@ async fn when_the_listener_is_full_idle_kept_alive_connections_make_room() {
     let started = Instant::now();
     let mut newcomer = Client::connect(server.http).await;
     newcomer
-        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .send_raw(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await;
     let (head, _) = answer(&mut newcomer).await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");

@@ -239,7 +239,7 @@ async fn the_http_listener_answers_with_a_page() {
     let server = TestServer::start(&[]).await;
     let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
     stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut response = String::new();

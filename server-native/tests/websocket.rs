@@ -329,6 +329,96 @@ async fn only_the_own_origin_and_allowed_ones_may_connect() {
     );
 }
 
+/// `GET path` with this `Host`: the status line and the body.
+async fn get_for(http: SocketAddr, host: &str, path: &str) -> (String, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let (status, _, body) = parse_response(&raw_request(http, &request).await);
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_page_whose_name_was_pointed_at_the_server_is_refused_with_the_reason() {
+    let server = TestServer::start(&[]).await;
+    let port = server.http.port();
+    let rebound = format!("evil.example:{port}");
+
+    // DNS rebinding: the page of http://evil.example:PORT, its name now resolving to
+    // 127.0.0.1, sends its own origin and name. Neither /ws nor any page answers it.
+    let origin = format!("http://{rebound}");
+    let err = WsClient::connect_with(server.http, &[("Host", &rebound), ("Origin", &origin)])
+        .await
+        .err()
+        .expect("the rebound page's WebSocket is refused");
+    assert!(
+        matches!(&err, WsError::Http(response) if response.status() == 403),
+        "{err:?}"
+    );
+    let refused = raw_request(
+        server.http,
+        &upgrade_request(&rebound, &format!("Origin: {origin}\r\n")),
+    )
+    .await;
+    let (status, _, body) = parse_response(&refused);
+    assert_eq!(status, "HTTP/1.1 403 Forbidden", "{refused}");
+    assert_eq!(body.lines().count(), 1, "{body:?}");
+    assert!(
+        body.contains("origin \"http://evil.example:")
+            && body.contains("does not go by the name \"evil.example\"")
+            && body.contains("--allow-host evil.example"),
+        "{body}"
+    );
+    for path in ["/", "/healthz", "/metrics", "/nope"] {
+        let (status, body) = get_for(server.http, &rebound, path).await;
+        assert_eq!(status, "HTTP/1.1 403 Forbidden", "{path}");
+        assert_eq!(
+            body,
+            "This server does not go by the name \"evil.example\" (a page of another site may \
+             have pointed its own name at this address); if it does, start the server with \
+             --allow-host evil.example.\n",
+            "{path}"
+        );
+    }
+
+    // The server's own page, by its address, by localhost, by IPv6 loopback's address.
+    for own in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let (status, body) = get_for(server.http, &own, "/").await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{own}");
+        assert!(body.contains("chat-server"), "{own}");
+        let origin = format!("http://{own}");
+        let mut ws = WsClient::connect_with(server.http, &[("Host", &own), ("Origin", &origin)])
+            .await
+            .unwrap_or_else(|err| panic!("the own page at {own}: {err:?}"));
+        assert_eq!(ws.event().await["type"], "prompt", "{own}");
+    }
+
+    // A name the server is told it goes by, as an --allow-origin origin's host or with
+    // --allow-host, is its own.
+    let server = TestServer::start(&[
+        "--allow-origin",
+        "http://chat.example.org:8000",
+        "--allow-host",
+        "chat.example.net",
+    ])
+    .await;
+    for (host, origin) in [
+        ("chat.example.org:8000", "http://chat.example.org:8000"),
+        ("Chat.Example.NET", "http://chat.example.net"),
+    ] {
+        let (status, _) = get_for(server.http, host, "/healthz").await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{host}");
+        let mut ws = WsClient::connect_with(server.http, &[("Host", host), ("Origin", origin)])
+            .await
+            .unwrap_or_else(|err| panic!("{origin}: {err:?}"));
+        assert_eq!(ws.event().await["type"], "prompt", "{origin}");
+    }
+    let (status, _) = get_for(server.http, "evil.example", "/healthz").await;
+    assert_eq!(status, "HTTP/1.1 403 Forbidden");
+}
+
 #[tokio::test]
 async fn bad_upgrade_requests_get_a_clear_status() {
     let server = TestServer::start(&[]).await;
@@ -774,6 +864,47 @@ async fn the_web_root_is_served_with_content_types_and_nothing_outside_it() {
         WsClient::connect(&server).await.event().await["type"],
         "prompt"
     );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn symbolic_links_never_lead_out_of_the_web_root() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(root.join("pkg")).unwrap();
+    std::fs::write(root.join("pkg/app.js"), "export{}").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "do not serve").unwrap();
+    // `ln -s / ROOT/rootfs`, a link to a file outside (absolute, and relative), and links
+    // that stay inside.
+    symlink("/", root.join("rootfs")).unwrap();
+    symlink(dir.path().join("secret.txt"), root.join("secret.txt")).unwrap();
+    symlink("../secret.txt", root.join("up.txt")).unwrap();
+    symlink("pkg/app.js", root.join("app.js")).unwrap();
+    symlink("pkg", root.join("lib")).unwrap();
+    let server = TestServer::start(&["--web-root", root.to_str().unwrap()]).await;
+    let http = server.http;
+
+    for outside in [
+        "/rootfs/etc/passwd",
+        "/rootfs/etc/hostname",
+        "/rootfs/proc/self/environ",
+        "/secret.txt",
+        "/up.txt",
+    ] {
+        let (status, _, body) = get(http, "GET", outside, "").await;
+        assert_eq!(status, "HTTP/1.1 404 Not Found", "{outside}: {body}");
+        assert_eq!(body, "Not Found\n", "{outside}");
+    }
+    for inside in ["/app.js", "/lib/app.js", "/pkg/app.js"] {
+        let (status, headers, body) = get(http, "GET", inside, "").await;
+        assert_eq!(status, "HTTP/1.1 200 OK", "{inside}");
+        assert_eq!(body, "export{}", "{inside}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+    }
 }
 
 #[tokio::test]

@@ -320,7 +320,7 @@ impl Chaos {
                 let request: Vec<u8> = match round % 3 {
                     0 => rng.bytes(3000),
                     1 => b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n".to_vec(),
-                    _ => b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                    _ => b"GET /../../etc/passwd HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
                 };
                 stream.write_all(&request).await?;
                 drain(&mut stream).await;

@@ -87,23 +87,39 @@ fn http_request(addr: SocketAddr, request: &str) -> String {
 }
 
 #[tokio::test]
-async fn the_web_root_and_allowed_origins_come_from_the_environment() {
+async fn the_web_root_allowed_origins_and_hosts_come_from_the_environment() {
     let root = TempDir::new("env-www");
     std::fs::write(root.join("index.html"), "<p>the web client</p>").unwrap();
     let server = Server::command()
         .envs(&[
             ("CHAT_WEB_ROOT", root.path().to_str().unwrap()),
             ("CHAT_ALLOW_ORIGIN", "https://a.example, https://b.example"),
+            ("CHAT_ALLOW_HOST", "chat.example, other.example"),
         ])
         .start()
         .await;
-    let page = http_request(server.http, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let page = http_request(server.http, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert!(page.ends_with("\r\n\r\n<p>the web client</p>"), "{page}");
+    for host in ["chat.example", "other.example:8080", "a.example"] {
+        let page = http_request(
+            server.http,
+            &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{host}: {page}");
+    }
+    let refused = http_request(
+        server.http,
+        "GET / HTTP/1.1\r\nHost: c.example\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        refused.starts_with("HTTP/1.1 403 Forbidden\r\n"),
+        "{refused}"
+    );
     let upgrade = |origin: &str| {
         http_request(
             server.http,
             &format!(
-                "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
                  Origin: {origin}\r\n\r\n"
             ),
@@ -113,7 +129,7 @@ async fn the_web_root_and_allowed_origins_come_from_the_environment() {
     let mut peer = Peer::connect(server.http);
     peer.stream
         .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
               Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
               Origin: https://b.example\r\n\r\n",
         )
@@ -125,17 +141,17 @@ async fn the_web_root_and_allowed_origins_come_from_the_environment() {
 #[tokio::test]
 async fn metrics_are_served_unless_chat_metrics_is_off() {
     let on = Server::start(&[]).await;
-    let metrics = http_request(on.http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let metrics = http_request(on.http, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
     assert!(metrics.contains("\nchat_connections_accepted_total{listener=\"http\"} 1\n"));
     assert!(metrics.ends_with("\n# EOF\n"), "{metrics}");
     let off = Server::command().env("CHAT_METRICS", "off").start().await;
-    let metrics = http_request(off.http, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let metrics = http_request(off.http, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert!(
         metrics.starts_with("HTTP/1.1 404 Not Found\r\n"),
         "{metrics}"
     );
-    let health = http_request(off.http, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let health = http_request(off.http, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
     assert!(health.starts_with("HTTP/1.1 200 OK\r\n") && health.ends_with("\r\n\r\nok\n"));
 }
 
@@ -160,6 +176,7 @@ async fn help_documents_every_flag_with_its_environment_variable() {
         ("--max-queue", "CHAT_MAX_QUEUE"),
         ("--web-root", "CHAT_WEB_ROOT"),
         ("--allow-origin", "CHAT_ALLOW_ORIGIN"),
+        ("--allow-host", "CHAT_ALLOW_HOST"),
         ("--ws-ping", "CHAT_WS_PING"),
         ("--max-conns-per-ip", "CHAT_MAX_CONNS_PER_IP"),
         ("--max-new-per-ip", "CHAT_MAX_NEW_PER_IP"),

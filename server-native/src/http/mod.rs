@@ -11,6 +11,7 @@
 //!   trusted proxy's connection ([`Forwarding`]), each request's client is let in by the
 //!   per-address limits before it is answered.
 //! - `site`: which answer a request gets.
+//! - `hosts`: the names the server goes by; a request for another is refused (DNS rebinding).
 //! - `upgrade`: the WebSocket upgrade's checks (RFC 6455, the origin policy).
 //! - `files`: the static files of `--web-root`.
 //! - `headers`: reading request headers.
@@ -18,6 +19,7 @@
 
 mod files;
 mod headers;
+pub mod hosts;
 pub mod response;
 mod site;
 pub mod upgrade;

@@ -17,6 +17,7 @@ use tokio_util::io::ReaderStream;
 
 use super::files;
 use super::headers::{accepts_gzip, text};
+use super::hosts::Hosts;
 use super::response::{self, Body};
 use super::upgrade::{Origins, check_upgrade};
 use crate::metrics::{self, Metrics, Refused};
@@ -30,6 +31,8 @@ pub struct Site {
     pub tls: bool,
     /// `--web-root`.
     pub web_root: Option<PathBuf>,
+    /// The names the server goes by: a request for another gets `403` (DNS rebinding).
+    pub hosts: Hosts,
     /// Who may open a WebSocket from a browser page.
     pub origins: Origins,
     /// Connections admitted at once, TCP and WebSocket together: an upgrade takes one.
@@ -59,17 +62,26 @@ impl Site {
     }
 
     /// Answers one request (its body, if any, is not read: nothing here takes one).
+    ///
+    /// A request for a name the server does not go by gets `403`: a page whose name was made
+    /// to point here must not read the server's answers. `/ws` has its own rule (the origin
+    /// policy's), since a WebSocket client that is not a browser may send any `Host`.
     pub async fn answer(&self, head: &Parts) -> Answer {
         let path = head.uri.path();
         if path == "/ws" {
             return self.upgrade(head);
+        }
+        if let Err(foreign) = self.hosts.check_request(head) {
+            tracing::debug!(host = ?text(&head.headers, "host"), %path,
+                "request refused: not one of the server's names");
+            return Answer::Plain(response::text(StatusCode::FORBIDDEN, &foreign.answer()));
         }
         Answer::Plain(self.respond(head, path).await)
     }
 
     /// Checks a WebSocket upgrade and takes a place among the admitted connections for it.
     fn upgrade(&self, head: &Parts) -> Answer {
-        let accept = match check_upgrade(head, &self.origins) {
+        let accept = match check_upgrade(head, &self.origins, &self.hosts) {
             Ok(accept) => accept,
             Err(refusal) => {
                 if refusal.status == 403 {
@@ -240,6 +252,7 @@ mod tests {
             tcp_addr: "127.0.0.1:8888".into(),
             tls: false,
             web_root,
+            hosts: Hosts::default(),
             origins: Origins::default(),
             admitted: Arc::new(Semaphore::new(1)),
             handshake_timeout: Duration::from_secs(10),

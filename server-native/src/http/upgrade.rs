@@ -10,6 +10,7 @@ use hyper::{Method, Version};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::headers::{has_token, text};
+use super::hosts::Hosts;
 
 /// A connection (TCP, or TLS over TCP) that has been answered `101 Switching Protocols`.
 pub struct Upgraded<S> {
@@ -21,8 +22,9 @@ pub struct Upgraded<S> {
 }
 
 /// The origin policy: a handshake without `Origin` (not a browser) or from the server's own
-/// page (`http://`, or `https://` over TLS, + the request's `Host`) is accepted, and so is one
-/// from an origin given with `--allow-origin` (`*`: any). Compared without regard to case.
+/// page (`http://`, or `https://` over TLS, + the request's `Host`, when that is one of the
+/// server's names: [`Hosts`]) is accepted, and so is one from an origin given with
+/// `--allow-origin` (`*`: any). Compared without regard to case.
 #[derive(Debug, Clone, Default)]
 pub struct Origins {
     any: bool,
@@ -52,18 +54,20 @@ impl Origins {
     }
 
     /// `Ok` when a handshake with this `Origin` and `Host` may proceed; otherwise one line that
-    /// says why not.
-    pub fn check(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), String> {
+    /// says why not. A page whose origin is `Host`'s is the server's own only if `Host` is one
+    /// of the server's names: otherwise it is a page of another site whose name now points
+    /// here (DNS rebinding).
+    pub fn check(
+        &self,
+        origin: Option<&str>,
+        host: Option<&str>,
+        hosts: &Hosts,
+    ) -> Result<(), String> {
         let Some(origin) = origin else {
             return Ok(());
         };
         let origin = origin.trim();
-        let scheme = if self.https { "https" } else { "http" };
-        let own = host.map(|host| format!("{scheme}://{}", host.trim()));
         if self.any
-            || own
-                .as_deref()
-                .is_some_and(|own| own.eq_ignore_ascii_case(origin))
             || self
                 .allowed
                 .iter()
@@ -71,7 +75,23 @@ impl Origins {
         {
             return Ok(());
         }
-        let own = own.unwrap_or_else(|| "this server's own page".to_owned());
+        let scheme = if self.https { "https" } else { "http" };
+        let own = host.map(|host| format!("{scheme}://{}", host.trim()));
+        let own_host = hosts.check(host);
+        if own
+            .as_deref()
+            .is_some_and(|own| own.eq_ignore_ascii_case(origin))
+        {
+            return own_host.map_err(|foreign| {
+                format!(
+                    "WebSocket connections from pages of origin {origin:?} are not allowed: \
+                     {foreign}."
+                )
+            });
+        }
+        let own = own
+            .filter(|_| own_host.is_ok())
+            .unwrap_or_else(|| "this server's own page".to_owned());
         Err(format!(
             "WebSocket connections from pages of origin {origin:?} are not allowed, only from \
              {own}; start the server with --allow-origin {origin:?} to accept them."
@@ -97,7 +117,7 @@ fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
 
 /// Checks a request for `/ws` as RFC 6455 says a server must and returns the
 /// `Sec-WebSocket-Accept` value, or why it is refused.
-pub fn check_upgrade(head: &Parts, origins: &Origins) -> Result<String, Refusal> {
+pub fn check_upgrade(head: &Parts, origins: &Origins, hosts: &Hosts) -> Result<String, Refusal> {
     let headers = &head.headers;
     if head.method != Method::GET {
         return Err(Refusal {
@@ -151,7 +171,7 @@ pub fn check_upgrade(head: &Parts, origins: &Origins) -> Result<String, Refusal>
         }
     };
     origins
-        .check(text(headers, ORIGIN), text(headers, HOST))
+        .check(text(headers, ORIGIN), text(headers, HOST), hosts)
         .map_err(|reason| refuse(403, reason))?;
     Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
 }
@@ -199,16 +219,22 @@ mod tests {
         head("GET", &headers)
     }
 
+    /// The server as it goes by the name of [`GOOD`]'s `Host`.
+    fn chat_example() -> Hosts {
+        Hosts::new(&["chat.example".into()], &[], "127.0.0.1:8080")
+    }
+
     #[test]
     fn a_good_upgrade_gets_the_accept_key_of_the_rfc() {
-        let accept = check_upgrade(&head("GET", &GOOD), &Origins::default()).unwrap();
+        let accept =
+            check_upgrade(&head("GET", &GOOD), &Origins::default(), &chat_example()).unwrap();
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]
     fn bad_upgrades_are_refused_with_a_status_and_a_reason() {
-        let origins = Origins::default();
-        let status = |head: &Parts| check_upgrade(head, &origins).unwrap_err().status;
+        let (origins, hosts) = (Origins::default(), chat_example());
+        let status = |head: &Parts| check_upgrade(head, &origins, &hosts).unwrap_err().status;
         assert_eq!(status(&head("POST", &GOOD)), 405);
         assert_eq!(status(&with("Upgrade", None)), 426);
         assert_eq!(status(&with("Upgrade", Some("h2c"))), 426);
@@ -220,28 +246,97 @@ mod tests {
         let mut old = head("GET", &GOOD);
         old.version = Version::HTTP_10;
         assert_eq!(status(&old), 400);
+        // The own page's origin, under a name the server does not go by.
+        let rebound = with("Origin", Some("http://chat.example:8080"));
+        let unnamed = Hosts::new(&[], &[], "127.0.0.1:8080");
+        let refusal = check_upgrade(&rebound, &origins, &unnamed).unwrap_err();
+        assert_eq!(refusal.status, 403);
     }
 
     #[test]
     fn the_own_origin_and_allowed_ones_pass() {
         let host = Some("Chat.Example:8080");
+        let hosts = chat_example();
         let none = Origins::default();
-        assert!(none.check(None, host).is_ok());
-        assert!(none.check(Some("http://chat.example:8080"), host).is_ok());
-        assert!(none.check(Some("https://chat.example:8080"), host).is_err());
-        assert!(none.check(Some("http://evil.example"), host).is_err());
-        assert!(none.check(Some("null"), host).is_err());
-        assert!(none.check(Some("http://chat.example:8080"), None).is_err());
+        assert!(none.check(None, host, &hosts).is_ok());
+        assert!(
+            none.check(Some("http://chat.example:8080"), host, &hosts)
+                .is_ok()
+        );
+        assert!(
+            none.check(Some("https://chat.example:8080"), host, &hosts)
+                .is_err()
+        );
+        assert!(
+            none.check(Some("http://evil.example"), host, &hosts)
+                .is_err()
+        );
+        assert!(none.check(Some("null"), host, &hosts).is_err());
+        assert!(
+            none.check(Some("http://chat.example:8080"), None, &hosts)
+                .is_err()
+        );
         let some = Origins::new(&["https://Chat.Example/".into()]);
-        assert!(some.check(Some("https://chat.example"), host).is_ok());
-        assert!(some.check(Some("http://evil.example"), host).is_err());
+        assert!(
+            some.check(Some("https://chat.example"), host, &hosts)
+                .is_ok()
+        );
+        assert!(
+            some.check(Some("http://evil.example"), host, &hosts)
+                .is_err()
+        );
         let any = Origins::new(&["*".into()]);
-        assert!(any.check(Some("http://evil.example"), host).is_ok());
+        assert!(any.check(Some("http://evil.example"), host, &hosts).is_ok());
         let tls = Origins::default().own_page_over_https(true);
-        assert!(tls.check(Some("https://chat.example:8080"), host).is_ok());
-        assert!(tls.check(Some("http://chat.example:8080"), host).is_err());
-        let why = none.check(Some("http://evil.example"), host).unwrap_err();
+        assert!(
+            tls.check(Some("https://chat.example:8080"), host, &hosts)
+                .is_ok()
+        );
+        assert!(
+            tls.check(Some("http://chat.example:8080"), host, &hosts)
+                .is_err()
+        );
+        let why = none
+            .check(Some("http://evil.example"), host, &hosts)
+            .unwrap_err();
         assert!(!why.contains('\n'), "{why}");
         assert!(why.contains("--allow-origin"), "{why}");
+        assert!(why.contains("only from http://Chat.Example:8080;"), "{why}");
+    }
+
+    #[test]
+    fn a_page_whose_name_points_here_is_not_the_own_page_unless_the_name_is_the_servers() {
+        let hosts = Hosts::new(&[], &[], "127.0.0.1:8080");
+        let none = Origins::default();
+        let rebound = Some("evil.example:8080");
+        let why = none
+            .check(Some("http://evil.example:8080"), rebound, &hosts)
+            .unwrap_err();
+        assert!(why.contains("\"evil.example\""), "{why}");
+        assert!(why.contains("--allow-host evil.example"), "{why}");
+        assert!(!why.contains('\n'), "{why}");
+        // Another origin on a foreign Host: not told that the foreign name is the own page.
+        let why = none
+            .check(Some("http://other.example"), rebound, &hosts)
+            .unwrap_err();
+        assert!(why.contains("only from this server's own page;"), "{why}");
+        for own in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080"] {
+            let origin = format!("http://{own}");
+            assert!(
+                none.check(Some(&origin), Some(own), &hosts).is_ok(),
+                "{own}"
+            );
+        }
+        let named = Hosts::new(&["evil.example".into()], &[], "127.0.0.1:8080");
+        assert!(
+            none.check(Some("http://evil.example:8080"), rebound, &named)
+                .is_ok()
+        );
+        let allowed = Origins::new(&["http://evil.example:8080".into()]);
+        assert!(
+            allowed
+                .check(Some("http://evil.example:8080"), rebound, &hosts)
+                .is_ok()
+        );
     }
 }
