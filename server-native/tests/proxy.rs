@@ -310,7 +310,8 @@ async fn the_proxy_header_comes_before_tls() {
 /// status line and the whole response.
 async fn request_from(from: &str, http: SocketAddr, headers: &str) -> (String, String) {
     let mut stream = connect_from(from, http).await;
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n");
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n");
     let _ = stream.write_all(request.as_bytes()).await;
     let response = read_all(&mut stream).await;
     let status = response.lines().next().unwrap_or_default().to_owned();
@@ -434,8 +435,9 @@ async fn a_kept_alive_proxy_connection_moves_its_place_to_each_requests_client()
     let mut kept = connect_from("127.0.0.1", http).await;
     // One request on the kept-alive connection; the status line of its answer, read whole.
     let mut ask = async |client: &str| {
-        let request =
-            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: {client}\r\n\r\n");
+        let request = format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: {client}\r\n\r\n"
+        );
         kept.write_all(request.as_bytes()).await.unwrap();
         let mut answer = Vec::new();
         let whole = |a: &[u8]| {

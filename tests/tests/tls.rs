@@ -179,7 +179,10 @@ async fn a_wss_client_chats_with_an_openssl_user() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
     // Plain HTTP to the HTTPS port gets no HTTP answer.
-    let plain = plain_exchange(server.http, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let plain = plain_exchange(
+        server.http,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
     assert!(!String::from_utf8_lossy(&plain).contains("HTTP/1.1"));
 
     let mut carol = s_client_join(server.tcp, "carol").await;
