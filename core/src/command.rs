@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error_code::ErrorCode;
-use crate::text::strip_controls;
+use crate::text::clean_text;
 
 /// One thing a user asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,11 +76,11 @@ impl ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            // The word is the user's own input: echo it without its control characters.
+            // The word is the user's own input: echo it cleaned as any text is.
             ParseError::UnknownCommand(word) => write!(
                 f,
                 "Unknown command '{}'. Type /help for the list of commands.",
-                strip_controls(word)
+                clean_text(word)
             ),
             ParseError::Usage(usage) => write!(f, "Usage: {usage}"),
         }

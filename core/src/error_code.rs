@@ -15,6 +15,9 @@ pub enum ErrorCode {
     NameInvalid,
     /// Someone online already has that name (compared case-insensitively).
     NameTaken,
+    /// The name looks too much like the name of someone online (the same confusable
+    /// skeleton, UTS #39, whatever the case).
+    NameConfusable,
     /// A `/word` that is not a command.
     UnknownCommand,
     /// A command with missing arguments.

@@ -18,8 +18,9 @@
 //! - [`codec`]: the line wire (nc text, the words of each event, incremental bounded
 //!   [`LineDecoder`]) and the JSON wire.
 //! - [`roster`]: [`Roster`], who is online as a client keeps it from the room's events.
-//! - [`name`]: the name rules, shared with the browser client.
-//! - [`text`]: control-character stripping.
+//! - [`name`]: the name rules and keys, shared with the browser client.
+//! - [`text`]: the cleaning of every text a user sends (controls, bidi controls, invisible
+//!   characters, NFC).
 //! - [`time`]: [`Timestamp`], the time drivers pass in.
 //! - [`stats`]: [`Stats`], the room's counts for a driver's metrics.
 //! - [`admission`]: [`Admission`], the per-address limits a driver applies when it accepts a
@@ -47,7 +48,7 @@ pub use codec::line::{Line, LineDecoder};
 pub use command::{ParseError, Request, Resume, parse_line, private_prefix};
 pub use error_code::ErrorCode;
 pub use event::{ChatMessage, Event};
-pub use name::{NameError, name_key, validate_name};
+pub use name::{NameError, look_key, name_key, validate_name};
 pub use room::{
     CloseReason, Config, ConnId, Disconnect, FloodConfig, LeaveReason, LogRecord, Output, Room,
     Wire,

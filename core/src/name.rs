@@ -2,10 +2,16 @@
 //!
 //! The browser client calls the same function as the room to give instant feedback, so the two
 //! can never disagree.
+//!
+//! Two keys say when two names cannot both be online: [`name_key`], under which names that
+//! differ only in case are the same name, and [`look_key`], under which names that look alike
+//! (UTS #39's confusable skeleton, whatever their case) are.
 
 use std::fmt;
 
-use crate::text::strip_controls;
+use unicode_security::skeleton;
+
+use crate::text::{clean_text, is_default_ignorable};
 
 /// The longest name, in characters (not bytes).
 pub const MAX_NAME_CHARS: usize = 32;
@@ -19,6 +25,9 @@ pub enum NameError {
     TooLong,
     /// A character other than a letter, a digit, `_`, `-` or `.`.
     InvalidChar(char),
+    /// An invisible character (a default-ignorable code point, such as a Hangul filler),
+    /// which would make the name look like another.
+    Invisible(char),
 }
 
 impl fmt::Display for NameError {
@@ -32,27 +41,37 @@ impl fmt::Display for NameError {
                 f,
                 "Name cannot contain {c:?}: use letters, digits, '_', '-' and '.' only."
             ),
+            NameError::Invisible(c) => write!(
+                f,
+                "Name cannot contain the invisible character U+{:04X}: use letters, digits, \
+                 '_', '-' and '.' only.",
+                u32::from(*c)
+            ),
         }
     }
 }
 
 impl std::error::Error for NameError {}
 
-/// Checks a name as typed and returns it cleaned (controls removed, trimmed), or why not.
+/// Checks a name as typed and returns it cleaned (as [`clean_text`] cleans any text: controls
+/// and invisible format characters removed, NFC), trimmed, or why not.
 ///
-/// Letters and digits are Unicode letters and digits (`José` and `Zoë` are fine); whether a
-/// name is free is the room's business, see [`name_key`].
+/// Letters and digits are Unicode letters and digits (`José` and `Zoë` are fine, typed
+/// composed or not); the Hangul fillers, letters that show as nothing, are refused. Whether a
+/// name is free is the room's business, see [`name_key`] and [`look_key`].
 pub fn validate_name(raw: &str) -> Result<String, NameError> {
-    let stripped = strip_controls(raw);
-    let name = stripped.trim();
+    let cleaned = clean_text(raw);
+    let name = cleaned.trim();
     if name.is_empty() {
         return Err(NameError::Empty);
     }
-    if let Some(c) = name
-        .chars()
-        .find(|&c| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(NameError::InvalidChar(c));
+    for c in name.chars() {
+        if is_default_ignorable(c) {
+            return Err(NameError::Invisible(c));
+        }
+        if !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return Err(NameError::InvalidChar(c));
+        }
     }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(NameError::TooLong);
@@ -64,6 +83,27 @@ pub fn validate_name(raw: &str) -> Result<String, NameError> {
 /// equal, so `Alice` and `ALICE` cannot both be online.
 pub fn name_key(name: &str) -> String {
     name.to_lowercase()
+}
+
+/// The form under which names are compared for looks: two names whose keys are equal look
+/// too much alike to be both online, so `аlice` (Cyrillic `а`), `ａｌｉｃｅ`, `𝐚𝐥𝐢𝐜𝐞` and
+/// `AIice` (a capital `I`) are all kept out while `alice` is in.
+///
+/// UTS #39's skeleton maps each character to the one it is confusable with, but it is
+/// case-sensitive (`I` becomes `l`, `i` stays `i`), while a name is one name whatever its
+/// case: `AIice` looks like `Alice`, which is `alice`. So the key is taken of every spelling
+/// of the name at once: the skeleton of its lower case, upper-cased (so that what only
+/// capitals are confusable with comes in), the skeleton of that, lower-cased. Names equal
+/// under [`name_key`] are equal under this key too. The price is that letters a capital
+/// makes alike count as one: `i`, `I`, `l`, `L` and `1` are one letter here, and `o`, `O`
+/// and `0` another.
+///
+/// A few microseconds for a name of 32 characters: the room takes it once per join and keeps
+/// it in a map, so a join costs a lookup however many are online.
+pub fn look_key(name: &str) -> String {
+    let lower: String = skeleton(&name.to_lowercase()).collect();
+    let upper: String = skeleton(&lower.to_uppercase()).collect();
+    upper.to_lowercase()
 }
 
 #[cfg(test)]
@@ -90,8 +130,77 @@ mod tests {
     }
 
     #[test]
-    fn controls_are_removed_before_the_check() {
+    fn controls_and_format_characters_are_removed_before_the_check() {
         assert_eq!(validate_name("al\x07ice").as_deref(), Ok("alice"));
+        assert_eq!(
+            validate_name("\u{202e}al\u{200b}ice").as_deref(),
+            Ok("alice")
+        );
+    }
+
+    #[test]
+    fn names_are_nfc() {
+        assert_eq!(validate_name("Jose\u{301}").as_deref(), Ok("José"));
+        assert_eq!(validate_name("Jose\u{301}"), validate_name("José"));
+    }
+
+    #[test]
+    fn invisible_letters_are_refused() {
+        for filler in ['\u{115f}', '\u{1160}', '\u{3164}', '\u{ffa0}'] {
+            assert!(
+                filler.is_alphanumeric(),
+                "a letter, so the check must be its own"
+            );
+            assert_eq!(
+                validate_name(&format!("bob{filler}")),
+                Err(NameError::Invisible(filler))
+            );
+            assert_eq!(
+                validate_name(&filler.to_string()),
+                Err(NameError::Invisible(filler))
+            );
+        }
+        // What text keeps for emoji is no part of a name either.
+        assert_eq!(
+            validate_name("bob\u{200d}"),
+            Err(NameError::Invisible('\u{200d}'))
+        );
+        assert_eq!(
+            NameError::Invisible('\u{3164}').to_string(),
+            "Name cannot contain the invisible character U+3164: use letters, digits, '_', '-' \
+             and '.' only."
+        );
+    }
+
+    #[test]
+    fn look_alikes_share_a_key() {
+        let alice = look_key("alice");
+        for alike in ["аlice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞", "AIice", "ALICE", "al1ce"]
+        {
+            assert_eq!(look_key(alike), alice, "{alike:?}");
+        }
+        assert_eq!(look_key("b0b"), look_key("bob"));
+        assert_eq!(look_key("rnary"), look_key("Mary"));
+        for other in ["alicia", "alize", "bob", "alíce"] {
+            assert_ne!(look_key(other), alice, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn names_equal_regardless_of_case_share_a_look_key() {
+        for name in [
+            "alice",
+            "José",
+            "Zoë_2.0-beta",
+            "Ελένη",
+            "Мария",
+            "straße",
+            "Iñigo",
+        ] {
+            for variant in [name.to_uppercase(), name.to_lowercase()] {
+                assert_eq!(look_key(&variant), look_key(name), "{variant:?}");
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! the wire), what was logged and what was closed against what the model says a user must
 //! see. Beside that oracle it checks invariants that do not depend on it:
 //!
-//! - joined names are unique, compared case-insensitively, and match `Room::online`;
+//! - joined names are unique, compared case-insensitively, and match `Room::online`; a name
+//!   that looks like one online (a table of look-alikes of the pool's names) is refused;
 //! - whenever no digest is pending, the roster every joined user was told (welcome, `/who`,
 //!   joins, leaves, digests; on both wires) is the room's: a digest tells each user exactly
 //!   what changed since they last saw it;
@@ -21,7 +22,8 @@
 //! - `poll_timeout` is after the current time, and no later than the earliest idle or name
 //!   deadline or the digest's;
 //! - the room never holds more than `max_users` connections;
-//! - nobody ever receives a forbidden control character.
+//! - nobody ever receives a forbidden control character, bidirectional control or invisible
+//!   format character, nor does the log.
 //!
 //! `SIM_SEED=n` replays one seed, `SIM_SEEDS=n` runs seeds `0..n`, `SIM_STEPS=n` changes the
 //! number of steps per seed. A failure prints the seed, the last steps and the replay command.
@@ -41,7 +43,8 @@ use chat_core::{
     ChatMessage, CloseReason, Config, ConnId, ErrorCode, Event, FloodConfig, LeaveReason,
     LogRecord, Request, Resume, Roster, Timestamp, Wire, validate_name,
 };
-use harness::{Harness, is_forbidden_control};
+use harness::{Harness, is_forbidden_control, is_forbidden_invisible};
+use unicode_normalization::UnicodeNormalization;
 
 const DEFAULT_SEEDS: u64 = 50;
 const DEFAULT_STEPS: usize = 3000;
@@ -235,7 +238,10 @@ fn normalize(event: Event) -> Event {
         Event::Error { code, message } => {
             let keep = matches!(
                 code,
-                ErrorCode::NoSuchUser | ErrorCode::NameTaken | ErrorCode::NameInvalid
+                ErrorCode::NoSuchUser
+                    | ErrorCode::NameTaken
+                    | ErrorCode::NameConfusable
+                    | ErrorCode::NameInvalid
             );
             Event::Error {
                 code,
@@ -438,6 +444,15 @@ impl<'t> Sim<'t> {
         names
     }
 
+    /// Who online has a name that looks like `name` (and is not it, whatever the case).
+    fn look_owner(&self, name: &str) -> Option<ConnId> {
+        let class = look_class(name);
+        self.peers
+            .iter()
+            .find(|(_, p)| p.name.as_ref().is_some_and(|n| look_class(n) == class))
+            .map(|(&id, _)| id)
+    }
+
     fn name_owner(&self, name: &str) -> Option<ConnId> {
         let key = name.to_lowercase();
         self.peers
@@ -574,8 +589,23 @@ impl<'t> Sim<'t> {
 
     fn name_attempt(&mut self, actor: ConnId) {
         const POOL: &[&str] = &[
-            "ann", "bob", "cy", "dee", "eve", "fay", "gus", "hal", "ivy", "jo", "kai", "lu", "zoë",
-            "José", "o.k", "x_y-z",
+            "ann",
+            "bob",
+            "cy",
+            "dee",
+            "eve",
+            "fay",
+            "gus",
+            "hal",
+            "ivy",
+            "jo",
+            "kai",
+            "lu",
+            "zoë",
+            "José",
+            "Jose\u{301}",
+            "o.k",
+            "x_y-z",
         ];
         const BAD: &[&str] = &[
             "",
@@ -607,7 +637,11 @@ impl<'t> Sim<'t> {
                 );
                 format!("{pre}{name}{post}").into_bytes()
             }
-            7 if wire == Wire::Line => b"b\xffb".to_vec(),
+            7 if wire == Wire::Line && self.rng.chance(50) => b"b\xffb".to_vec(),
+            7 => {
+                let (alike, _) = self.rng.pick(LOOKALIKES);
+                self.random_case(alike).into_bytes()
+            }
             _ => self.rng.pick(BAD).as_bytes().to_vec(),
         };
         let decoded = String::from_utf8_lossy(&name).into_owned();
@@ -661,6 +695,10 @@ impl<'t> Sim<'t> {
             " tab\there",
             " del\x7f",
             " spaces   inside",
+            " \u{202e}desrever\u{202c} \u{2067}rtl\u{2069}",
+            " zero\u{200b}width\u{feff} word\u{2060}joiner",
+            " line\u{2028}para\u{2029}graph",
+            " Jose\u{301} ❤\u{fe0f} 👨\u{200d}👩",
         ];
         const POST: &[&str] = &["", "", " ", "\t ", "\x08", "\x1b"];
         let mut out = Vec::new();
@@ -1098,6 +1136,15 @@ impl<'t> Sim<'t> {
                 if self.name_owner(&name).is_some() {
                     let message = format!("The name '{name}' is already taken; choose another.");
                     let e = Event::error(ErrorCode::NameTaken, message);
+                    return only(vec![e, Event::Prompt]);
+                }
+                if let Some(owner) = self.look_owner(&name) {
+                    let other = self.peers[&owner].name.clone().unwrap_or_default();
+                    let message = format!(
+                        "The name '{name}' looks too much like '{other}', who is online; \
+                         choose another."
+                    );
+                    let e = Event::error(ErrorCode::NameConfusable, message);
                     return only(vec![e, Event::Prompt]);
                 }
                 // Above the limit, or while a digest gathers, the join waits for the digest.
@@ -1676,6 +1723,9 @@ fn between<'a>(line: &'a str, prefix: &str, suffix: &str) -> Option<&'a str> {
 
 /// The error lines of the line wire, by how they start.
 fn line_error_code(line: &str) -> Option<ErrorCode> {
+    if line.starts_with("The name '") && line.contains("' looks too much like '") {
+        return Some(ErrorCode::NameConfusable);
+    }
     const PREFIXES: &[(&str, ErrorCode)] = &[
         ("Error: line too long", ErrorCode::LineTooLong),
         ("Error: you are sending too fast", ErrorCode::TooFast),
@@ -1694,9 +1744,40 @@ fn line_error_code(line: &str) -> Option<ErrorCode> {
         .map(|&(_, code)| code)
 }
 
-/// What the room must make of typed text: controls removed, then trimmed. Written here
-/// independently of `chat_core::text`, as the protocol states it.
+/// What the room must make of typed text: controls, bidirectional controls and invisible
+/// format characters removed, line and paragraph separators made spaces, NFC, then trimmed.
+/// Written here independently of `chat_core::text`, as the protocol states it.
 fn clean(text: &str) -> String {
-    let kept: String = text.chars().filter(|&c| !is_forbidden_control(c)).collect();
+    let kept: String = text
+        .chars()
+        .map(|c| {
+            if matches!(c, '\u{2028}' | '\u{2029}') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .filter(|&c| !is_forbidden_control(c) && !is_forbidden_invisible(c))
+        .nfc()
+        .collect();
     kept.trim().to_owned()
+}
+
+/// Names that look like names of the pool (UTS #39), each with the one it looks like.
+const LOOKALIKES: &[(&str, &str)] = &[
+    ("\u{430}nn", "ann"), // Cyrillic а
+    ("b0b", "bob"),       // a zero
+    ("ｅｖｅ", "eve"),    // fullwidth
+    ("𝐣𝐨", "jo"),         // mathematical bold
+    ("Iu", "lu"),         // a capital i
+    ("ka1", "kai"),       // a one, which looks like the l that a capital I looks like
+];
+
+/// The name of the pool that `name` is, or looks like, whatever the case.
+fn look_class(name: &str) -> String {
+    let lower = name.to_lowercase();
+    LOOKALIKES
+        .iter()
+        .find(|(alike, _)| alike.to_lowercase() == lower)
+        .map_or(lower, |(_, of)| (*of).to_owned())
 }

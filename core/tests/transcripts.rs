@@ -15,6 +15,7 @@ use chat_core::{
 };
 use harness::{Harness, millis, mins, secs};
 use serde_json::json;
+use unicode_normalization::UnicodeNormalization;
 
 const PROMPT: &str = "Enter your name: ";
 const HELP_HINT: &str = "Type /help for the list of commands.";
@@ -214,6 +215,204 @@ fn a_name_is_free_again_once_its_user_has_left() {
     h.take(c);
     h.line(c, "Alice");
     assert_eq!(h.take(c), ["Welcome, Alice! Online (1): Alice", HELP_HINT]);
+}
+
+/// The look-alike refusal, word for word.
+fn looks_like(name: &str, online: &str) -> String {
+    format!("The name '{name}' looks too much like '{online}', who is online; choose another.")
+}
+
+#[test]
+fn a_name_that_looks_like_one_online_is_refused_saying_whose() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    for alike in [
+        "\u{430}lice",            // Cyrillic а
+        "ａｌｉｃｅ",             // fullwidth
+        "𝐚𝐥𝐢𝐜𝐞",                  // mathematical bold
+        "AIice",                  // a capital i for the l
+        "al1ce",                  // a one
+        "  \u{430}l\u{456}ce \r", // Cyrillic а and і, trimmed
+    ] {
+        h.line(c, alike);
+        assert_eq!(
+            h.take(c),
+            [looks_like(alike.trim(), "alice"), PROMPT.into()],
+            "{alike:?}"
+        );
+    }
+    assert!(
+        h.take(alice).is_empty(),
+        "failed attempts are not announced"
+    );
+    assert_eq!(h.room().online(), ["alice"]);
+    // A case-insensitive match is still the taken sentence.
+    h.line(c, "ALICE");
+    assert_eq!(
+        h.take(c),
+        ["The name 'ALICE' is already taken; choose another.", PROMPT]
+    );
+    // Once alice has gone, the look-alike is a name like any other.
+    h.line(alice, "/quit");
+    h.line(c, "\u{430}lice");
+    assert_eq!(
+        h.take(c),
+        ["Welcome, \u{430}lice! Online (1): \u{430}lice", HELP_HINT]
+    );
+}
+
+#[test]
+fn a_look_alike_online_keeps_the_plain_name_out_too() {
+    let mut h = Harness::default();
+    h.join("AIice");
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    for name in ["alice", "Alice", "ALICE"] {
+        h.line(c, name);
+        assert_eq!(h.take(c), [looks_like(name, "AIice"), PROMPT.into()]);
+    }
+    h.line(c, "alicia");
+    assert_eq!(h.take(c)[0], "Welcome, alicia! Online (2): AIice, alicia");
+}
+
+#[test]
+fn json_look_alike_refusal_has_its_own_code() {
+    let mut h = Harness::default();
+    h.join_json("alice");
+    let c = h.connect(Wire::Json);
+    h.take(c);
+    for alike in ["\u{430}lice", "ａｌｉｃｅ", "𝐚𝐥𝐢𝐜𝐞", "AIice"] {
+        let join = json!({"type": "join", "name": alike}).to_string();
+        h.json(c, &join);
+        let error = format!(
+            r#"{{"type":"error","code":"name_confusable","message":"{}"}}"#,
+            looks_like(alike, "alice")
+        );
+        assert_eq!(
+            h.take(c),
+            [error, r#"{"type":"prompt"}"#.to_owned()],
+            "{alike:?}"
+        );
+    }
+    h.json(c, r#"{"type":"join","name":"ALICE"}"#);
+    assert_eq!(
+        h.take(c),
+        [
+            r#"{"type":"error","code":"name_taken","message":"The name 'ALICE' is already taken; choose another."}"#,
+            r#"{"type":"prompt"}"#
+        ]
+    );
+}
+
+#[test]
+fn a_name_with_an_invisible_hangul_filler_is_refused_with_the_reason() {
+    let mut h = Harness::default();
+    h.join("bob");
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    for (name, code) in [
+        ("bob\u{1160}", "1160"),
+        ("bob\u{3164}", "3164"),
+        ("bob\u{ffa0}", "FFA0"),
+        ("\u{115f}bob", "115F"),
+        ("\u{3164}", "3164"),
+    ] {
+        h.line(c, name);
+        assert_eq!(
+            h.take(c),
+            [
+                format!(
+                    "Name cannot contain the invisible character U+{code}: use letters, \
+                     digits, '_', '-' and '.' only."
+                ),
+                PROMPT.into()
+            ],
+            "{name:?}"
+        );
+    }
+    let j = h.connect(Wire::Json);
+    h.take(j);
+    h.json(j, r#"{"type":"join","name":"bob\u1160"}"#);
+    assert_eq!(
+        h.take(j),
+        [
+            r#"{"type":"error","code":"name_invalid","message":"Name cannot contain the invisible character U+1160: use letters, digits, '_', '-' and '.' only."}"#,
+            r#"{"type":"prompt"}"#
+        ]
+    );
+    assert_eq!(h.room().online(), ["bob"]);
+}
+
+#[test]
+fn invisible_format_characters_and_bidi_controls_are_removed_from_names() {
+    let mut h = Harness::default();
+    let bob = h.join("bob");
+    h.clear();
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.line(c, "\u{202e}al\u{200b}ice\u{2069}\u{feff}");
+    assert_eq!(h.take(c)[0], "Welcome, alice! Online (2): alice, bob");
+    assert_eq!(h.take(bob), ["*** alice has joined the chat ***"]);
+    // And so they cannot make a second bob.
+    h.line(bob, "/quit");
+    let d = h.connect(Wire::Line);
+    h.take(d);
+    h.line(d, "b\u{200b}ob");
+    assert_eq!(h.room().name_of(d), Some("bob"));
+    let e = h.connect(Wire::Line);
+    h.take(e);
+    h.line(e, "bob\u{2060}");
+    assert_eq!(
+        h.take(e),
+        ["The name 'bob' is already taken; choose another.", PROMPT]
+    );
+}
+
+#[test]
+fn a_decomposed_name_joins_and_is_the_composed_one() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    h.clear();
+    let nfd = "Jose\u{301}";
+    let c = h.connect(Wire::Line);
+    h.take(c);
+    h.line(c, nfd);
+    assert_eq!(
+        h.take(c),
+        ["Welcome, José! Online (2): alice, José", HELP_HINT]
+    );
+    assert_eq!(h.room().name_of(c), Some("José"));
+    assert_eq!(h.take(alice), ["*** José has joined the chat ***"]);
+    // Either spelling is the same name.
+    for spelling in ["José", nfd, "JOSE\u{301}"] {
+        let d = h.connect(Wire::Line);
+        h.take(d);
+        h.line(d, spelling);
+        let shown = spelling.nfc().collect::<String>();
+        assert_eq!(
+            h.take(d),
+            [
+                format!("The name '{shown}' is already taken; choose another."),
+                PROMPT.into()
+            ]
+        );
+    }
+    // And /msg finds it by either spelling.
+    h.line(alice, "/msg Jose\u{301} hola");
+    assert_eq!(h.take(c), ["[private] alice: hola"]);
+    assert_eq!(h.take(alice), ["[private to José] hola"]);
+    // The JSON wire: the welcome names the composed spelling, which the room keeps.
+    h.line(c, "/quit");
+    let j = h.connect(Wire::Json);
+    h.take(j);
+    h.json(j, r#"{"type":"join","name":"Jose\u0301"}"#);
+    assert_eq!(h.room().name_of(j), Some("José"));
+    assert!(
+        matches!(&h.take_events(j)[0], Event::Welcome { name, .. } if name == "José"),
+        "the welcome names José"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1632,6 +1831,124 @@ fn replies_never_echo_control_characters_back() {
         matches!(&got[..], [Event::Error { code: ErrorCode::BadRequest, message }]
             if !has_forbidden_control(message)),
         "{got:?}"
+    );
+}
+
+#[test]
+fn bidi_controls_and_invisible_format_characters_are_removed_from_messages() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join("bob");
+    let carol = h.join_json("carol");
+    h.clear();
+    h.line(
+        alice,
+        "\u{202e}gpj.exe\u{202c} zero\u{200b}width\u{2060}\u{feff} soft\u{ad}hyphen \
+         \u{2067}iso\u{2069} \u{200e}marks\u{200f}\u{61c}",
+    );
+    let text = "gpj.exe zerowidth softhyphen iso marks";
+    assert_eq!(h.take(bob), [format!("alice: {text}")]);
+    assert_eq!(
+        h.take(carol),
+        [format!(
+            r#"{{"type":"message","seq":1,"from":"alice","text":"{text}"}}"#
+        )]
+    );
+    assert_eq!(h.log(), [LogRecord::Message(message(1, "alice", text))]);
+    // The JSON wire's text is cleaned the same way.
+    h.json(carol, r#"{"type":"say","text":"\u202Eolleh\u200B"}"#);
+    assert_eq!(h.take(bob), ["carol: olleh"]);
+    // Nothing but invisible characters is nothing to send.
+    h.line(alice, "\u{202e}\u{200b}\u{feff}");
+    assert!(h.take(bob).is_empty());
+    assert_eq!(h.room().next_seq(), 3);
+}
+
+#[test]
+fn line_and_paragraph_separators_become_spaces_on_both_wires_and_in_the_log() {
+    let mut h = Harness::default();
+    let alice = h.join_json("alice");
+    let bob = h.join("bob");
+    h.clear();
+    h.json(alice, r#"{"type":"say","text":"one\u2028two\u2029three"}"#);
+    assert_eq!(h.take(bob), ["alice: one two three"]);
+    assert_eq!(
+        h.take(alice),
+        [r#"{"type":"message","seq":1,"from":"alice","text":"one two three"}"#]
+    );
+    assert_eq!(
+        h.log(),
+        [LogRecord::Message(message(1, "alice", "one two three"))]
+    );
+    h.line(bob, "\u{2028}edge\u{2029}");
+    assert_eq!(
+        h.take(alice),
+        [r#"{"type":"message","seq":2,"from":"bob","text":"edge"}"#]
+    );
+}
+
+#[test]
+fn emoji_keep_their_joiners_variation_selectors_and_flag_tags() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join_json("bob");
+    h.clear();
+    let family = "👨\u{200d}👩\u{200d}👧";
+    let heart = "\u{2764}\u{fe0f}";
+    let england = "🏴\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}";
+    let text = format!("{family} {heart} {england}");
+    h.line(alice, &text);
+    assert_eq!(
+        h.take_events(bob),
+        [Event::Message(message(1, "alice", &text))]
+    );
+    // Tags anywhere else carry hidden text: they go.
+    h.line(alice, "ok\u{e0068}\u{e0069}\u{e0064}\u{e0065}\u{e007f}");
+    assert_eq!(
+        h.take_events(bob),
+        [Event::Message(message(2, "alice", "ok"))]
+    );
+}
+
+#[test]
+fn messages_are_nfc() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join_json("bob");
+    h.clear();
+    h.line(alice, "Jose\u{301} and \u{212b}ngstr\u{f6}m");
+    assert_eq!(
+        h.take_events(bob),
+        [Event::Message(message(1, "alice", "José and Ångström"))]
+    );
+}
+
+#[test]
+fn private_messages_and_their_targets_are_cleaned_too() {
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    let bob = h.join_json("bob");
+    h.clear();
+    h.line(alice, "/msg b\u{200b}ob \u{202e}terces\u{2028}ok");
+    assert_eq!(
+        h.take_events(bob),
+        [Event::Private {
+            from: "alice".into(),
+            text: "terces ok".into()
+        }]
+    );
+    assert_eq!(h.take(alice), ["[private to bob] terces ok"]);
+    h.json(
+        bob,
+        r#"{"type":"msg","to":"\u2066alice","text":"\u202Eback\u2029"}"#,
+    );
+    assert_eq!(h.take(alice), ["[private] bob: back"]);
+    h.line(alice, "/msg \u{202e}nobody hi");
+    assert_eq!(h.take(alice), ["No user named 'nobody'."]);
+    h.line(alice, "/da\u{202e}nce");
+    assert_eq!(
+        h.take(alice),
+        ["Unknown command '/dance'. Type /help for the list of commands."]
     );
 }
 

@@ -160,6 +160,14 @@ impl Browser {
         PageState::from_json(&v)
     }
 
+    /// Runs `script`, the body of a function, in the page and returns what it returns.
+    pub async fn evaluate(&self, script: &str) -> serde_json::Value {
+        tokio::time::timeout(WAIT, self.client().execute(script, vec![]))
+            .await
+            .unwrap_or_else(|_| panic!("{}: the page did not answer in time", self.label))
+            .unwrap_or_else(|e| panic!("{}: the script failed: {e}", self.label))
+    }
+
     /// Polls the page until `pred` holds and returns what it showed then; panics after
     /// [`WAIT`] saying what it was waiting for and what the page showed.
     pub async fn wait_until(&self, what: &str, pred: impl Fn(&PageState) -> bool) -> PageState {

@@ -239,6 +239,114 @@ async fn names_are_refused_with_the_reason() {
     .await;
 }
 
+/// Where each message's name and text are on the page, and how they read.
+const MESSAGE_LAYOUT: &str = r#"
+const part = (li, cls) => {
+  const e = li.querySelector('.' + cls);
+  if (!e) return null;
+  const r = e.getBoundingClientRect();
+  return {
+    tag: e.tagName.toLowerCase(), dir: e.getAttribute('dir'),
+    direction: getComputedStyle(e).direction, left: r.left, right: r.right,
+    text: e.textContent,
+  };
+};
+return Array.from(document.querySelectorAll('#messages li.entry.message'), (li) => ({
+  line: li.textContent, from: part(li, 'from'), text: part(li, 'text'),
+}));
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_to_left_text_keeps_to_its_place_and_look_alike_names_are_refused() {
+    let test = "right_to_left_text_keeps_to_its_place_and_look_alike_names_are_refused";
+    let root = require!(prerequisites(test));
+    let _serial = SERIAL.lock().await;
+    bounded(test, async {
+        let server = Server::with_page(&root, &["--flood", "off"]).await;
+        let (mut alice, _) = server.nc_join("alice").await;
+        let page = Browser::start(test).await;
+        page.open(&server.url()).await;
+        page.wait_open().await;
+
+        // A look-alike of alice, with a Cyrillic а: the server's sentence, and no join.
+        page.submit_name("\u{430}lice").await;
+        let shown = page
+            .wait_until("the server's refusal of a look-alike name", |s| {
+                s.name_error
+                    == "The name '\u{430}lice' looks too much like 'alice', who is online; \
+                        choose another."
+            })
+            .await;
+        assert!(!shown.is_joined(), "the look-alike did not join:\n{shown}");
+        // An invisible Hangul filler: the page's own refusal, in the room's words.
+        page.submit_name("bob\u{3164}").await;
+        page.wait_until("the page's refusal of an invisible character", |s| {
+            s.name_error
+                .starts_with("Name cannot contain the invisible character U+3164")
+        })
+        .await;
+        page.open_and_join(&server.url(), "bob").await;
+        alice.expect("*** bob has joined the chat ***\n").await;
+
+        // A Hebrew name, a message that starts with digits, an Arabic message, an override.
+        let (mut dani, _) = server.nc_join("דני").await;
+        dani.type_line("123 שלום");
+        alice.expect("דני: 123 שלום\n").await;
+        alice.type_line("مرحبا بالعالم!");
+        alice.type_line("\u{202e}gnp.exe");
+        dani.expect("alice: gnp.exe\n").await;
+        // And the other way, from the page to nc.
+        page.say("\u{202e}olleh \u{200b}there").await;
+        alice.expect("bob: olleh there\n").await;
+
+        page.wait_until("the three messages", |s| {
+            s.has("message", &["alice", "gnp.exe"])
+                && s.has("message", &["דני", "123 שלום"])
+                && s.has("message", &["alice", "مرحبا بالعالم!"])
+        })
+        .await;
+        let layout = page.evaluate(MESSAGE_LAYOUT).await;
+        let messages = layout.as_array().expect("an array of messages");
+        assert_eq!(messages.len(), 3, "{layout:#}");
+        for (m, direction) in messages.iter().zip(["rtl", "rtl", "ltr"]) {
+            let (from, text) = (&m["from"], &m["text"]);
+            assert_eq!(from["tag"], "bdi", "the name is isolated: {m:#}");
+            assert_eq!(text["tag"], "span", "{m:#}");
+            assert_eq!(text["dir"], "auto", "the text is isolated: {m:#}");
+            assert_eq!(
+                text["direction"], direction,
+                "the text reads its own way: {m:#}"
+            );
+            let (name_right, text_left) = (
+                from["right"].as_f64().unwrap_or(f64::NAN),
+                text["left"].as_f64().unwrap_or(f64::NAN),
+            );
+            assert!(
+                name_right <= text_left + 0.5,
+                "the name stays at the start of the line, before its text: {m:#}"
+            );
+        }
+        assert_eq!(
+            messages[2]["text"]["text"], "gnp.exe",
+            "no override reaches the page"
+        );
+        let dir = page
+            .evaluate(
+                "return Array.from(document.querySelectorAll('#users button.user'), \
+                 (b) => b.getAttribute('dir'));",
+            )
+            .await;
+        assert_eq!(
+            dir,
+            serde_json::json!(["auto", "auto", "auto"]),
+            "the user list"
+        );
+        page.screenshot(test).await;
+        page.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_reconnects_after_a_server_restart() {
     let test = "the_page_reconnects_after_a_server_restart";

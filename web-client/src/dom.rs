@@ -2,7 +2,8 @@
 //!
 //! It carries the state's [`Effect`]s out and decides nothing itself.
 //!
-//! Text is only ever set with `textContent` (names and messages are untrusted), and a node is
+//! Text is only ever set with `textContent` (names and messages are untrusted), each name and
+//! message in an element of its own with `dir="auto"` (see [`Part::element`](crate::state::Part::element)), and a node is
 //! rewritten only when what it shows changed, so that the live regions (`role=status`,
 //! `role=alert`, the log) announce changes, not redraws.
 
@@ -327,15 +328,17 @@ impl App {
             let _ = item.set_attribute("data-seq", &seq.to_string());
         }
         for part in &entry.parts {
-            match part.class {
-                Some(class) => {
-                    if let Ok(span) = self.doc.create_element("span") {
-                        span.set_class_name(class);
-                        span.set_text_content(Some(&part.text));
-                        let _ = item.append_child(&span);
+            match (part.element(), part.class) {
+                (Some(tag), Some(class)) => {
+                    if let Ok(run) = self.doc.create_element(tag) {
+                        run.set_class_name(class);
+                        // Its own direction, isolated from the rest of the line.
+                        let _ = run.set_attribute("dir", "auto");
+                        run.set_text_content(Some(&part.text));
+                        let _ = item.append_child(&run);
                     }
                 }
-                None => {
+                _ => {
                     let _ = item.append_with_str_1(&part.text);
                 }
             }
@@ -410,6 +413,8 @@ impl App {
             let _ = button.set_attribute("type", "button");
             let is_me = me.as_deref() == Some(chat_core::name_key(name).as_str());
             button.set_class_name(if is_me { "user me" } else { "user" });
+            // A right-to-left name keeps its own direction and reorders nothing around it.
+            let _ = button.set_attribute("dir", "auto");
             let _ = button.set_attribute("title", &format!("Send {name} a private message"));
             button.set_text_content(Some(name));
             let _ = item.append_child(&button);

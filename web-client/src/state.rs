@@ -83,13 +83,25 @@ impl Kind {
     }
 }
 
-/// A run of an entry's text, with the class of the `span` it goes in (none: plain text).
+/// A run of an entry's text, with the class of the element it goes in (none: plain text).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {
     /// `from`, `to`, `name` or `text`; `None` for the words in between.
     pub class: Option<&'static str>,
     /// The text, shown as text, never as markup.
     pub text: String,
+}
+
+impl Part {
+    /// The element the run goes in, if any: a name in a `<bdi>`, any other text in a
+    /// `<span>`, each with `dir="auto"`, so that its direction is its own (a Hebrew or Arabic
+    /// name or message reads right to left) and cannot reorder the rest of the line.
+    pub fn element(&self) -> Option<&'static str> {
+        match self.class? {
+            "from" | "to" | "name" => Some("bdi"),
+            _ => Some("span"),
+        }
+    }
 }
 
 /// One line of the message log.

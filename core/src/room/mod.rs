@@ -42,9 +42,9 @@ use crate::codec::{json, line};
 use crate::command::{ParseError, Request, Resume, parse_line};
 use crate::error_code::ErrorCode;
 use crate::event::{ChatMessage, Event, WELCOME_NAMES};
-use crate::name::{name_key, validate_name};
+use crate::name::{look_key, name_key, validate_name};
 use crate::stats::Stats;
-use crate::text::{clean_message, strip_controls};
+use crate::text::{clean_message, clean_text};
 use crate::time::Timestamp;
 
 /// The chat room: connections, names, history, timers. Sans-IO: it never touches a socket, a
@@ -106,6 +106,8 @@ pub struct Room {
     conns: BTreeMap<ConnId, Conn>,
     /// [`name_key`] of every joined user, sorted, for uniqueness, lookups and `/who`.
     names: BTreeMap<String, ConnId>,
+    /// [`look_key`] of every joined user, so that no name joins that looks like one online.
+    looks: BTreeMap<String, ConnId>,
     history: History,
     timers: TimerTable,
     /// The digest being gathered, above `announce_limit`.
@@ -125,6 +127,7 @@ impl Room {
             config,
             conns: BTreeMap::new(),
             names: BTreeMap::new(),
+            looks: BTreeMap::new(),
             timers: TimerTable::default(),
             digest: Digest::default(),
             joins: Joins::default(),
@@ -183,8 +186,14 @@ impl Room {
     /// the numbering goes on after the last one. Only the last `history` of them are kept.
     /// Meant for an empty room before the first connection; messages whose `seq` is below the
     /// room's next number are skipped, so the order stays strict.
+    /// They are cleaned as text said now is (an older run may have kept what is now removed);
+    /// one left empty is skipped.
     pub fn restore_history(&mut self, messages: impl IntoIterator<Item = ChatMessage>) {
-        self.history.restore(messages);
+        self.history.restore(messages.into_iter().filter_map(|m| {
+            let text = clean_message(m.text);
+            let from = clean_text(&m.from).into_owned();
+            (!text.is_empty()).then_some(ChatMessage { text, from, ..m })
+        }));
     }
 
     /// The next thing the driver must do, if any.
@@ -280,7 +289,7 @@ impl Room {
                 if self.flood_allows(conn) {
                     // serde quotes bits of the input: no control characters back either.
                     let err = err.to_string();
-                    let message = format!("Error: bad request: {}", strip_controls(&err));
+                    let message = format!("Error: bad request: {}", clean_text(&err));
                     self.send(conn, &Event::error(ErrorCode::BadRequest, message));
                 }
             }
@@ -363,6 +372,7 @@ impl Room {
         }
         self.conns.clear();
         self.names.clear();
+        self.looks.clear();
         self.timers.clear();
         self.digest.clear();
     }
@@ -391,8 +401,8 @@ impl Room {
                 conn,
                 &Event::error(ErrorCode::NotJoined, "Error: choose a name first."),
             ),
-            (Request::Say { text }, Some(from)) => self.say(conn, from, &text),
-            (Request::Msg { to, text }, Some(from)) => self.private(conn, from, &to, &text),
+            (Request::Say { text }, Some(from)) => self.say(conn, from, text),
+            (Request::Msg { to, text }, Some(from)) => self.private(conn, from, &to, text),
             (Request::Who, Some(_)) => {
                 let online = self.online();
                 self.send(conn, &Event::Who { online });
@@ -412,6 +422,13 @@ impl Room {
             let message = format!("The name '{name}' is already taken; choose another.");
             return self.refuse(conn, ErrorCode::NameTaken, message);
         }
+        let look = look_key(&name);
+        if let Some(other) = self.looks.get(&look).and_then(|&id| self.name_of(id)) {
+            let message = format!(
+                "The name '{name}' looks too much like '{other}', who is online; choose another."
+            );
+            return self.refuse(conn, ErrorCode::NameConfusable, message);
+        }
         if let Err(wait) = self.charge_join(conn) {
             // Rounded up, so that trying again then succeeds.
             let secs = wait.as_millis().div_ceil(1000).max(1);
@@ -423,6 +440,7 @@ impl Room {
         // the digest; otherwise it is announced now.
         let gathered = self.gathers(self.names.len() + 1);
         self.names.insert(key, conn);
+        self.looks.insert(look, conn);
         let mut peer = None;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.name = Some(name.clone());
@@ -450,7 +468,7 @@ impl Room {
             .push_back(Output::Log(LogRecord::Join { name, peer }));
     }
 
-    fn say(&mut self, conn: ConnId, from: String, text: &str) {
+    fn say(&mut self, conn: ConnId, from: String, text: String) {
         let text = clean_message(text);
         if text.is_empty() {
             return;
@@ -464,9 +482,9 @@ impl Room {
         });
     }
 
-    fn private(&mut self, conn: ConnId, from: String, to: &str, text: &str) {
+    fn private(&mut self, conn: ConnId, from: String, to: &str, text: String) {
         let text = clean_message(text);
-        let to = strip_controls(to);
+        let to = clean_text(to);
         let to = to.trim();
         if to.is_empty() || text.is_empty() {
             let usage = parse_error_event(ParseError::Usage(crate::command::MSG_USAGE));
@@ -582,6 +600,7 @@ impl Room {
             // gathered.
             let gathered = self.gathers(self.names.len());
             self.names.remove(&name_key(&name));
+            self.looks.remove(&look_key(&name));
             if gathered {
                 self.digest.left(self.digest_due(), conn, name.clone());
             } else {

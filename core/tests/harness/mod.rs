@@ -327,8 +327,8 @@ impl Harness {
                             for l in text.split_inclusive('\n') {
                                 let l = l.strip_suffix('\n').unwrap_or(l);
                                 assert!(
-                                    !l.chars().any(is_forbidden_control),
-                                    "{conn:?} was sent a control character: {l:?}"
+                                    !l.chars().any(is_forbidden),
+                                    "{conn:?} was sent a control or invisible character: {l:?}"
                                 );
                                 peer.inbox.push(l.to_owned());
                             }
@@ -341,7 +341,7 @@ impl Harness {
                             });
                             assert!(
                                 !json_has_forbidden_control(text),
-                                "{conn:?} was sent a control character: {text}"
+                                "{conn:?} was sent a control or invisible character: {text}"
                             );
                             keep_roster(&mut peer.roster, &event);
                             peer.inbox.push(text.to_owned());
@@ -359,7 +359,19 @@ impl Harness {
                     assert!(!peer.gone, "Close of {conn:?} after it was gone");
                     peer.closed = Some(reason);
                 }
-                Output::Log(record) => self.log.push(record),
+                Output::Log(record) => {
+                    let texts = match &record {
+                        LogRecord::Join { name, .. } | LogRecord::Leave { name, .. } => {
+                            [name.as_str(), ""]
+                        }
+                        LogRecord::Message(m) => [m.from.as_str(), m.text.as_str()],
+                    };
+                    assert!(
+                        !texts.iter().any(|t| t.chars().any(is_forbidden)),
+                        "the log was given a control or invisible character: {record:?}"
+                    );
+                    self.log.push(record);
+                }
             }
         }
         if let Some(deadline) = self.room.poll_timeout() {
@@ -422,12 +434,39 @@ pub fn is_forbidden_control(c: char) -> bool {
     (c < ' ' && c != '\t') || c == '\x7f' || ('\u{80}'..='\u{9f}').contains(&c)
 }
 
-/// Whether any string in a JSON text holds a forbidden control character, raw or escaped.
+/// What `docs/protocol.md` says nobody may receive beside the controls: the bidirectional
+/// controls and marks, the zero-width and other invisible format characters it names, and
+/// the line and paragraph separators (which become spaces). Written here independently of
+/// `chat_core::text`, as the protocol states it.
+pub fn is_forbidden_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{61c}'
+            | '\u{200b}'
+            | '\u{200c}'
+            | '\u{2060}'
+            | '\u{feff}'
+            | '\u{ad}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
+}
+
+/// Either of the above.
+fn is_forbidden(c: char) -> bool {
+    is_forbidden_control(c) || is_forbidden_invisible(c)
+}
+
+/// Whether any string in a JSON text holds a forbidden character, raw or escaped.
 fn json_has_forbidden_control(text: &str) -> bool {
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
         if c != '\\' {
-            if is_forbidden_control(c) {
+            if is_forbidden(c) {
                 return true;
             }
             continue;
@@ -437,7 +476,7 @@ fn json_has_forbidden_control(text: &str) -> bool {
             Some('u') => {
                 let hex: String = chars.by_ref().take(4).collect();
                 let code = u32::from_str_radix(&hex, 16).unwrap_or(0);
-                if char::from_u32(code).is_some_and(is_forbidden_control) {
+                if char::from_u32(code).is_some_and(is_forbidden) {
                     return true;
                 }
             }

@@ -203,6 +203,9 @@ fn history_and_messages_appear_in_order_with_your_own_marked() {
     assert_eq!((entry.kind, entry.seq), (Kind::Own, Some(3)));
     assert_eq!(entry.parts[0], span("from", "alice"));
     assert_eq!(entry.parts[2], span("text", "hello"));
+    // The name and the text each isolate their direction; the words between are plain.
+    let elements: Vec<_> = entry.parts.iter().map(Part::element).collect();
+    assert_eq!(elements, [Some("bdi"), None, Some("span")]);
     assert_eq!(
         lines(&c.received(&message(4, "bob", "<b>not bold</b>"))),
         vec![(Kind::Message, "bob: <b>not bold</b>".into())]
@@ -748,4 +751,57 @@ fn the_form_page_reconnects_by_itself_after_a_drop_but_not_after_an_idle_timeout
     assert!(c.closed(0.0).is_empty());
     assert_eq!(c.status_text(), "Disconnected");
     assert_eq!(c.submit_name("alice"), vec![Effect::Connect]);
+}
+
+#[test]
+fn names_and_texts_isolate_their_direction_in_every_kind_of_entry() {
+    let mut c = joined_alice();
+    let events = [
+        r#"{"type":"joined","name":"דני"}"#,
+        r#"{"type":"private","from":"דני","text":"שלום 123"}"#,
+        r#"{"type":"private_sent","to":"דני","text":"hi"}"#,
+        r#"{"type":"left","name":"דני"}"#,
+    ];
+    for event in events {
+        let fx = c.received(event);
+        let Some(Effect::Append(entry)) = fx.first() else {
+            panic!("{event}: {fx:?}")
+        };
+        for part in &entry.parts {
+            let expected = match part.class {
+                Some("from" | "to" | "name") => Some("bdi"),
+                Some(_) => Some("span"),
+                None => None,
+            };
+            assert_eq!(part.element(), expected, "{event}: {part:?}");
+        }
+        assert!(
+            entry.parts.iter().any(|p| p.element() == Some("bdi")),
+            "{event}: the name is isolated"
+        );
+    }
+}
+
+#[test]
+fn look_alike_and_invisible_names_are_refused_in_the_rooms_words() {
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    c.name_typed("bob\u{3164}");
+    assert_eq!(
+        c.name_error(),
+        "Name cannot contain the invisible character U+3164: use letters, digits, '_', '-' \
+         and '.' only."
+    );
+    assert!(sent(&c.submit_name("bob\u{1160}")).is_empty());
+    // The decomposed spelling is sent composed.
+    assert_eq!(sent(&c.submit_name("Jose\u{301}")), [join("José", None)]);
+    c.received(
+        r#"{"type":"error","code":"name_confusable","message":"The name 'José' looks too much like 'J\u043esé', who is online; choose another."}"#,
+    );
+    assert_eq!(
+        c.name_error(),
+        "The name 'José' looks too much like 'J\u{43e}sé', who is online; choose another."
+    );
+    assert!(c.show_join_form());
 }
