@@ -7,7 +7,10 @@
 //! Addresses are grouped into [`AddrKey`]s: an IPv4 address is its own key (an IPv4-mapped
 //! IPv6 address, `::ffff:a.b.c.d`, counts as the IPv4 address it carries), and an IPv6 address
 //! counts as its /64 network, the smallest block a home or a host is usually given, so that one
-//! machine cannot escape the limits by cycling through the addresses of its own network.
+//! machine cannot escape the limits by cycling through the addresses of its own network. The
+//! one exception is `::1`, the loopback address, which is a key of its own: the rest of `::/64`
+//! (`::2`, the IPv4-compatible `::a.b.c.d`, the IPv4-translated `::ffff:0:a.b.c.d`) is an
+//! ordinary network, not loopback.
 //!
 //! The rate is a token bucket kept as GCRA (one timestamp per key): an address may open
 //! `new_per_minute` connections at once, and then one every `60 s / new_per_minute`.
@@ -60,13 +63,15 @@ impl Default for AdmissionConfig {
     }
 }
 
-/// What the limits count by: an IPv4 address, or an IPv6 /64 network.
+/// What the limits count by: an IPv4 address, an IPv6 /64 network, or IPv6's loopback.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AddrKey {
     /// An IPv4 address, also when it came IPv4-mapped in IPv6.
     V4(Ipv4Addr),
     /// The first 64 bits of an IPv6 address.
     V6(u64),
+    /// `::1`, apart from the rest of its /64, which is no loopback.
+    V6Loopback,
 }
 
 impl AddrKey {
@@ -74,6 +79,7 @@ impl AddrKey {
     pub fn of(ip: IpAddr) -> AddrKey {
         match ip {
             IpAddr::V4(v4) => AddrKey::V4(v4),
+            IpAddr::V6(v6) if v6.is_loopback() => AddrKey::V6Loopback,
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => AddrKey::V4(v4),
                 None => AddrKey::V6((v6.to_bits() >> 64) as u64),
@@ -81,21 +87,24 @@ impl AddrKey {
         }
     }
 
-    /// Whether this is a loopback address (`127.0.0.0/8`, or the network of `::1`).
+    /// Whether this is a loopback address: `127.0.0.0/8` (IPv4-mapped or not) or `::1`, and
+    /// nothing else.
     pub fn is_loopback(self) -> bool {
         match self {
             AddrKey::V4(v4) => v4.is_loopback(),
-            AddrKey::V6(net) => net == 0,
+            AddrKey::V6(_) => false,
+            AddrKey::V6Loopback => true,
         }
     }
 }
 
 impl fmt::Display for AddrKey {
-    /// `203.0.113.5`, or `2001:db8::/64`.
+    /// `203.0.113.5`, `2001:db8::/64`, or `::1`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AddrKey::V4(v4) => v4.fmt(f),
             AddrKey::V6(net) => write!(f, "{}/64", Ipv6Addr::from_bits(u128::from(*net) << 64)),
+            AddrKey::V6Loopback => Ipv6Addr::LOCALHOST.fmt(f),
         }
     }
 }
@@ -426,7 +435,59 @@ mod tests {
         );
         assert_eq!(AddrKey::of(ip("::ffff:10.0.0.1")).to_string(), "10.0.0.1");
         // `::a.b.c.d` (IPv4-compatible, deprecated) is not mapped: `::1` stays IPv6.
-        assert_eq!(AddrKey::of(ip("::1")), AddrKey::V6(0));
+        assert_eq!(AddrKey::of(ip("::1")), AddrKey::V6Loopback);
+        assert_eq!(AddrKey::of(ip("::1")).to_string(), "::1");
+        assert_eq!(AddrKey::of(ip("::2")), AddrKey::V6(0));
+        assert_eq!(AddrKey::of(ip("::2")).to_string(), "::/64");
+    }
+
+    #[test]
+    fn loopback_is_127_slash_8_and_colon_colon_1_only() {
+        for addr in [
+            "127.0.0.1",
+            "127.255.0.9",
+            "::ffff:127.0.0.1",
+            "::ffff:127.1.2.3",
+            "::1",
+        ] {
+            assert!(AddrKey::of(ip(addr)).is_loopback(), "{addr}");
+        }
+        for addr in [
+            "::2",
+            "::ffff",
+            "::127.0.0.1",   // IPv4-compatible, deprecated: not mapped, not loopback
+            "::203.0.113.9", // IPv4-compatible
+            "::ffff:0:127.0.0.1", // IPv4-translated (RFC 2765)
+            "::ffff:0:203.0.113.9",
+            "::",
+            "0:0:0:0:1::1",
+            "128.0.0.1",
+            "::ffff:128.0.0.1",
+        ] {
+            assert!(!AddrKey::of(ip(addr)).is_loopback(), "{addr}");
+        }
+    }
+
+    #[test]
+    fn the_rest_of_the_loopback_network_is_limited_like_any_other() {
+        // One connection at a time per address, loopback exempt as by default.
+        let mut door = Admission::new(config(Some(1), None));
+        for addr in ["::2", "::127.0.0.1", "::ffff:0:127.0.0.1", "::203.0.113.9"] {
+            // Each lies in `::/64`, counted like any network: its second connection is refused.
+            let pass = door.admit(T0, ip(addr)).unwrap();
+            assert_eq!(pass.key(), Some(AddrKey::V6(0)), "{addr}");
+            assert_eq!(
+                door.admit(T0, ip(addr)),
+                Err(Refusal::TooManyOpen),
+                "{addr}"
+            );
+            door.release(T0, pass);
+        }
+        // `::1` itself stays exempt, however many it holds.
+        for _ in 0..10 {
+            assert_eq!(door.admit(T0, ip("::1")).unwrap().key(), None);
+        }
+        assert_eq!(door.tracked(), 0);
     }
 
     #[test]

@@ -34,4 +34,7 @@ pub enum ErrorCode {
     AlreadyJoined,
     /// The address has joined too often of late; the message says how long to wait.
     TooManyJoins,
+    /// The address already has its share of connections at the name prompt; this one is
+    /// closed.
+    TooManyConnections,
 }

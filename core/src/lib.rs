@@ -27,6 +27,8 @@
 //!   connection.
 //! - [`proxy`]: the addresses trusted to speak for their clients (`--trusted-proxy`), and the
 //!   parsers of what they say: the PROXY protocol (v1, v2), `X-Forwarded-For` and `Forwarded`.
+//! - [`lobby`]: [`Lobby`], the connections not in yet (a TLS handshake, an HTTP connection
+//!   before its request, the name prompt): their share per address, and who makes room.
 
 #![warn(missing_docs)]
 
@@ -35,6 +37,7 @@ pub mod codec;
 pub mod command;
 pub mod error_code;
 pub mod event;
+pub mod lobby;
 pub mod name;
 pub mod proxy;
 pub mod room;
@@ -48,6 +51,7 @@ pub use codec::line::{Line, LineDecoder};
 pub use command::{ParseError, Request, Resume, parse_line, private_prefix};
 pub use error_code::ErrorCode;
 pub use event::{ChatMessage, Event};
+pub use lobby::{Entered, Lobby, LobbyConfig, Ticket};
 pub use name::{NameError, look_key, name_key, validate_name};
 pub use room::{
     CloseReason, Config, ConnId, Disconnect, FloodConfig, LeaveReason, LogRecord, Output, Room,

@@ -375,6 +375,7 @@ impl<'t> Sim<'t> {
             // counts (`core/tests/transcripts.rs` covers joins per address).
             joins_per_minute: None,
             limit_loopback: false,
+            ..Config::default()
         };
         trace.push_back(format!("seed {seed}: {config:?}"));
         Sim {

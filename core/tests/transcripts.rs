@@ -96,6 +96,173 @@ fn full_room_refuses_json_clients_too_counting_both_wires() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The name prompt: its share per address, and room made for newcomers.
+
+const TOO_MANY: &str = "Too many connections from your address; try again in a minute.";
+const FULL: &str = "Server is full, please try again later.";
+
+/// An address of its own for each `n`: 198.51.100.n.
+fn addr(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(198, 51, 100, n))
+}
+
+/// A line connection from `from` that must get the prompt.
+fn waiting_from(h: &mut Harness, from: IpAddr) -> ConnId {
+    let conn = h.connect_from(Wire::Line, from);
+    assert_eq!(h.take(conn), [PROMPT], "from {from}");
+    conn
+}
+
+/// A line connection from `from`: what it was told before the room closed it.
+fn refused_from(h: &mut Harness, from: IpAddr) -> Vec<String> {
+    let conn = h.connect_from(Wire::Line, from);
+    assert!(h.is_closed(conn), "from {from}: let in");
+    assert_eq!(h.close_reason(conn), Some(CloseReason::Full));
+    h.take(conn)
+}
+
+#[test]
+fn one_address_may_have_eight_at_the_prompt_and_joined_users_do_not_count() {
+    let mut h = Harness::default();
+    let home = addr(1);
+    let waiting: Vec<ConnId> = (0..8).map(|_| waiting_from(&mut h, home)).collect();
+    assert_eq!(refused_from(&mut h, home), [TOO_MANY]);
+    let json = h.connect_from(Wire::Json, home);
+    assert_eq!(
+        h.take_events(json),
+        [Event::error(ErrorCode::TooManyConnections, TOO_MANY)]
+    );
+    assert_eq!(h.close_reason(json), Some(CloseReason::Full));
+    // Another address is not affected.
+    waiting_from(&mut h, addr(2));
+    // Joining moves a connection out of the prompt's share: its place there is free again,
+    // for one more and no more.
+    h.line(waiting[0], "alice");
+    assert_eq!(h.room().name_of(waiting[0]), Some("alice"));
+    waiting_from(&mut h, home);
+    assert_eq!(refused_from(&mut h, home), [TOO_MANY]);
+    // So does leaving, and the name timeout.
+    h.drop_conn(waiting[1]);
+    waiting_from(&mut h, home);
+    h.advance(mins(1));
+    for _ in 0..8 {
+        waiting_from(&mut h, home);
+    }
+    // Refused connections were never in: nothing of them is logged.
+    assert_eq!(
+        h.log(),
+        [LogRecord::Join {
+            name: "alice".into(),
+            peer: Some(home)
+        }]
+    );
+}
+
+#[test]
+fn a_full_room_makes_room_by_closing_the_oldest_at_the_prompt_of_the_address_with_most_there() {
+    let mut h = with(Config {
+        max_users: 12,
+        ..Config::default()
+    });
+    let alice = h.join("alice");
+    let a: Vec<ConnId> = (0..6).map(|_| waiting_from(&mut h, addr(1))).collect();
+    let b: Vec<ConnId> = (0..5).map(|_| waiting_from(&mut h, addr(2))).collect();
+    assert_eq!(h.room().len(), 12, "full");
+    // A newcomer from a fresh address gets in: the first of a's six goes.
+    let carol = waiting_from(&mut h, addr(3));
+    assert_eq!(h.take(a[0]), [FULL]);
+    assert_eq!(h.close_reason(a[0]), Some(CloseReason::Full));
+    // a and b now hold five each; a's oldest has waited longer.
+    waiting_from(&mut h, addr(4));
+    assert_eq!(h.take(a[1]), [FULL]);
+    waiting_from(&mut h, addr(4));
+    assert_eq!(h.take(b[0]), [FULL]);
+    // Those who waited joined; nobody in the room noticed the others.
+    h.line(carol, "carol");
+    assert_eq!(h.take(alice), ["*** carol has joined the chat ***"]);
+    assert!(a[2..].iter().chain(&b[1..]).all(|&c| !h.is_closed(c)));
+    assert_eq!(h.room().len(), 12);
+}
+
+#[test]
+fn in_a_full_room_nobody_alone_at_the_prompt_is_put_out_for_a_newcomer() {
+    let mut h = with(Config {
+        max_users: 3,
+        ..Config::default()
+    });
+    h.join("alice");
+    let ann = waiting_from(&mut h, addr(1));
+    let bob = waiting_from(&mut h, addr(2));
+    // Each address has one at the prompt: someone typing a name, not a hoarder.
+    assert_eq!(refused_from(&mut h, addr(3)), [FULL]);
+    assert_eq!(refused_from(&mut h, addr(1)), [FULL]);
+    assert!(h.take(ann).is_empty() && h.take(bob).is_empty());
+    assert!(!h.is_closed(ann) && !h.is_closed(bob));
+}
+
+#[test]
+fn past_a_quarter_of_the_room_at_the_prompt_newcomers_make_room_even_before_it_is_full() {
+    // 1024 places: room is made past 256 at the prompt.
+    let mut h = Harness::default();
+    let mut held = Vec::new();
+    for n in 0..32 {
+        for _ in 0..8 {
+            held.push(waiting_from(&mut h, addr(n)));
+        }
+    }
+    assert_eq!(h.room().len(), 256);
+    // Every newcomer puts out the oldest of an address with the most at the prompt, in turn.
+    for n in 100..110 {
+        waiting_from(&mut h, addr(n));
+    }
+    let put_out: Vec<usize> = (0..held.len()).filter(|&i| h.is_closed(held[i])).collect();
+    assert_eq!(put_out, (0..10).map(|n| n * 8).collect::<Vec<_>>());
+    assert_eq!(h.room().len(), 256);
+}
+
+#[test]
+fn thirty_three_addresses_holding_the_prompt_cannot_keep_a_newcomer_out() {
+    // The whole room's worth of connections that never join, from 33 addresses, renewed as
+    // the name timeout closes them.
+    let mut h = Harness::default();
+    let alice = h.join("alice");
+    for _round in 0..3 {
+        let mut held = 0;
+        for n in 1..=33 {
+            for _ in 0..32 {
+                let conn = h.connect_from(Wire::Line, addr(n));
+                held += usize::from(!h.is_closed(conn));
+            }
+        }
+        assert!(held <= 33 * 8, "{held} held at the prompt");
+        let carol = waiting_from(&mut h, addr(200));
+        h.line(carol, "carol");
+        assert_eq!(h.room().name_of(carol), Some("carol"));
+        assert_eq!(h.take(alice), ["*** carol has joined the chat ***"]);
+        h.line(carol, "/quit");
+        h.clear();
+        h.advance(mins(1));
+    }
+}
+
+#[test]
+fn loopback_is_exempt_from_the_prompt_share_unless_limit_loopback() {
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut h = Harness::default();
+    for _ in 0..20 {
+        waiting_from(&mut h, local);
+    }
+    let mut h = with(Config {
+        limit_loopback: true,
+        ..Config::default()
+    });
+    for _ in 0..8 {
+        waiting_from(&mut h, local);
+    }
+    assert_eq!(refused_from(&mut h, local), [TOO_MANY]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Names.
 
 #[test]

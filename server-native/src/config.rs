@@ -282,6 +282,7 @@ impl Config {
             announce_limit: self.announce_limit as usize,
             announce_interval: Duration::from_secs(self.announce_interval),
             joins_per_minute: (self.max_joins_per_ip > 0).then_some(self.max_joins_per_ip),
+            lobby: self.lobby_config(),
             limit_loopback: self.limit_loopback,
         }
     }
@@ -289,6 +290,16 @@ impl Config {
     /// The networks of `--trusted-proxy`.
     pub fn trusted_proxies(&self) -> TrustedProxies {
         TrustedProxies::new(self.trusted_proxy.iter().copied())
+    }
+
+    /// The name prompt's bounds: a quarter of `--max-users` before room is made, and 8 per
+    /// address while the per-address limits are on (`--max-conns-per-ip`).
+    fn lobby_config(&self) -> chat_core::LobbyConfig {
+        let mut lobby = chat_core::Config::lobby_for(self.max_users as usize);
+        if self.max_conns_per_ip == 0 {
+            lobby.share = None;
+        }
+        lobby
     }
 
     /// The per-address limits at the door.

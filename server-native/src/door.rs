@@ -11,6 +11,11 @@
 //! time and a moment of draining so that the peer reads it rather than a reset. At most
 //! [`REFUSALS_AT_ONCE`] such refusals run at once; past that, and when out of descriptors, the
 //! refusal is one non-blocking write and the socket is closed at once.
+//!
+//! Connections that have not begun (a TLS handshake in progress; on the HTTP listener, until
+//! its first request head is in) wait in a [`Lobby`] of their listener, [`PENDING`]: a share
+//! per address, and room made by the address with the most waiting, so that silent peers
+//! cannot hold the places that users need ([`Door::pending`], [`Door::make_room`]).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
@@ -20,11 +25,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_core::proxy::TrustedProxies;
 use chat_core::{
-    Admission, AdmissionConfig, Admitted, Event, Refusal, TOO_MANY_CONNECTIONS, Timestamp,
+    Admission, AdmissionConfig, Admitted, Event, Lobby, LobbyConfig, Refusal, TOO_MANY_CONNECTIONS,
+    Ticket, Timestamp,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::http::response;
@@ -42,6 +49,13 @@ const REFUSAL_DRAIN: Duration = Duration::from_secs(1);
 const REFUSAL_QUIET: Duration = Duration::from_millis(250);
 /// At most one info line per this period sums up the refusals.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// Each listener's connections that have not begun: 8 per address (while the per-address
+/// limits are on), and room made past 64, as many as the line listener's places beyond
+/// `--max-users`, so that pending TLS handshakes never take a user's place.
+pub const PENDING: LobbyConfig = LobbyConfig {
+    share: Some(8),
+    capacity: 64,
+};
 
 /// The per-address counts, shared by both accept loops and every connection's [`Pass`].
 pub struct Door {
@@ -59,6 +73,18 @@ struct State {
     over_limit: Report,
     /// Refusals for want of file descriptors since the last warning about them.
     out_of_fds: Report,
+    /// The connections not begun yet, of the line and the HTTP listener; each one's token
+    /// closes it.
+    pending: [Lobby<CancellationToken>; 2],
+}
+
+impl State {
+    fn pending(&mut self, listener: Listener) -> &mut Lobby<CancellationToken> {
+        match listener {
+            Listener::Line => &mut self.pending[0],
+            Listener::Http => &mut self.pending[1],
+        }
+    }
 }
 
 /// Counts refusals between two log lines, so that a flood of them logs one line a minute.
@@ -105,6 +131,33 @@ impl Drop for Pass {
     }
 }
 
+/// A connection's place among its listener's connections that have not begun (see
+/// [`PENDING`]); given back when dropped.
+pub struct Pending {
+    door: Arc<Door>,
+    listener: Listener,
+    /// `None` for an exempt address, which is not counted.
+    ticket: Option<Ticket>,
+    cancel: CancellationToken,
+}
+
+impl Pending {
+    /// Cancelled when the server stops, or when this connection is put out to make room.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.cancel
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            if let Ok(mut state) = self.door.state.lock() {
+                state.pending(self.listener).leave(ticket);
+            }
+        }
+    }
+}
+
 impl Door {
     /// A door with these limits, that lets the connections of `trusted` proxies in uncounted.
     pub fn new(
@@ -113,8 +166,11 @@ impl Door {
         clock: Clock,
         metrics: Metrics,
     ) -> Arc<Door> {
+        let share = config.max_open.and(PENDING.share);
+        let pending = LobbyConfig { share, ..PENDING };
         Arc::new(Door {
             state: Mutex::new(State {
+                pending: [Lobby::new(pending), Lobby::new(pending)],
                 admission: Admission::new(config),
                 over_limit: Report::default(),
                 out_of_fds: Report::default(),
@@ -203,6 +259,71 @@ impl Door {
                  last such line; at most one a minute)");
         }
         Err(refusal)
+    }
+
+    /// Lets the connection of `pass`, which has not begun (its TLS handshake, its first HTTP
+    /// request), wait among `listener`'s such connections until the returned [`Pending`] is
+    /// dropped. When its address already has its share waiting it is refused as holding too
+    /// many connections (in the clear: nothing has begun), and `None` returned. When more than
+    /// the lobby's capacity wait, the oldest of the address with the most waiting is closed to
+    /// make room. Exempt addresses are not counted.
+    pub fn pending(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        pass: &Pass,
+        listener: Listener,
+        stop: &CancellationToken,
+    ) -> Option<(TcpStream, Pending)> {
+        let cancel = stop.child_token();
+        let mut pending = Pending {
+            door: self.clone(),
+            listener,
+            ticket: None,
+            cancel: cancel.clone(),
+        };
+        let Some(key) = pass.admitted.as_ref().and_then(Admitted::key) else {
+            return Some((stream, pending));
+        };
+        let entered = match self.state.lock() {
+            Ok(mut state) => state.pending(listener).enter(key, cancel, false),
+            Err(_) => return Some((stream, pending)),
+        };
+        match entered {
+            Ok(entered) => {
+                pending.ticket = Some(entered.ticket);
+                if let Some(put_out) = entered.put_out {
+                    let why = "closing a connection that has not begun, of the address with \
+                               the most such, to make room";
+                    tracing::debug!(listener = listener.name(), "{why}");
+                    put_out.cancel();
+                }
+                Some((stream, pending))
+            }
+            Err(_) => {
+                tracing::debug!(listener = listener.name(), %key,
+                    "refused: too many connections that have not begun from one address");
+                let refusal = Refusal::TooManyOpen;
+                self.metrics.refused(Refused::from(&refusal));
+                self.refuse(stream, refusal_message(refusal, listener));
+                None
+            }
+        }
+    }
+
+    /// `listener` has no place left for a newcomer: closes the oldest of its connections not
+    /// begun yet of the address with the most of them, if that address has two or more.
+    pub fn make_room(&self, listener: Listener) {
+        let put_out = self
+            .state
+            .lock()
+            .ok()
+            .and_then(|mut state| state.pending(listener).make_room());
+        if let Some(put_out) = put_out {
+            let why = "no place left: closing a connection that has not begun, of the \
+                       address with the most such";
+            tracing::debug!(listener = listener.name(), "{why}");
+            put_out.cancel();
+        }
     }
 
     /// A pass that counts nothing.

@@ -20,7 +20,7 @@ use crate::accept::accept_loop;
 use crate::bind::Listeners;
 use crate::clock::Clock;
 use crate::config::{Config, Switch};
-use crate::door::{Door, Pass};
+use crate::door::{Door, Pass, Pending};
 use crate::http::hosts::Hosts;
 use crate::http::upgrade::Origins;
 use crate::http::{self, Site};
@@ -81,7 +81,7 @@ impl Server {
     }
 
     /// Serves one line connection in a task of its own; its TLS handshake, if any, happens
-    /// there, so that accepting never waits.
+    /// there, so that accepting never waits, and waits among the connections not begun yet.
     fn spawn_line(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, place: Place) {
         let server = self.clone();
         self.tracker.spawn(async move {
@@ -90,7 +90,19 @@ impl Server {
                 return;
             };
             let acceptor = server.tls.as_ref().map(|tls| &tls.line);
-            if let Some(stream) = tls::accept(acceptor, stream, peer, &server.stop).await {
+            // A TLS handshake waits among the connections not begun; a plain one has begun.
+            let (door, stop) = (&server.door, &server.stop);
+            let (stream, pending) = match acceptor {
+                None => (stream, None),
+                Some(_) => match door.pending(stream, &place.pass, Listener::Line, stop) {
+                    Some((stream, pending)) => (stream, Some(pending)),
+                    None => return,
+                },
+            };
+            let stop = pending.as_ref().map_or(stop, Pending::cancelled);
+            let stream = tls::accept(acceptor, stream, peer, stop).await;
+            drop(pending);
+            if let Some(stream) = stream {
                 let _open = server.metrics.open(Wire::Line);
                 let (conn, room) = (server.new_id(), server.room.clone());
                 line::serve(stream, peer, conn, room, server.max_line, &server.metrics).await;
@@ -138,14 +150,27 @@ impl Server {
     fn spawn_http(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, place: Place) {
         let server = self.clone();
         self.tracker.spawn(async move {
-            let acceptor = server.tls.as_ref().map(|tls| &tls.http);
-            let Some(stream) = tls::accept(acceptor, stream, peer, &server.stop).await else {
+            // Not begun until its first request is in: its TLS handshake, then its request.
+            let door = &server.door;
+            let Some((stream, pending)) =
+                door.pending(stream, &place.pass, Listener::Http, &server.stop)
+            else {
                 return;
+            };
+            let acceptor = server.tls.as_ref().map(|tls| &tls.http);
+            let Some(stream) = tls::accept(acceptor, stream, peer, pending.cancelled()).await
+            else {
+                return;
+            };
+            let not_begun = http::NotBegun {
+                put_out: pending.cancelled().clone(),
+                held: Box::new(pending),
             };
             let forwarding = server.forwarding(peer);
             // Boxed, so that hyper's state is freed once the connection is upgraded, rather
             // than kept as part of the WebSocket's task for its whole life.
-            let served = http::serve(stream, server.site.clone(), &server.stop, forwarding);
+            let site = server.site.clone();
+            let served = http::serve(stream, site, &server.stop, forwarding, not_begun);
             let upgraded = Box::pin(served).await;
             // A WebSocket holds a place among the admitted connections, not an HTTP slot.
             let Place { slot, pass } = place;
@@ -276,7 +301,7 @@ pub async fn run(
         server.admitted.clone(),
         server.door.clone(),
         &stop,
-        || {},
+        || server.door.make_room(Listener::Line),
         |stream, peer, slot, pass| server.spawn_line(stream, peer, Place { slot, pass }),
     );
     let http = accept_loop(
@@ -285,7 +310,10 @@ pub async fn run(
         server.http_slots.clone(),
         server.door.clone(),
         &stop,
-        || server.site.make_room(),
+        || {
+            server.site.make_room();
+            server.door.make_room(Listener::Http);
+        },
         |stream, peer, slot, pass| server.spawn_http(stream, peer, Place { slot, pass }),
     );
     let signal = async {

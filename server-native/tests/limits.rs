@@ -229,3 +229,182 @@ async fn loopback_is_exempt_by_default() {
         assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
     }
 }
+
+/// Reads what a connection gets first: the prompt (17 bytes), or a refusal and the close.
+async fn first_words(stream: &mut TcpStream) -> String {
+    let mut first = [0u8; 17];
+    match tokio::time::timeout(WAIT, stream.read_exact(&mut first)).await {
+        Ok(Ok(_)) if &first == b"Enter your name: " => "Enter your name: ".into(),
+        Ok(Ok(_)) => String::from_utf8_lossy(&first).into_owned() + &read_all(stream).await,
+        Ok(Err(_)) => String::from_utf8_lossy(&first)
+            .trim_end_matches('\0')
+            .to_owned(),
+        Err(_) => panic!("no answer in time"),
+    }
+}
+
+#[tokio::test]
+async fn thirty_three_addresses_at_the_name_prompt_cannot_keep_a_newcomer_out() {
+    // The whole room's worth of places, and more, held at the prompt: 33 addresses with 32
+    // connections each (the door lets each hold 32), none of which ever gives a name.
+    let server = TestServer::start(&["--limit-loopback"]).await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for n in 2..=34 {
+        let from = format!("127.0.0.{n}");
+        for i in 0..32 {
+            let mut stream = connect_from(&from, server.tcp).await;
+            match first_words(&mut stream).await.as_str() {
+                "Enter your name: " => held.push(stream),
+                refusal => {
+                    // Each address has its 8 at the prompt; the rest are told why.
+                    assert_eq!(refusal, REFUSAL, "connection {i} from {from}");
+                    assert!(i >= 8, "connection {i} from {from} refused");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(refused, 33 * 24);
+    // A newcomer from a fresh address gets the prompt and joins at once.
+    let started = Instant::now();
+    let mut carol = join_from("127.0.0.200", &server, "carol").await;
+    eprintln!(
+        "a newcomer joined in {:?} while 33 addresses held the prompt",
+        started.elapsed()
+    );
+    carol.send("/who").await;
+    assert_eq!(carol.line().await, "Online (1): carol");
+}
+
+#[tokio::test]
+async fn a_full_room_puts_out_the_oldest_at_the_prompt_of_the_address_with_most_there() {
+    // 8 places: one address holds all of them at the prompt, over both wires.
+    let server = TestServer::start(&["--limit-loopback", "--max-users", "8"]).await;
+    let mut first = connect_from("127.0.0.2", server.tcp).await;
+    assert_eq!(first_words(&mut first).await, "Enter your name: ");
+    let mut rest = Vec::new();
+    for _ in 0..7 {
+        let mut stream = connect_from("127.0.0.2", server.tcp).await;
+        assert_eq!(first_words(&mut stream).await, "Enter your name: ");
+        rest.push(stream);
+    }
+    // A newcomer from elsewhere gets in; the oldest of the eight is told the room is full.
+    let mut dave = join_from("127.0.0.3", &server, "dave").await;
+    assert_eq!(
+        read_all(&mut first).await,
+        "Server is full, please try again later.\n"
+    );
+    dave.send("/who").await;
+    assert_eq!(dave.line().await, "Online (1): dave");
+}
+
+#[tokio::test]
+async fn idle_http_connections_from_a_few_addresses_do_not_hold_up_a_page_load() {
+    // Eight addresses open their 32 connections each to the HTTP listener, all 256 of its
+    // places, and never send a request; an idle one is closed only after 30 s.
+    let server = TestServer::start(&["--limit-loopback", "--handshake-timeout", "30"]).await;
+    let mut idle = Vec::new();
+    for n in 2..=9 {
+        for _ in 0..32 {
+            idle.push(connect_from(&format!("127.0.0.{n}"), server.http).await);
+        }
+    }
+    // Those past 8 from one address are refused at once: 24 of each 32.
+    let mut refused = 0;
+    for stream in &mut idle {
+        let mut byte = [0u8; 12];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read_exact(&mut byte)).await {
+            Ok(Ok(_)) => {
+                assert_eq!(&byte, b"HTTP/1.1 429");
+                refused += 1;
+            }
+            Ok(Err(err)) => panic!("{err}"),
+            Err(_) => {} // Still open, waiting for a request that never comes.
+        }
+    }
+    assert_eq!(refused, 8 * 24);
+    let started = Instant::now();
+    let page = request_from(
+        "127.0.0.100",
+        server.http,
+        "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(page.ends_with("\r\n\r\nok\n"), "{page}");
+    eprintln!("a page load took {took:?} while 8 addresses held idle HTTP connections");
+    assert!(
+        took < Duration::from_secs(5),
+        "the page load waited {took:?}"
+    );
+}
+
+mod tls {
+    //! TLS handshakes that never finish.
+
+    use std::sync::Arc;
+
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::rustls::crypto::ring;
+    use tokio_rustls::rustls::pki_types::ServerName;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    use super::*;
+
+    /// A server with a fresh self-signed certificate for `localhost` and `flags`, and a
+    /// connector that trusts it.
+    async fn start(flags: &[&str]) -> (TestServer, TlsConnector, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+        let (cert_arg, key_arg) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+        let mut args = vec!["--tls-cert", cert_arg, "--tls-key", key_arg];
+        args.extend_from_slice(flags);
+        let server = TestServer::start(&args).await;
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let client = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (server, TlsConnector::from(Arc::new(client)), dir)
+    }
+
+    #[tokio::test]
+    async fn silent_tls_connections_make_no_newcomer_wait() {
+        // 16 users and the 64 places beyond: 80. Ten addresses open 32 connections each to
+        // the TLS line listener and never begin their handshake (10 s before it times out).
+        let (server, connector, _dir) = start(&["--limit-loopback", "--max-users", "16"]).await;
+        let mut silent = Vec::new();
+        for n in 2..=11 {
+            for _ in 0..32 {
+                silent.push(connect_from(&format!("127.0.0.{n}"), server.tcp).await);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A newcomer from elsewhere gets its prompt over TLS at once.
+        let started = Instant::now();
+        let stream = connect_from("127.0.0.100", server.tcp).await;
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio::time::timeout(WAIT, connector.connect(name, stream))
+            .await
+            .expect("the handshake ends in time")
+            .expect("the handshake succeeds");
+        let mut prompt = [0u8; 17];
+        tokio::time::timeout(WAIT, tls.read_exact(&mut prompt))
+            .await
+            .expect("the prompt in time")
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(&prompt, b"Enter your name: ");
+        eprintln!("a newcomer's TLS prompt came after {took:?} behind 320 silent connections");
+        assert!(
+            took < Duration::from_secs(5),
+            "the newcomer waited {took:?}"
+        );
+    }
+}

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::lobby::LobbyConfig;
+
 /// The room's limits and policies.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -35,9 +37,28 @@ pub struct Config {
     /// join and leave of a room at or below `announce_limit` is a line to everyone: this keeps
     /// one machine from filling a small room's screens by joining and quitting in a loop.
     pub joins_per_minute: Option<u32>,
-    /// Whether loopback connections count towards `joins_per_minute` too; by default they are
-    /// exempt, like at the door (the operator's own machine, or a proxy on it).
+    /// Connections at the name prompt, as a [`Lobby`](crate::Lobby) by address: past `share`
+    /// from one address a newcomer is refused, and past `capacity` in all (or when the room
+    /// holds `max_users`) a newcomer makes room, the oldest at the prompt of the address with
+    /// the most there being told the room is full. Joined users are not counted, nor
+    /// connections whose address the driver did not give, nor exempt loopback ones. So a few
+    /// addresses cannot keep the room's places with connections that never join.
+    pub lobby: LobbyConfig,
+    /// Whether loopback connections (`127.0.0.0/8`, `::1`) count towards `joins_per_minute`
+    /// and `lobby` too; by default they are exempt, like at the door (the operator's own
+    /// machine, or a proxy on it).
     pub limit_loopback: bool,
+}
+
+impl Config {
+    /// The lobby that suits `max_users`: 8 at the prompt per address, and room made past a
+    /// quarter of the room (at least 16).
+    pub fn lobby_for(max_users: usize) -> LobbyConfig {
+        LobbyConfig {
+            share: Some(8),
+            capacity: (max_users / 4).max(16),
+        }
+    }
 }
 
 impl Default for Config {
@@ -53,6 +74,7 @@ impl Default for Config {
             announce_limit: 200,
             announce_interval: Duration::from_secs(10),
             joins_per_minute: Some(10),
+            lobby: Config::lobby_for(1024),
             limit_loopback: false,
         }
     }

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use super::flood::Bucket;
+use crate::lobby::Ticket;
 use crate::time::Timestamp;
 
 /// A connection, named by the driver. Ids must not be reused while the connection is open.
@@ -35,6 +36,8 @@ pub(super) struct Conn {
     pub(super) timer: Option<Timestamp>,
     /// Its flood control bucket.
     pub(super) flood: Bucket,
+    /// Its place in the room's lobby while at the name prompt, if it counts there.
+    pub(super) waiting: Option<Ticket>,
 }
 
 impl Conn {
@@ -48,6 +51,7 @@ impl Conn {
             last_active: now,
             timer: None,
             flood: Bucket::new(now),
+            waiting: None,
         }
     }
 }

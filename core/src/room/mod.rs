@@ -38,10 +38,12 @@ use self::history::History;
 use self::joins::Joins;
 use self::output::Encoded;
 use self::timers::{Expired, TimerTable};
+use crate::admission::{AddrKey, TOO_MANY_CONNECTIONS};
 use crate::codec::{json, line};
 use crate::command::{ParseError, Request, Resume, parse_line};
 use crate::error_code::ErrorCode;
 use crate::event::{ChatMessage, Event, WELCOME_NAMES};
+use crate::lobby::Lobby;
 use crate::name::{look_key, name_key, validate_name};
 use crate::stats::Stats;
 use crate::text::{clean_message, clean_text};
@@ -114,6 +116,8 @@ pub struct Room {
     digest: Digest,
     /// Each address's recent joins, for `joins_per_minute`.
     joins: Joins,
+    /// The connections at the name prompt, by address (`Config::lobby`).
+    lobby: Lobby<ConnId>,
     outputs: VecDeque<Output>,
     now: Timestamp,
     stats: Stats,
@@ -124,6 +128,7 @@ impl Room {
     pub fn new(config: Config) -> Self {
         Room {
             history: History::new(config.history),
+            lobby: Lobby::new(config.lobby),
             config,
             conns: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -216,23 +221,61 @@ impl Room {
         self.digest.due()
     }
 
-    /// A connection opened. Over `max_users` it is refused: it gets `Full`, then `Close`.
+    /// A connection opened, from `peer` if the driver knows it. It waits at the name prompt, in
+    /// the lobby of its address ([`Config::lobby`]): one past its address's share there is
+    /// refused (`TooManyConnections`, then `Close`). When the room holds `max_users`, or the
+    /// lobby is past its capacity, room is made: the oldest at the prompt of the address with
+    /// the most there (two or more) gets `Full` and is closed. A newcomer to a full room for
+    /// whom nobody can make room gets `Full`, then `Close`.
     pub fn handle_open(&mut self, now: Timestamp, conn: ConnId, wire: Wire, peer: Option<IpAddr>) {
         self.advance(now);
         if self.conns.contains_key(&conn) {
             return; // A driver bug; the open connection keeps its state.
         }
-        if self.conns.len() >= self.config.max_users {
-            self.send_to_wire(conn, wire, &Event::Full);
-            self.outputs.push_back(Output::Close {
-                conn,
-                reason: CloseReason::Full,
-            });
-            return;
+        let full = self.conns.len() >= self.config.max_users;
+        let key = peer
+            .map(AddrKey::of)
+            .filter(|key| self.config.limit_loopback || !key.is_loopback());
+        let (waiting, put_out) = match key.map(|key| self.lobby.enter(key, conn, full)) {
+            None => (None, full.then(|| self.lobby.make_room()).flatten()),
+            Some(Ok(entered)) => (Some(entered.ticket), entered.put_out),
+            Some(Err(_)) => {
+                let refusal = Event::error(ErrorCode::TooManyConnections, TOO_MANY_CONNECTIONS);
+                return self.turn_away(conn, wire, &refusal);
+            }
+        };
+        match put_out {
+            Some(victim) => self.put_out(victim),
+            None if full => {
+                if let Some(ticket) = waiting {
+                    self.lobby.leave(ticket);
+                }
+                return self.turn_away(conn, wire, &Event::Full);
+            }
+            None => {}
         }
-        self.conns.insert(conn, Conn::new(self.now, wire, peer));
+        let mut c = Conn::new(self.now, wire, peer);
+        c.waiting = waiting;
+        self.conns.insert(conn, c);
         self.schedule(conn);
         self.send(conn, &Event::Prompt);
+    }
+
+    /// Tells a connection never let in why, and closes it.
+    fn turn_away(&mut self, conn: ConnId, wire: Wire, event: &Event) {
+        self.send_to_wire(conn, wire, event);
+        self.outputs.push_back(Output::Close {
+            conn,
+            reason: CloseReason::Full,
+        });
+    }
+
+    /// Closes `conn`, waiting at the name prompt, to make room for a newcomer: it is told the
+    /// room is full, as if it had come a moment later.
+    fn put_out(&mut self, conn: ConnId) {
+        self.send(conn, &Event::Full);
+        // Never joined: nobody is told, nothing is logged.
+        self.close(conn, CloseReason::Full, LeaveReason::Dropped);
     }
 
     /// A line arrived from a line-wire connection, as the [`line::LineDecoder`] split it.
@@ -375,6 +418,7 @@ impl Room {
         self.looks.clear();
         self.timers.clear();
         self.digest.clear();
+        self.lobby.clear();
     }
 
     fn handle_request(&mut self, conn: ConnId, request: Request) {
@@ -445,6 +489,10 @@ impl Room {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.name = Some(name.clone());
             peer = c.peer;
+            // In: no longer one of its address's connections at the prompt.
+            if let Some(ticket) = c.waiting.take() {
+                self.lobby.leave(ticket);
+            }
         }
         // No name timeout any more: only the idle one, if any, is left to wait for.
         self.schedule(conn);
@@ -595,6 +643,9 @@ impl Room {
             return;
         };
         self.timers.remove(conn, &c);
+        if let Some(ticket) = c.waiting {
+            self.lobby.leave(ticket);
+        }
         if let Some(name) = c.name {
             // Counted before the leave, like a join after it: crossing the limit either way is
             // gathered.

@@ -59,6 +59,7 @@ impl Knobs {
             // Connections here have no peer address, which no per-address limit counts.
             joins_per_minute: None,
             limit_loopback: false,
+            ..Config::default()
         }
     }
 }

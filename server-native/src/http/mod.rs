@@ -92,24 +92,39 @@ pub struct Client {
     pub place: Held,
 }
 
+/// A connection's place among those that have not begun (the door's), which it holds until
+/// its first request head is in.
+pub struct NotBegun {
+    /// The place, given back when dropped: held, never read.
+    #[allow(dead_code)]
+    pub held: Held,
+    /// Cancelled when the place is taken back to make room: the connection is then closed
+    /// without a word.
+    pub put_out: CancellationToken,
+}
+
 /// Serves one HTTP connection (TCP, or TLS over TCP) until the client closes it, a time bound
 /// ends it, or a request for `/ws` is upgraded: that connection is returned, with the bytes
 /// read past its head and its place among the admitted connections, for `websocket::serve`;
 /// over a trusted proxy's connection (`forwarding`), with the client the upgrade came from.
 ///
-/// Between requests a kept-alive connection is idle: it is closed quietly once its answer is
-/// out if no next request begins within [`KEEP_ALIVE_IDLE`], when the listener has no place
-/// left for a newcomer ([`Site::make_room`]), and at `stop`. A request begun is due whole
-/// within `--handshake-timeout` (else `408`), an answer within [`RESPONSE_TIMEOUT`].
+/// Until its first request head is in, it holds `not_begun`, and is dropped if that is taken
+/// back to make room. Between requests a kept-alive connection is idle: it is closed quietly
+/// once its answer is out if no next request begins within [`KEEP_ALIVE_IDLE`], when the
+/// listener has no place left for a newcomer ([`Site::make_room`]), and at `stop`. A request
+/// begun is due whole within `--handshake-timeout` (else `408`), an answer within
+/// [`RESPONSE_TIMEOUT`].
 pub async fn serve<S>(
     stream: S,
     site: Arc<Site>,
     stop: &CancellationToken,
     forwarding: Option<Forwarding>,
+    not_begun: NotBegun,
 ) -> Option<(Upgraded<S>, Option<Client>)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut not_begun = Some(not_begun);
     let handshake_timeout = site.handshake_timeout;
     let idle_room = site.clone();
     let exchange = Arc::new(Exchange::new(forwarding));
@@ -140,6 +155,15 @@ where
     let mut closing: Option<Instant> = None;
     let end = loop {
         let phase = exchange.phase();
+        if !matches!(phase, Phase::Head { first: true, .. }) {
+            not_begun = None; // The first request is in.
+        }
+        let put_out = async {
+            match &not_begun {
+                Some(not_begun) => not_begun.put_out.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let idle = exchange.idle(phase);
         let deadline = closing.unwrap_or_else(|| phase.deadline(idle, handshake_timeout));
         let changed = exchange.changed.notified();
@@ -147,6 +171,10 @@ where
         tokio::select! {
             done = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break End::Done(done),
             () = changed => {}
+            () = put_out => {
+                tracing::debug!("closing a connection that sent no request, to make room");
+                return None;
+            }
             () = stop.cancelled(), if closing.is_none() => {
                 closing = Some(Instant::now() + RESPONSE_TIMEOUT);
                 Pin::new(&mut conn).graceful_shutdown();
