@@ -56,6 +56,9 @@ async fn users_behind_haproxy_are_counted_and_logged_by_their_own_addresses() {
     let mut server = Server::start(&[
         "--trusted-proxy",
         "127.0.0.1",
+        // The name its users reach it by, through the proxy (their requests say `Host: chat`).
+        "--allow-host",
+        "chat",
         "--limit-loopback",
         "--max-conns-per-ip",
         "2",
