@@ -305,6 +305,8 @@ async fn right_to_left_text_keeps_to_its_place_and_look_alike_names_are_refused(
                 && s.has("message", &["alice", "مرحبا بالعالم!"])
         })
         .await;
+        // Before the checks, so that a failure leaves a picture too.
+        page.screenshot(test).await;
         let layout = page.evaluate(MESSAGE_LAYOUT).await;
         let messages = layout.as_array().expect("an array of messages");
         assert_eq!(messages.len(), 3, "{layout:#}");
@@ -341,7 +343,6 @@ async fn right_to_left_text_keeps_to_its_place_and_look_alike_names_are_refused(
             serde_json::json!(["auto", "auto", "auto"]),
             "the user list"
         );
-        page.screenshot(test).await;
         page.close().await;
     })
     .await;
