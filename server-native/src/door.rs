@@ -25,8 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chat_core::proxy::TrustedProxies;
 use chat_core::{
-    Admission, AdmissionConfig, Admitted, Event, Lobby, LobbyConfig, Refusal, TOO_MANY_CONNECTIONS,
-    Ticket, Timestamp,
+    AddrKey, Admission, AdmissionConfig, Admitted, Event, Lobby, LobbyConfig, Refusal,
+    TOO_MANY_CONNECTIONS, Ticket, Timestamp,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -50,11 +50,15 @@ const REFUSAL_QUIET: Duration = Duration::from_millis(250);
 /// At most one info line per this period sums up the refusals.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// Each listener's connections that have not begun: 8 per address (while the per-address
-/// limits are on), and room made past 64, as many as the line listener's places beyond
-/// `--max-users`, so that pending TLS handshakes never take a user's place.
+/// limits are on; exempt addresses have no share), and room made past 64, as many as the line
+/// listener's places beyond `--max-users`, so that pending TLS handshakes never take a user's
+/// place. A newcomer puts a connection out only once that one has waited a second (a person's
+/// client is done with its handshake and its request in a moment); a listener with no place
+/// left puts out those beyond 64 at once.
 pub const PENDING: LobbyConfig = LobbyConfig {
     share: Some(8),
     capacity: 64,
+    grace: Duration::from_secs(1),
 };
 
 /// The per-address counts, shared by both accept loops and every connection's [`Pass`].
@@ -261,15 +265,17 @@ impl Door {
         Err(refusal)
     }
 
-    /// Lets the connection of `pass`, which has not begun (its TLS handshake, its first HTTP
-    /// request), wait among `listener`'s such connections until the returned [`Pending`] is
-    /// dropped. When its address already has its share waiting it is refused as holding too
-    /// many connections (in the clear: nothing has begun), and `None` returned. When more than
-    /// the lobby's capacity wait, the oldest of the address with the most waiting is closed to
-    /// make room. Exempt addresses are not counted.
+    /// Lets the connection from `peer`, holding `pass`, which has not begun (its TLS
+    /// handshake, its first HTTP request), wait among `listener`'s such connections until the
+    /// returned [`Pending`] is dropped. When its address already has its share waiting it is
+    /// refused as holding too many connections (in the clear: nothing has begun), and `None`
+    /// returned; an exempt address (its pass counts nothing) has no share. When more than the
+    /// lobby's capacity wait, the oldest of the address with the most waiting is closed to
+    /// make room.
     pub fn pending(
         self: &Arc<Self>,
         stream: TcpStream,
+        peer: IpAddr,
         pass: &Pass,
         listener: Listener,
         stop: &CancellationToken,
@@ -281,11 +287,13 @@ impl Door {
             ticket: None,
             cancel: cancel.clone(),
         };
-        let Some(key) = pass.admitted.as_ref().and_then(Admitted::key) else {
-            return Some((stream, pending));
-        };
+        let key = AddrKey::of(peer);
+        let exempt = pass.admitted.as_ref().and_then(Admitted::key).is_none();
+        let now = self.clock.now();
         let entered = match self.state.lock() {
-            Ok(mut state) => state.pending(listener).enter(key, cancel, false),
+            Ok(mut state) => state
+                .pending(listener)
+                .enter(now, key, exempt, cancel, false),
             Err(_) => return Some((stream, pending)),
         };
         match entered {
@@ -310,18 +318,24 @@ impl Door {
         }
     }
 
-    /// `listener` has no place left for a newcomer: closes the oldest of its connections not
-    /// begun yet of the address with the most of them, if that address has two or more.
+    /// `listener` has no place left for a newcomer: closes those of its connections not begun
+    /// yet that wait beyond the lobby's capacity (or one), the oldest of the address with the
+    /// most of them first, as [`Lobby::crowded`] says.
     pub fn make_room(&self, listener: Listener) {
-        let put_out = self
-            .state
-            .lock()
-            .ok()
-            .and_then(|mut state| state.pending(listener).make_room());
-        if let Some(put_out) = put_out {
-            let why = "no place left: closing a connection that has not begun, of the \
-                       address with the most such";
-            tracing::debug!(listener = listener.name(), "{why}");
+        let now = self.clock.now();
+        let put_out = match self.state.lock() {
+            Ok(mut state) => state.pending(listener).crowded(now),
+            Err(_) => return,
+        };
+        if !put_out.is_empty() {
+            let (n, why) = (
+                put_out.len(),
+                "no place left: closing connections that have not \
+                begun, of the addresses with the most such",
+            );
+            tracing::debug!(listener = listener.name(), n, "{why}");
+        }
+        for put_out in put_out {
             put_out.cancel();
         }
     }

@@ -94,7 +94,8 @@ impl Server {
             let (door, stop) = (&server.door, &server.stop);
             let (stream, pending) = match acceptor {
                 None => (stream, None),
-                Some(_) => match door.pending(stream, &place.pass, Listener::Line, stop) {
+                Some(_) => match door.pending(stream, peer.ip(), &place.pass, Listener::Line, stop)
+                {
                     Some((stream, pending)) => (stream, Some(pending)),
                     None => return,
                 },
@@ -153,7 +154,7 @@ impl Server {
             // Not begun until its first request is in: its TLS handshake, then its request.
             let door = &server.door;
             let Some((stream, pending)) =
-                door.pending(stream, &place.pass, Listener::Http, &server.stop)
+                door.pending(stream, peer.ip(), &place.pass, Listener::Http, &server.stop)
             else {
                 return;
             };

@@ -57,6 +57,7 @@ impl Config {
         LobbyConfig {
             share: Some(8),
             capacity: (max_users / 4).max(16),
+            grace: Duration::ZERO,
         }
     }
 }

@@ -236,8 +236,10 @@ impl Room {
         let key = peer
             .map(AddrKey::of)
             .filter(|key| self.config.limit_loopback || !key.is_loopback());
-        let (waiting, put_out) = match key.map(|key| self.lobby.enter(key, conn, full)) {
-            None => (None, full.then(|| self.lobby.make_room()).flatten()),
+        let now = self.now;
+        let entered = key.map(|key| self.lobby.enter(now, key, false, conn, full));
+        let (waiting, put_out) = match entered {
+            None => (None, full.then(|| self.lobby.make_room(now)).flatten()),
             Some(Ok(entered)) => (Some(entered.ticket), entered.put_out),
             Some(Err(_)) => {
                 let refusal = Event::error(ErrorCode::TooManyConnections, TOO_MANY_CONNECTIONS);
