@@ -8,32 +8,14 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Client, TestServer, WAIT};
+use support::{Client, TestServer, WAIT, connect_from, read_all};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 const REFUSAL: &str = "Too many connections from your address; try again in a minute.\n";
 
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                        Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
-
-/// A TCP connection to `addr` from the loopback address `from` (127.0.0.1, 127.0.0.2, ...):
-/// each is an address of its own to the server.
-async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    socket.connect(addr).await.expect("connect")
-}
-
-/// Everything the server sends until it closes.
-async fn read_all(stream: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut all))
-        .await
-        .expect("the server closes in time")
-        .expect("read");
-    String::from_utf8_lossy(&all).into_owned()
-}
 
 /// One HTTP request from `from`; the whole response.
 async fn request_from(from: &str, http: SocketAddr, request: &str) -> String {

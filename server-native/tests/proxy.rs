@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use support::{Client, TestServer, WAIT};
+use support::{Client, TestServer, WAIT, connect_from, read_all};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
@@ -33,23 +33,6 @@ const BEHIND_A_PROXY: &[&str] = &[
     "--max-new-per-ip",
     "0",
 ];
-
-/// A TCP connection to `addr` from the loopback address `from` (127.0.0.1, 127.0.0.2, ...).
-async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    socket.connect(addr).await.expect("connect")
-}
-
-/// Everything the server sends until it closes.
-async fn read_all(stream: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut all))
-        .await
-        .expect("the server closes in time")
-        .expect("read");
-    String::from_utf8_lossy(&all).into_owned()
-}
 
 /// What comes first on a line connection: the prompt (`Ok`, the connection still open), or
 /// everything the server sent before closing.

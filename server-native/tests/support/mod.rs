@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chat_server::{Config, Listeners};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -163,4 +163,22 @@ impl Client {
             panic!("expected silence, got {read:?} {:?}", byte[0] as char);
         }
     }
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.1, 127.0.0.2, ...):
+/// each is an address of its own to the server.
+pub async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.expect("connect")
+}
+
+/// Everything the server sends until it closes.
+pub async fn read_all(stream: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut all))
+        .await
+        .expect("the server closes in time")
+        .expect("read");
+    String::from_utf8_lossy(&all).into_owned()
 }
