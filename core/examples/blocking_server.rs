@@ -208,6 +208,8 @@ fn route_outputs(room: &mut Room, peers: &mut HashMap<ConnId, Peer>, now: Timest
                 eprintln!("{record:?}");
             }
             Output::Log(LogRecord::Message(_)) => {}
+            // A room alone (no `Config::cluster`) never publishes.
+            Output::Publish(_) => {}
         }
     }
 }

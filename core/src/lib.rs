@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod error_code;

@@ -284,6 +284,7 @@ impl Config {
             joins_per_minute: (self.max_joins_per_ip > 0).then_some(self.max_joins_per_ip),
             lobby: self.lobby_config(),
             limit_loopback: self.limit_loopback,
+            cluster: None,
         }
     }
 

@@ -157,6 +157,8 @@ impl Router<'_> {
                         }
                     }
                 }
+                // Only a room in cluster mode publishes, and this one is alone.
+                Output::Publish(_) => {}
                 Output::Log(record) => {
                     self.metrics.logged(&record);
                     if let Some(log) = self.log {

@@ -48,6 +48,9 @@ pub struct Config {
     /// and `lobby` too; by default they are exempt, like at the door (the operator's own
     /// machine, or a proxy on it).
     pub limit_loopback: bool,
+    /// Cluster mode ([`crate::cluster`]): this node's name, unique among the nodes sharing
+    /// the room's log. `None`: the room is alone, numbering and admitting by itself.
+    pub cluster: Option<String>,
 }
 
 impl Config {
@@ -77,6 +80,7 @@ impl Default for Config {
             joins_per_minute: Some(10),
             lobby: Config::lobby_for(1024),
             limit_loopback: false,
+            cluster: None,
         }
     }
 }

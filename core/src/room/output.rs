@@ -49,6 +49,8 @@ pub enum LeaveReason {
     TooSlow,
     /// Server shutdown.
     Shutdown,
+    /// Its server stopped answering the others (cluster mode): it is gone from the room.
+    Lost,
 }
 
 /// One record of the message log. Private messages are never logged.
@@ -96,6 +98,9 @@ pub enum Output {
     },
     /// Append this record to the message log.
     Log(LogRecord),
+    /// Cluster mode: ask the shared log to record this ([`crate::cluster`]); what it records
+    /// comes back through `Room::handle_logged`, a refusal through `Room::handle_refused`.
+    Publish(crate::cluster::Publish),
 }
 
 /// One event encoded at most once per wire, however many it goes to: the recipients of a

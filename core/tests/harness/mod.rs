@@ -372,6 +372,9 @@ impl Harness {
                     );
                     self.log.push(record);
                 }
+                Output::Publish(publish) => {
+                    panic!("a room without `cluster` published {publish:?}")
+                }
             }
         }
         if let Some(deadline) = self.room.poll_timeout() {

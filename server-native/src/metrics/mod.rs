@@ -68,7 +68,7 @@ struct Inner {
     refused_out_of_fds: Counter,
     joins: Counter,
     /// By [`LeaveReason`], in [`leave_index`]'s order.
-    leaves: [Counter; 5],
+    leaves: [Counter; 6],
     public_messages: Counter,
     private_messages: Counter,
     flood_rejections: Counter,
@@ -105,7 +105,14 @@ impl From<&Refusal> for Refused {
 }
 
 /// The labels of `chat_leaves_total`, in [`leave_index`]'s order.
-const LEAVE_REASONS: [&str; 5] = ["quit", "idle_timeout", "dropped", "too_slow", "shutdown"];
+const LEAVE_REASONS: [&str; 6] = [
+    "quit",
+    "idle_timeout",
+    "dropped",
+    "too_slow",
+    "shutdown",
+    "lost",
+];
 
 fn leave_index(reason: LeaveReason) -> usize {
     match reason {
@@ -114,6 +121,7 @@ fn leave_index(reason: LeaveReason) -> usize {
         LeaveReason::Dropped => 2,
         LeaveReason::TooSlow => 3,
         LeaveReason::Shutdown => 4,
+        LeaveReason::Lost => 5,
     }
 }
 
