@@ -37,4 +37,6 @@ pub enum ErrorCode {
     /// The address already has its share of connections at the name prompt; this one is
     /// closed.
     TooManyConnections,
+    /// Cluster mode: the queue to the shared log is full; nothing was sent, try again.
+    Busy,
 }

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use super::flood::Bucket;
+use crate::command::Resume;
 use crate::lobby::Ticket;
 use crate::time::Timestamp;
 
@@ -38,6 +39,9 @@ pub(super) struct Conn {
     pub(super) flood: Bucket,
     /// Its place in the room's lobby while at the name prompt, if it counts there.
     pub(super) waiting: Option<Ticket>,
+    /// Cluster mode: the name it asked the shared log for, and its resume point, while the
+    /// claim is pending.
+    pub(super) claim: Option<(String, Option<Resume>)>,
 }
 
 impl Conn {
@@ -52,6 +56,7 @@ impl Conn {
             timer: None,
             flood: Bucket::new(now),
             waiting: None,
+            claim: None,
         }
     }
 }

@@ -86,6 +86,21 @@ impl Digest {
         self.gather(due, name_key(&name), Some(name), None);
     }
 
+    /// A user of another node (cluster mode) joined (`after`) or left (`before`). A window
+    /// opens, due at `due`, if none is gathering.
+    pub(super) fn elsewhere(
+        &mut self,
+        due: Timestamp,
+        before: Option<String>,
+        after: Option<String>,
+    ) {
+        let Some(name) = before.as_ref().or(after.as_ref()) else {
+            return;
+        };
+        let key = name_key(name);
+        self.gather(due, key, before, after);
+    }
+
     /// `conn` has just been shown the whole roster: its next digest starts from here.
     pub(super) fn seen(&mut self, conn: ConnId) {
         let Some(window) = &mut self.window else {

@@ -42,6 +42,15 @@ impl History {
         message
     }
 
+    /// Keeps a public message the shared log numbered `seq` (cluster mode): the numbering
+    /// goes on after it.
+    pub(super) fn apply(&mut self, seq: u64, from: String, text: String) -> ChatMessage {
+        let message = ChatMessage { seq, from, text };
+        self.next_seq = seq.saturating_add(1);
+        self.keep(message.clone());
+        message
+    }
+
     /// Seeds the ring with messages of an earlier run, oldest first; those not above the
     /// numbering so far are skipped, and it goes on after the last one.
     pub(super) fn restore(&mut self, messages: impl IntoIterator<Item = ChatMessage>) {

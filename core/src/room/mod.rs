@@ -13,7 +13,9 @@
 //! - `history.rs`: the public messages' numbering and the ring replayed to newcomers.
 //! - `digest.rs`: the digest of joins and leaves above `announce_limit`.
 //! - `joins.rs`: how often one address may join (`joins_per_minute`).
+//! - `cluster.rs`: cluster mode's replica of the other nodes' users ([`crate::cluster`]).
 
+mod cluster;
 mod config;
 mod conn;
 mod digest;
@@ -31,6 +33,7 @@ pub use self::config::{Config, FloodConfig};
 pub use self::conn::{ConnId, Wire};
 pub use self::output::{CloseReason, Disconnect, LeaveReason, LogRecord, Output};
 
+use self::cluster::Cluster;
 use self::conn::Conn;
 use self::digest::{Digest, Told};
 use self::flood::Verdict;
@@ -39,6 +42,7 @@ use self::joins::Joins;
 use self::output::Encoded;
 use self::timers::{Expired, TimerTable};
 use crate::admission::{AddrKey, TOO_MANY_CONNECTIONS};
+use crate::cluster::{Member, Publish};
 use crate::codec::{json, line};
 use crate::command::{ParseError, Request, Resume, parse_line};
 use crate::error_code::ErrorCode;
@@ -121,12 +125,15 @@ pub struct Room {
     outputs: VecDeque<Output>,
     now: Timestamp,
     stats: Stats,
+    /// Cluster mode (`Config::cluster`): the users of other nodes, and the log's pending work.
+    cluster: Option<Cluster>,
 }
 
 impl Room {
     /// An empty room.
     pub fn new(config: Config) -> Self {
         Room {
+            cluster: config.cluster.clone().map(Cluster::new),
             history: History::new(config.history),
             lobby: Lobby::new(config.lobby),
             config,
@@ -164,11 +171,33 @@ impl Room {
 
     /// The first `limit` names of the sorted roster.
     fn roster(&self, limit: usize) -> Vec<String> {
+        if let Some(cluster) = &self.cluster {
+            let local = self.names.iter().filter_map(|(key, id)| {
+                let name = self.conns.get(id)?.name.as_deref()?;
+                Some((key.as_str(), name))
+            });
+            let remote = cluster
+                .remote
+                .iter()
+                .map(|(key, m)| (key.as_str(), m.name.as_str()));
+            let mut all: Vec<(&str, &str)> = local.chain(remote).collect();
+            all.sort_unstable();
+            return all
+                .into_iter()
+                .take(limit)
+                .map(|(_, name)| name.to_owned())
+                .collect();
+        }
         self.names
             .values()
             .filter_map(|id| self.conns.get(id).and_then(|c| c.name.clone()))
             .take(limit)
             .collect()
+    }
+
+    /// Joined users in the whole room: here, and (cluster mode) on the other nodes.
+    fn count(&self) -> usize {
+        self.names.len() + self.cluster.as_ref().map_or(0, |c| c.remote.len())
     }
 
     /// The name `conn` joined with, if it has.
@@ -421,6 +450,11 @@ impl Room {
         self.timers.clear();
         self.digest.clear();
         self.lobby.clear();
+        if let Some(cluster) = &mut self.cluster {
+            cluster.remote.clear();
+            cluster.remote_looks.clear();
+            cluster.says.clear();
+        }
     }
 
     fn handle_request(&mut self, conn: ConnId, request: Request) {
@@ -464,12 +498,20 @@ impl Room {
             Err(err) => return self.refuse(conn, ErrorCode::NameInvalid, err.to_string()),
         };
         let key = name_key(&name);
-        if self.names.contains_key(&key) {
+        let elsewhere = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.remote.contains_key(&key));
+        if self.names.contains_key(&key) || elsewhere {
             let message = format!("The name '{name}' is already taken; choose another.");
             return self.refuse(conn, ErrorCode::NameTaken, message);
         }
         let look = look_key(&name);
-        if let Some(other) = self.looks.get(&look).and_then(|&id| self.name_of(id)) {
+        let other = match self.looks.get(&look).and_then(|&id| self.name_of(id)) {
+            Some(other) => Some(other),
+            None => self.cluster.as_ref().and_then(|c| c.looks_like(&look)),
+        };
+        if let Some(other) = other {
             let message = format!(
                 "The name '{name}' looks too much like '{other}', who is online; choose another."
             );
@@ -482,9 +524,35 @@ impl Room {
             let message = format!("Too many joins from your address; try again in {secs} {unit}.");
             return self.refuse(conn, ErrorCode::TooManyJoins, message);
         }
+        if self.cluster.is_some() {
+            // The log decides: the join is made when it comes back (`handle_logged`).
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.claim = Some((name.clone(), resume));
+            }
+            let claim = Publish::Claim {
+                conn,
+                key,
+                look,
+                name,
+            };
+            return self.outputs.push_back(Output::Publish(claim));
+        }
+        self.admit(conn, name, key, look, resume);
+    }
+
+    /// `conn` is in, as `name`: it is welcomed and replayed the history, and everyone else
+    /// told.
+    fn admit(
+        &mut self,
+        conn: ConnId,
+        name: String,
+        key: String,
+        look: String,
+        resume: Option<Resume>,
+    ) {
         // Counted after the join: above the limit, or while a digest gathers, it waits for
         // the digest; otherwise it is announced now.
-        let gathered = self.gathers(self.names.len() + 1);
+        let gathered = self.gathers(self.count() + 1);
         self.names.insert(key, conn);
         self.looks.insert(look, conn);
         let mut peer = None;
@@ -500,7 +568,7 @@ impl Room {
         self.schedule(conn);
         let welcome = Event::Welcome {
             name: name.clone(),
-            count: self.names.len(),
+            count: self.count(),
             online: self.roster(WELCOME_NAMES),
             epoch: self.config.epoch,
         };
@@ -523,6 +591,20 @@ impl Room {
         if text.is_empty() {
             return;
         }
+        if let Some(cluster) = &mut self.cluster {
+            let origin = cluster.next_origin;
+            cluster.next_origin += 1;
+            cluster.says.insert(origin, conn);
+            let key = name_key(&from);
+            let say = Publish::Say {
+                conn,
+                origin,
+                key,
+                from,
+                text,
+            };
+            return self.outputs.push_back(Output::Publish(say));
+        }
         let message = self.history.push(from, text);
         self.outputs
             .push_back(Output::Log(LogRecord::Message(message.clone())));
@@ -540,7 +622,19 @@ impl Room {
             let usage = parse_error_event(ParseError::Usage(crate::command::MSG_USAGE));
             return self.send(conn, &usage);
         }
-        let target = self.names.get(&name_key(to)).copied();
+        let to_key = name_key(to);
+        if let Some(member) = self.cluster.as_ref().and_then(|c| c.remote.get(&to_key)) {
+            let tell = Publish::Tell {
+                node: member.node.clone(),
+                from_conn: conn,
+                from,
+                to_key,
+                to: member.name.clone(),
+                text,
+            };
+            return self.outputs.push_back(Output::Publish(tell));
+        }
+        let target = self.names.get(&to_key).copied();
         let Some((target, target_name)) = target.and_then(|id| {
             let name = self.conns.get(&id)?.name.clone()?;
             Some((id, name))
@@ -651,9 +745,28 @@ impl Room {
         if let Some(name) = c.name {
             // Counted before the leave, like a join after it: crossing the limit either way is
             // gathered.
-            let gathered = self.gathers(self.names.len());
-            self.names.remove(&name_key(&name));
-            self.looks.remove(&look_key(&name));
+            let key = name_key(&name);
+            let look = look_key(&name);
+            self.names.remove(&key);
+            self.looks.remove(&look);
+            if let Some(cluster) = &mut self.cluster {
+                // Still in the room until the log says it left, on every node at once.
+                let member = Member {
+                    key: key.clone(),
+                    name: name.clone(),
+                    node: cluster.node.clone(),
+                    conn,
+                };
+                cluster.insert(look, member);
+                let release = Publish::Release {
+                    conn,
+                    key,
+                    name,
+                    reason,
+                };
+                return self.outputs.push_back(Output::Publish(release));
+            }
+            let gathered = self.gathers(self.names.len() + 1);
             if gathered {
                 self.digest.left(self.digest_due(), conn, name.clone());
             } else {

@@ -1,0 +1,248 @@
+//! The room in cluster mode: its replica of the users of other nodes, and what it waits for
+//! from the shared log ([`crate::cluster`]).
+
+use std::collections::BTreeMap;
+
+use super::conn::{ConnId, Wire};
+use super::{LeaveReason, LogRecord, Output, Room};
+use crate::cluster::{Logged, Member, Publish, Refusal};
+use crate::error_code::ErrorCode;
+use crate::event::Event;
+use crate::name::{look_key, name_key};
+use crate::time::Timestamp;
+
+/// What a room in cluster mode holds beside its own connections.
+#[derive(Debug)]
+pub(super) struct Cluster {
+    /// This node's name in the log.
+    pub(super) node: String,
+    /// Users the log says are in the room but who are not joined here: those of other nodes,
+    /// and this node's users who have gone while their leave is not yet logged. By name key.
+    pub(super) remote: BTreeMap<String, Member>,
+    /// The look keys of `remote`, to their name keys.
+    pub(super) remote_looks: BTreeMap<String, String>,
+    /// This node's number for its next public message.
+    pub(super) next_origin: u64,
+    /// The public messages published and not yet read back: origin to sender.
+    pub(super) says: BTreeMap<u64, ConnId>,
+}
+
+impl Cluster {
+    /// A node named `node`, knowing nobody else yet.
+    pub(super) fn new(node: String) -> Self {
+        Cluster {
+            node,
+            remote: BTreeMap::new(),
+            remote_looks: BTreeMap::new(),
+            next_origin: 1,
+            says: BTreeMap::new(),
+        }
+    }
+
+    /// Counts `member` among the room's users held elsewhere.
+    pub(super) fn insert(&mut self, look: String, member: Member) {
+        self.remote_looks.insert(look, member.key.clone());
+        self.remote.insert(member.key.clone(), member);
+    }
+
+    /// Forgets the user held elsewhere under `key`, if any.
+    pub(super) fn remove(&mut self, key: &str, look: &str) -> Option<Member> {
+        let member = self.remote.remove(key)?;
+        if self.remote_looks.get(look).is_some_and(|k| k == key) {
+            self.remote_looks.remove(look);
+        }
+        Some(member)
+    }
+
+    /// The name of the user held elsewhere whose look key is `look`.
+    pub(super) fn looks_like(&self, look: &str) -> Option<&str> {
+        let key = self.remote_looks.get(look)?;
+        self.remote.get(key).map(|m| m.name.as_str())
+    }
+}
+
+impl Room {
+    /// Cluster mode: the shared log recorded `entry`; every node applies the same entries in
+    /// the same order. A room alone ignores it.
+    pub fn handle_logged(&mut self, now: Timestamp, entry: Logged) {
+        self.advance(now);
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        match entry {
+            Logged::Message {
+                seq,
+                from,
+                text,
+                node,
+                origin,
+            } => {
+                let sender = (node == cluster.node)
+                    .then(|| cluster.says.remove(&origin))
+                    .flatten();
+                let message = self.history.apply(seq, from, text);
+                self.outputs
+                    .push_back(Output::Log(LogRecord::Message(message.clone())));
+                // As alone: the line wire gets no echo, the JSON wire its message back.
+                self.broadcast(&Event::Message(message), |id, c| {
+                    Some(id) != sender || c.wire == Wire::Json
+                });
+            }
+            Logged::Joined {
+                key,
+                name,
+                node,
+                conn,
+            } => {
+                let look = look_key(&name);
+                let mine = node == cluster.node;
+                let waiting = mine
+                    && self.conns.get(&conn).is_some_and(|c| {
+                        c.name.is_none()
+                            && c.claim.as_ref().is_some_and(|(n, _)| name_key(n) == key)
+                    });
+                if waiting {
+                    let resume = self
+                        .conns
+                        .get_mut(&conn)
+                        .and_then(|c| c.claim.take())
+                        .and_then(|(_, resume)| resume);
+                    return self.admit(conn, name, key, look, resume);
+                }
+                if self.names.contains_key(&key) || cluster.remote.contains_key(&key) {
+                    return; // Already in: a repeated entry changes nothing.
+                }
+                let member = Member {
+                    key: key.clone(),
+                    name: name.clone(),
+                    node,
+                    conn,
+                };
+                cluster.insert(look, member);
+                if mine {
+                    // Its connection went while the claim was on its way: it joined and
+                    // leaves, here as everywhere.
+                    let release = Publish::Release {
+                        conn,
+                        key,
+                        name: name.clone(),
+                        reason: LeaveReason::Dropped,
+                    };
+                    self.outputs.push_back(Output::Publish(release));
+                }
+                self.announce(None, Some(name.clone()));
+                self.outputs
+                    .push_back(Output::Log(LogRecord::Join { name, peer: None }));
+            }
+            Logged::Left { key, name, reason } => {
+                let look = look_key(&name);
+                if cluster.remove(&key, &look).is_none() {
+                    return; // Nobody of that name was in.
+                }
+                self.announce(Some(name.clone()), None);
+                self.outputs
+                    .push_back(Output::Log(LogRecord::Leave { name, reason }));
+            }
+        }
+    }
+
+    /// Cluster mode: the log refused `publish`, or it could not be sent.
+    pub fn handle_refused(&mut self, now: Timestamp, publish: Publish, refusal: Refusal) {
+        self.advance(now);
+        let busy = || {
+            Event::error(
+                ErrorCode::Busy,
+                "Error: the server is busy; nothing was sent. Try again in a moment.",
+            )
+        };
+        match publish {
+            Publish::Claim { conn, name, .. } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                if c.name.is_some() || c.claim.take().is_none() {
+                    return;
+                }
+                match refusal {
+                    Refusal::Taken => {
+                        let message =
+                            format!("The name '{name}' is already taken; choose another.");
+                        self.refuse(conn, ErrorCode::NameTaken, message);
+                    }
+                    Refusal::LooksLike(other) => {
+                        let message = format!(
+                            "The name '{name}' looks too much like '{other}', who is online; \
+                             choose another."
+                        );
+                        self.refuse(conn, ErrorCode::NameConfusable, message);
+                    }
+                    Refusal::NotMember | Refusal::Busy => {
+                        self.send(conn, &busy());
+                        self.send(conn, &Event::Prompt);
+                    }
+                }
+            }
+            Publish::Say { conn, origin, .. } => {
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.says.remove(&origin);
+                }
+                self.send(conn, &busy());
+            }
+            Publish::Tell { from_conn, .. } => self.send(from_conn, &busy()),
+            // A leave is never refused for want of room; a member gone already is gone.
+            Publish::Release { .. } => {}
+        }
+    }
+
+    /// Cluster mode: a private message relayed from another node, for the user `to_key` of
+    /// this one. Whether that user is here to get it.
+    pub fn handle_told(
+        &mut self,
+        now: Timestamp,
+        to_key: &str,
+        from: String,
+        text: String,
+    ) -> bool {
+        self.advance(now);
+        let Some(&conn) = self.names.get(to_key) else {
+            return false;
+        };
+        self.stats.private_messages += 1;
+        self.send(conn, &Event::Private { from, text });
+        true
+    }
+
+    /// Cluster mode: a private message of `from_conn` to `to` on another node was `heard`, or
+    /// nobody was there to hear it.
+    pub fn handle_tell_result(
+        &mut self,
+        now: Timestamp,
+        from_conn: ConnId,
+        to: String,
+        text: String,
+        heard: bool,
+    ) {
+        self.advance(now);
+        if heard {
+            self.send(from_conn, &Event::PrivateSent { to, text });
+        } else {
+            let message = format!("No user named '{to}'.");
+            self.send(from_conn, &Event::error(ErrorCode::NoSuchUser, message));
+        }
+    }
+
+    /// A join (`after`) or leave (`before`) of a user not connected here, told to everyone
+    /// here at once or gathered into the digest, as the room's size says.
+    fn announce(&mut self, before: Option<String>, after: Option<String>) {
+        // Counted with the change made; a leave counts the one who left, like a local one.
+        let count = self.count() + usize::from(before.is_some());
+        if self.gathers(count) {
+            let due = self.digest_due();
+            self.digest.elsewhere(due, before, after);
+        } else if let Some(name) = after {
+            self.broadcast(&Event::Joined { name }, |_, _| true);
+        } else if let Some(name) = before {
+            self.broadcast(&Event::Left { name }, |_, _| true);
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The room in cluster mode: two nodes' rooms sharing one log, as exact text on the line wire.
+//!
+//! The log here is the smallest one with the engine's semantics (`chat_core::cluster`): it
+//! appends in the order publishes reach it, keeps names unique, numbers messages, and every
+//! room applies every entry in that one order.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chat_core::cluster::{Logged, Publish, Refusal};
+use chat_core::{Config, ConnId, Line, Output, Room, Timestamp, Wire};
+
+const PROMPT: &str = "Enter your name: ";
+
+/// Two (or more) nodes and their shared log.
+struct Cluster {
+    rooms: Vec<Room>,
+    /// Who each node's connections are: node index and id to what it received.
+    seen: HashMap<(usize, ConnId), Vec<String>>,
+    /// Publishes waiting to reach the log, with the node that made them.
+    pending: Vec<(usize, Publish)>,
+    log: Vec<Logged>,
+    /// name key to (node, conn).
+    members: BTreeMap<String, (String, ConnId)>,
+    seq: u64,
+    now: Timestamp,
+}
+
+fn node(i: usize) -> String {
+    format!("node-{i}")
+}
+
+impl Cluster {
+    fn new(nodes: usize) -> Cluster {
+        let rooms = (0..nodes)
+            .map(|i| {
+                Room::new(Config {
+                    cluster: Some(node(i)),
+                    flood: None,
+                    ..Config::default()
+                })
+            })
+            .collect();
+        Cluster {
+            rooms,
+            seen: HashMap::new(),
+            pending: Vec::new(),
+            log: Vec::new(),
+            members: BTreeMap::new(),
+            seq: 0,
+            now: Timestamp::ZERO,
+        }
+    }
+
+    fn open(&mut self, n: usize, conn: u64) -> ConnId {
+        let conn = ConnId(conn);
+        self.rooms[n].handle_open(self.now, conn, Wire::Line, None);
+        self.drain(n);
+        conn
+    }
+
+    fn line(&mut self, n: usize, conn: ConnId, text: &str) {
+        self.rooms[n].handle_line(self.now, conn, Line::Text(text.into()));
+        self.drain(n);
+    }
+
+    /// What node `n`'s connection `conn` received since last asked.
+    fn take(&mut self, n: usize, conn: ConnId) -> Vec<String> {
+        std::mem::take(self.seen.entry((n, conn)).or_default())
+    }
+
+    fn drain(&mut self, n: usize) {
+        while let Some(out) = self.rooms[n].poll_output() {
+            match out {
+                Output::Send { conn, data } => {
+                    let text = String::from_utf8(data.to_vec()).expect("UTF-8");
+                    self.seen.entry((n, conn)).or_default().push(text);
+                }
+                Output::Publish(p) => self.pending.push((n, p)),
+                Output::Close { .. } | Output::Log(_) => {}
+            }
+        }
+    }
+
+    /// The log takes every pending publish in order, and every node applies what it appended.
+    fn settle(&mut self) {
+        while !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            for (n, publish) in pending {
+                let from = self.log.len();
+                self.append(n, publish);
+                for k in from..self.log.len() {
+                    let entry = self.log[k].clone();
+                    for i in 0..self.rooms.len() {
+                        self.rooms[i].handle_logged(self.now, entry.clone());
+                        self.drain(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn append(&mut self, n: usize, publish: Publish) {
+        match publish {
+            Publish::Claim {
+                conn, key, name, ..
+            } => {
+                if self.members.contains_key(&key) {
+                    let publish = Publish::Claim {
+                        conn,
+                        key,
+                        look: String::new(),
+                        name,
+                    };
+                    self.rooms[n].handle_refused(self.now, publish, Refusal::Taken);
+                    return self.drain(n);
+                }
+                self.members.insert(key.clone(), (node(n), conn));
+                self.log.push(Logged::Joined {
+                    key,
+                    name,
+                    node: node(n),
+                    conn,
+                });
+            }
+            Publish::Say {
+                origin, from, text, ..
+            } => {
+                self.seq += 1;
+                self.log.push(Logged::Message {
+                    seq: self.seq,
+                    from,
+                    text,
+                    node: node(n),
+                    origin,
+                });
+            }
+            Publish::Release {
+                conn,
+                key,
+                name,
+                reason,
+            } => {
+                if self.members.get(&key) == Some(&(node(n), conn)) {
+                    self.members.remove(&key);
+                    self.log.push(Logged::Left { key, name, reason });
+                }
+            }
+            Publish::Tell {
+                node: to_node,
+                from_conn,
+                from,
+                to_key,
+                to,
+                text,
+            } => {
+                let target = (0..self.rooms.len()).find(|&i| node(i) == to_node);
+                let heard = target.is_some_and(|i| {
+                    let heard = self.rooms[i].handle_told(self.now, &to_key, from, text.clone());
+                    self.drain(i);
+                    heard
+                });
+                self.rooms[n].handle_tell_result(self.now, from_conn, to, text, heard);
+                self.drain(n);
+            }
+        }
+    }
+}
+
+/// alice on node 0 and bob on node 1, both in.
+fn two_users() -> (Cluster, ConnId, ConnId) {
+    let mut c = Cluster::new(2);
+    let alice = c.open(0, 1);
+    let bob = c.open(1, 1);
+    c.line(0, alice, "alice");
+    c.settle();
+    c.line(1, bob, "bob");
+    c.settle();
+    (c, alice, bob)
+}
+
+#[test]
+fn a_join_waits_for_the_log_then_every_node_hears_of_it() {
+    let mut c = Cluster::new(2);
+    let alice = c.open(0, 1);
+    let bob = c.open(1, 1);
+    c.line(1, bob, "bob");
+    c.settle();
+    c.take(1, bob);
+    c.line(0, alice, "alice");
+    // Nothing is said before the log has the join.
+    assert_eq!(c.take(0, alice), [PROMPT]);
+    c.settle();
+    assert_eq!(
+        c.take(0, alice),
+        ["Welcome, alice! Online (2): alice, bob\nType /help for the list of commands.\n"]
+    );
+    assert_eq!(c.take(1, bob), ["*** alice has joined the chat ***\n"]);
+}
+
+#[test]
+fn a_message_reaches_every_node_once_it_is_logged_and_the_sender_gets_no_echo() {
+    let (mut c, alice, bob) = two_users();
+    c.take(0, alice);
+    c.take(1, bob);
+    c.line(0, alice, "hello");
+    assert!(c.take(1, bob).is_empty(), "not before the log numbers it");
+    c.settle();
+    assert_eq!(c.take(1, bob), ["alice: hello\n"]);
+    assert!(c.take(0, alice).is_empty());
+    c.line(1, bob, "/who");
+    assert_eq!(c.take(1, bob), ["Online (2): alice, bob\n"]);
+}
+
+#[test]
+fn two_nodes_asked_for_one_name_at_once_give_it_to_exactly_one() {
+    let mut c = Cluster::new(2);
+    let a = c.open(0, 1);
+    let b = c.open(1, 1);
+    c.take(0, a);
+    c.take(1, b);
+    c.line(0, a, "carol");
+    c.line(1, b, "Carol");
+    c.settle();
+    assert!(c.take(0, a)[0].starts_with("Welcome, carol!"));
+    assert_eq!(
+        c.take(1, b),
+        // Still at the prompt: no announcement, only the refusal.
+        [
+            "The name 'Carol' is already taken; choose another.\n",
+            PROMPT
+        ]
+    );
+}
+
+#[test]
+fn a_private_message_crosses_nodes_and_an_absent_user_is_reported() {
+    let (mut c, alice, bob) = two_users();
+    c.take(0, alice);
+    c.take(1, bob);
+    c.line(0, alice, "/msg BOB psst");
+    c.settle();
+    assert_eq!(c.take(1, bob), ["[private] alice: psst\n"]);
+    assert_eq!(c.take(0, alice), ["[private to bob] psst\n"]);
+    c.line(0, alice, "/msg nobody hi");
+    assert_eq!(c.take(0, alice), ["No user named 'nobody'.\n"]);
+}
+
+#[test]
+fn a_leave_is_announced_on_every_node_when_the_log_has_it() {
+    let (mut c, alice, bob) = two_users();
+    let cy = c.open(0, 2);
+    c.line(0, cy, "cy");
+    c.settle();
+    c.take(0, alice);
+    c.take(1, bob);
+    c.line(1, bob, "/quit");
+    assert_eq!(c.take(1, bob), ["Goodbye!\n"]);
+    // Until the log has it, bob is still in the room everywhere.
+    c.line(0, cy, "/who");
+    assert_eq!(
+        c.take(0, cy).last().map(String::as_str),
+        Some("Online (3): alice, bob, cy\n")
+    );
+    c.settle();
+    assert_eq!(c.take(0, alice), ["*** bob has left the chat ***\n"]);
+    c.line(0, cy, "/who");
+    assert_eq!(
+        c.take(0, cy),
+        ["*** bob has left the chat ***\n", "Online (2): alice, cy\n"]
+    );
+}
+
+#[test]
+fn a_connection_gone_before_its_claim_came_back_joins_and_leaves_everywhere() {
+    let mut c = Cluster::new(2);
+    let bob = c.open(1, 1);
+    c.line(1, bob, "bob");
+    c.settle();
+    let ghost = c.open(0, 1);
+    c.line(0, ghost, "ghost");
+    c.rooms[0].handle_disconnect(c.now, ghost, chat_core::Disconnect::Dropped);
+    c.drain(0);
+    c.take(1, bob);
+    c.settle();
+    assert_eq!(
+        c.take(1, bob),
+        [
+            "*** ghost has joined the chat ***\n",
+            "*** ghost has left the chat ***\n"
+        ]
+    );
+    assert!(
+        c.members.keys().all(|k| k != "ghost"),
+        "the log holds no ghost"
+    );
+}
