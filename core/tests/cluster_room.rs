@@ -31,12 +31,16 @@ fn node(i: usize) -> String {
 
 impl Cluster {
     fn new(nodes: usize) -> Cluster {
+        Cluster::with(nodes, Config::default())
+    }
+
+    fn with(nodes: usize, config: Config) -> Cluster {
         let rooms = (0..nodes)
             .map(|i| {
                 Room::new(Config {
                     cluster: Some(node(i)),
                     flood: None,
-                    ..Config::default()
+                    ..config.clone()
                 })
             })
             .collect();
@@ -293,4 +297,39 @@ fn a_connection_gone_before_its_claim_came_back_joins_and_leaves_everywhere() {
         c.members.keys().all(|k| k != "ghost"),
         "the log holds no ghost"
     );
+}
+
+#[test]
+fn above_the_announce_limit_the_other_nodes_users_are_counted_in_the_digest() {
+    let mut c = Cluster::with(
+        2,
+        Config {
+            announce_limit: 2,
+            announce_interval: std::time::Duration::from_secs(10),
+            ..Config::default()
+        },
+    );
+    let (alice, bob) = (c.open(0, 1), c.open(1, 1));
+    c.line(0, alice, "alice");
+    c.settle();
+    c.line(1, bob, "bob");
+    c.settle();
+    c.take(0, alice);
+    // The third user, on the other node, crosses the limit: gathered, then told at its due.
+    let cy = c.open(1, 2);
+    c.line(1, cy, "cy");
+    c.settle();
+    assert!(c.take(0, alice).is_empty());
+    let due = c.rooms[0].presence_due().expect("a digest gathers");
+    c.now = due;
+    c.rooms[0].handle_timeout(due);
+    c.drain(0);
+    assert_eq!(c.take(0, alice), ["*** 1 joined: cy (3 online) ***\n"]);
+    // Its leave, counted with it still in, goes into the next digest.
+    c.line(1, cy, "/quit");
+    c.settle();
+    let due = c.rooms[0].presence_due().expect("a digest gathers");
+    c.rooms[0].handle_timeout(due);
+    c.drain(0);
+    assert_eq!(c.take(0, alice), ["*** 1 left: cy (2 online) ***\n"]);
 }

@@ -112,6 +112,11 @@ impl Room {
                 if self.names.contains_key(&key) || cluster.remote.contains_key(&key) {
                     return; // Already in: a repeated entry changes nothing.
                 }
+                // Counted with the join, as a local one is (`admit`).
+                let gathered = self.gathers(self.count() + 1);
+                let Some(cluster) = &mut self.cluster else {
+                    return;
+                };
                 let member = Member {
                     key: key.clone(),
                     name: name.clone(),
@@ -130,16 +135,20 @@ impl Room {
                     };
                     self.outputs.push_back(Output::Publish(release));
                 }
-                self.announce(None, Some(name.clone()));
+                self.announce(gathered, None, Some(name.clone()));
                 self.outputs
                     .push_back(Output::Log(LogRecord::Join { name, peer: None }));
             }
             Logged::Left { key, name, reason } => {
-                let look = look_key(&name);
-                if cluster.remove(&key, &look).is_none() {
+                if !cluster.remote.contains_key(&key) {
                     return; // Nobody of that name was in.
                 }
-                self.announce(Some(name.clone()), None);
+                // Counted before the leave, as a local one is (`remove`).
+                let gathered = self.gathers(self.count());
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.remove(&key, &look_key(&name));
+                }
+                self.announce(gathered, Some(name.clone()), None);
                 self.outputs
                     .push_back(Output::Log(LogRecord::Leave { name, reason }));
             }
@@ -232,11 +241,9 @@ impl Room {
     }
 
     /// A join (`after`) or leave (`before`) of a user not connected here, told to everyone
-    /// here at once or gathered into the digest, as the room's size says.
-    fn announce(&mut self, before: Option<String>, after: Option<String>) {
-        // Counted with the change made; a leave counts the one who left, like a local one.
-        let count = self.count() + usize::from(before.is_some());
-        if self.gathers(count) {
+    /// here at once, or `gathered` into the digest as the room's size says (`gathers`).
+    fn announce(&mut self, gathered: bool, before: Option<String>, after: Option<String>) {
+        if gathered {
             let due = self.digest_due();
             self.digest.elsewhere(due, before, after);
         } else if let Some(name) = after {

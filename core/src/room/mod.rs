@@ -747,9 +747,9 @@ impl Room {
             // gathered.
             let key = name_key(&name);
             let look = look_key(&name);
-            self.names.remove(&key);
-            self.looks.remove(&look);
             if let Some(cluster) = &mut self.cluster {
+                self.names.remove(&key);
+                self.looks.remove(&look);
                 // Still in the room until the log says it left, on every node at once.
                 let member = Member {
                     key: key.clone(),
@@ -766,7 +766,9 @@ impl Room {
                 };
                 return self.outputs.push_back(Output::Publish(release));
             }
-            let gathered = self.gathers(self.names.len() + 1);
+            let gathered = self.gathers(self.names.len());
+            self.names.remove(&key);
+            self.looks.remove(&look);
             if gathered {
                 self.digest.left(self.digest_due(), conn, name.clone());
             } else {
@@ -801,12 +803,13 @@ impl Room {
     /// Sends the digest being gathered, if any: each joined user gets what changed since they
     /// last saw the roster (nothing, if nothing did).
     fn flush_presence(&mut self) {
+        let count = self.count();
         let joined = self
             .conns
             .iter()
             .filter(|(_, c)| c.name.is_some())
             .map(|(&id, _)| id);
-        for Told { event, to } in self.digest.flush(joined, self.names.len()) {
+        for Told { event, to } in self.digest.flush(joined, count) {
             let mut encoded = Encoded::new(&event);
             for conn in to {
                 if let Some(c) = self.conns.get(&conn) {
