@@ -21,12 +21,13 @@
 //! - `Tell` reaches the room of `node` as `Room::handle_told`, and the sender's room learns
 //!   whether anyone was there to hear it (`Room::handle_tell_result`). It is never logged.
 //! - A node whose lease runs out has each of its members written out as `Left` with
-//!   [`LeaveReason::Lost`](crate::LeaveReason::Lost), by whichever node reaps first.
+//!   [`LeaveReason::Lost`], by whichever node reaps first.
 //! - A [`Snapshot`] is one atomic view: the epoch, the last `seq`, every member and the recent
 //!   messages; the entries after it are read from where it was taken.
 
 use crate::event::ChatMessage;
-use crate::room::{ConnId, LeaveReason};
+use crate::room::conn::ConnId;
+use crate::room::reason::LeaveReason;
 
 /// What the room asks the shared log to record.
 #[derive(Clone, Debug, PartialEq, Eq)]

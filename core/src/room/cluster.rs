@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use super::Room;
 use super::conn::{ConnId, Wire};
-use super::{LeaveReason, LogRecord, Output, Room};
+use super::output::{LogRecord, Output};
+use super::reason::LeaveReason;
 use crate::cluster::{Logged, Member, Publish, Refusal};
 use crate::error_code::ErrorCode;
 use crate::event::Event;

@@ -5,8 +5,10 @@
 //! in the shape of quinn-proto's `connection/` folder:
 //!
 //! - `config.rs`: [`Config`] and [`FloodConfig`], the limits and policies.
-//! - `output.rs`: [`Output`] and the reasons it carries ([`CloseReason`], [`Disconnect`],
-//!   [`LeaveReason`], [`LogRecord`]), and the encoding of an event once per wire.
+//! - `output.rs`: [`Output`] and the [`LogRecord`] it carries, and the encoding of an event
+//!   once per wire.
+//! - `reason.rs`: why connections close and users leave ([`CloseReason`], [`Disconnect`],
+//!   [`LeaveReason`]).
 //! - `conn.rs`: [`ConnId`], [`Wire`], and what the room holds for each connection.
 //! - `timers.rs`: the idle and name timeouts and their table of deadlines.
 //! - `flood.rs`: flood control, a GCRA token bucket per connection.
@@ -17,12 +19,13 @@
 
 mod cluster;
 mod config;
-mod conn;
+pub(crate) mod conn;
 mod digest;
 mod flood;
 mod history;
 mod joins;
 mod output;
+pub(crate) mod reason;
 mod timers;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -31,7 +34,8 @@ use std::time::Duration;
 
 pub use self::config::{Config, FloodConfig};
 pub use self::conn::{ConnId, Wire};
-pub use self::output::{CloseReason, Disconnect, LeaveReason, LogRecord, Output};
+pub use self::output::{LogRecord, Output};
+pub use self::reason::{CloseReason, Disconnect, LeaveReason};
 
 use self::cluster::Cluster;
 use self::conn::Conn;

@@ -1,4 +1,4 @@
-//! What the room asks of its driver: [`Output`], the reasons it carries, and the bytes it sends.
+//! What the room asks of its driver: [`Output`], the log records it carries, and the bytes it sends.
 
 use std::net::IpAddr;
 
@@ -6,52 +6,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::conn::{ConnId, Wire};
+use super::reason::{CloseReason, LeaveReason};
 use crate::codec::{json, line};
 use crate::event::{ChatMessage, Event};
-
-/// Why the room asks the driver to close a connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseReason {
-    /// The user typed `/quit`.
-    Quit,
-    /// Silent for longer than the idle timeout.
-    IdleTimeout,
-    /// Still at the name prompt when the name timeout ran out.
-    NameTimeout,
-    /// Refused at the door: `max_users` reached.
-    Full,
-    /// The server is stopping.
-    Shutdown,
-}
-
-/// Why a connection went away without the room asking, as the driver reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Disconnect {
-    /// End of input, a reset, or a write error.
-    Dropped,
-    /// Its unsent output passed the driver's bound: it was not reading.
-    TooSlow,
-}
-
-/// Why a named user left, as the message log records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeaveReason {
-    /// `/quit`.
-    Quit,
-    /// Idle timeout.
-    IdleTimeout,
-    /// The connection dropped.
-    Dropped,
-    /// Too slow reading its output.
-    TooSlow,
-    /// Server shutdown.
-    Shutdown,
-    /// Its server stopped answering the others (cluster mode): it is gone from the room.
-    Lost,
-}
 
 /// One record of the message log. Private messages are never logged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
