@@ -207,7 +207,7 @@ fn route_outputs(room: &mut Room, peers: &mut HashMap<ConnId, Peer>, now: Timest
             Output::Log(record @ (LogRecord::Join { .. } | LogRecord::Leave { .. })) => {
                 eprintln!("{record:?}");
             }
-            Output::Log(LogRecord::Message(_)) => {}
+            Output::Log(LogRecord::Message(_) | LogRecord::Local { .. }) => {}
             // A room alone (no `Config::cluster`) never publishes.
             Output::Publish(_) => {}
         }

@@ -51,6 +51,15 @@ pub enum Event {
     },
     /// A public message.
     Message(ChatMessage),
+    /// A public message while this node has lost contact with the others (cluster mode's local
+    /// mode): only the people of this node get it, it has no place in the room's order and is
+    /// no resume point.
+    LocalMessage {
+        /// The sender's name.
+        from: String,
+        /// The text, already cleaned.
+        text: String,
+    },
     /// Someone entered the room.
     Joined {
         /// Who.
@@ -113,6 +122,11 @@ pub enum Event {
     NameTimeout,
     /// The server is stopping; the connection is closed after this.
     Shutdown,
+    /// Cluster mode: this node lost contact with the other servers; until [`Event::Restored`]
+    /// only the people on this node hear you.
+    Degraded,
+    /// Cluster mode: back in contact with the other servers; the room is one again.
+    Restored,
 }
 
 /// How many names the welcome lists before saying "and N more".

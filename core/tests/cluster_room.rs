@@ -4,10 +4,10 @@
 //! appends in the order publishes reach it, keeps names unique, numbers messages, and every
 //! room applies every entry in that one order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chat_core::cluster::{Logged, Publish, Refusal};
-use chat_core::{Config, ConnId, Line, Output, Room, Timestamp, Wire};
+use chat_core::cluster::{Logged, Member, Publish, Refusal, Snapshot};
+use chat_core::{ChatMessage, Config, ConnId, LeaveReason, Line, Output, Room, Timestamp, Wire};
 
 const PROMPT: &str = "Enter your name: ";
 
@@ -19,8 +19,11 @@ struct Cluster {
     /// Publishes waiting to reach the log, with the node that made them.
     pending: Vec<(usize, Publish)>,
     log: Vec<Logged>,
-    /// name key to (node, conn).
-    members: BTreeMap<String, (String, ConnId)>,
+    /// name key to (node, conn, name).
+    members: BTreeMap<String, (String, ConnId, String)>,
+    /// Nodes out of contact with the log: what they publish is refused, what it appends does
+    /// not reach them.
+    cut: BTreeSet<usize>,
     seq: u64,
     now: Timestamp,
 }
@@ -35,7 +38,7 @@ impl Cluster {
     }
 
     fn with(nodes: usize, config: Config) -> Cluster {
-        let rooms = (0..nodes)
+        let rooms: Vec<Room> = (0..nodes)
             .map(|i| {
                 Room::new(Config {
                     cluster: Some(node(i)),
@@ -44,14 +47,98 @@ impl Cluster {
                 })
             })
             .collect();
-        Cluster {
+        let mut cluster = Cluster {
             rooms,
             seen: HashMap::new(),
             pending: Vec::new(),
             log: Vec::new(),
             members: BTreeMap::new(),
+            cut: BTreeSet::new(),
             seq: 0,
             now: Timestamp::ZERO,
+        };
+        for n in 0..nodes {
+            cluster.heal(n);
+        }
+        cluster
+    }
+
+    /// The log as one snapshot.
+    fn snapshot(&self) -> Snapshot {
+        let members = self
+            .members
+            .iter()
+            .map(|(key, (node, conn, name))| Member {
+                key: key.clone(),
+                name: name.clone(),
+                node: node.clone(),
+                conn: *conn,
+            })
+            .collect();
+        let recent = self
+            .log
+            .iter()
+            .filter_map(|e| match e {
+                Logged::Message {
+                    seq, from, text, ..
+                } => Some(ChatMessage {
+                    seq: *seq,
+                    from: from.clone(),
+                    text: text.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        Snapshot {
+            epoch: 1,
+            seq: self.seq,
+            members,
+            recent,
+        }
+    }
+
+    /// Node `n` loses contact with the log.
+    fn cut(&mut self, n: usize) {
+        self.cut.insert(n);
+        self.rooms[n].handle_link_down(self.now);
+        self.drain(n);
+    }
+
+    /// Node `n` is in contact again: it applies a snapshot, then what it publishes.
+    fn heal(&mut self, n: usize) {
+        self.cut.remove(&n);
+        let snapshot = self.snapshot();
+        self.rooms[n].handle_snapshot(self.now, snapshot);
+        self.drain(n);
+        self.settle();
+    }
+
+    /// The log writes out node `n`'s users as gone (its lease ran out).
+    fn reap(&mut self, n: usize) {
+        let gone: Vec<(String, String)> = self
+            .members
+            .iter()
+            .filter(|(_, (node_of, _, _))| *node_of == node(n))
+            .map(|(key, (_, _, name))| (key.clone(), name.clone()))
+            .collect();
+        for (key, name) in gone {
+            self.members.remove(&key);
+            self.deliver(Logged::Left {
+                key,
+                name,
+                reason: LeaveReason::Lost,
+            });
+        }
+    }
+
+    /// Appends `entry` and has every node in contact apply it.
+    fn deliver(&mut self, entry: Logged) {
+        self.log.push(entry.clone());
+        for i in 0..self.rooms.len() {
+            if !self.cut.contains(&i) {
+                self.rooms[i].handle_logged(self.now, entry.clone());
+                self.drain(i);
+            }
         }
     }
 
@@ -90,13 +177,20 @@ impl Cluster {
         while !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
             for (n, publish) in pending {
+                if self.cut.contains(&n) {
+                    self.rooms[n].handle_refused(self.now, publish, Refusal::Busy);
+                    self.drain(n);
+                    continue;
+                }
                 let from = self.log.len();
                 self.append(n, publish);
                 for k in from..self.log.len() {
                     let entry = self.log[k].clone();
                     for i in 0..self.rooms.len() {
-                        self.rooms[i].handle_logged(self.now, entry.clone());
-                        self.drain(i);
+                        if !self.cut.contains(&i) {
+                            self.rooms[i].handle_logged(self.now, entry.clone());
+                            self.drain(i);
+                        }
                     }
                 }
             }
@@ -118,7 +212,8 @@ impl Cluster {
                     self.rooms[n].handle_refused(self.now, publish, Refusal::Taken);
                     return self.drain(n);
                 }
-                self.members.insert(key.clone(), (node(n), conn));
+                self.members
+                    .insert(key.clone(), (node(n), conn, name.clone()));
                 self.log.push(Logged::Joined {
                     key,
                     name,
@@ -144,7 +239,11 @@ impl Cluster {
                 name,
                 reason,
             } => {
-                if self.members.get(&key) == Some(&(node(n), conn)) {
+                if self
+                    .members
+                    .get(&key)
+                    .is_some_and(|(m, c, _)| *m == node(n) && *c == conn)
+                {
                     self.members.remove(&key);
                     self.log.push(Logged::Left { key, name, reason });
                 }
@@ -332,4 +431,128 @@ fn above_the_announce_limit_the_other_nodes_users_are_counted_in_the_digest() {
     c.rooms[0].handle_timeout(due);
     c.drain(0);
     assert_eq!(c.take(0, alice), ["*** 1 left: cy (2 online) ***\n"]);
+}
+
+/// alice and cy on node 0, bob on node 1, all in, their screens read.
+fn three_users() -> (Cluster, ConnId, ConnId, ConnId) {
+    let (mut c, alice, bob) = two_users();
+    let cy = c.open(0, 2);
+    c.line(0, cy, "cy");
+    c.settle();
+    for (n, conn) in [(0, alice), (1, bob), (0, cy)] {
+        c.take(n, conn);
+    }
+    (c, alice, bob, cy)
+}
+
+const LOST: &str =
+    "*** Lost contact with the other servers; only people on this server can hear you now ***\n";
+const BACK: &str = "*** Back in contact with the other servers ***\n";
+
+#[test]
+fn out_of_contact_a_node_chats_alone_and_comes_back_into_the_room() {
+    let (mut c, alice, bob, cy) = three_users();
+    c.cut(0);
+    assert_eq!(c.take(0, alice), [LOST]);
+    assert_eq!(c.take(0, cy), [LOST]);
+    c.line(0, alice, "anyone?");
+    c.settle();
+    assert_eq!(c.take(0, cy), ["alice: anyone?\n"]);
+    assert!(c.take(1, bob).is_empty(), "the other node hears nothing");
+    // Nobody is announced as leaving on the node out of contact.
+    c.line(0, cy, "/who");
+    assert_eq!(c.take(0, cy), ["Online (3): alice, bob, cy\n"]);
+    // Its lease runs out: the others see its users leave.
+    c.reap(0);
+    assert_eq!(
+        c.take(1, bob),
+        [
+            "*** alice has left the chat ***\n",
+            "*** cy has left the chat ***\n"
+        ]
+    );
+    c.heal(0);
+    assert_eq!(c.take(0, alice), [BACK]);
+    assert_eq!(c.take(0, cy), [BACK]);
+    assert_eq!(
+        c.take(1, bob),
+        [
+            "*** alice has joined the chat ***\n",
+            "*** cy has joined the chat ***\n"
+        ]
+    );
+    c.line(1, bob, "welcome back");
+    c.settle();
+    assert_eq!(c.take(0, alice), ["bob: welcome back\n"]);
+    assert_eq!(c.take(0, cy), ["bob: welcome back\n"]);
+}
+
+#[test]
+fn messages_logged_while_a_node_was_out_of_contact_reach_it_in_order_when_it_is_back() {
+    let (mut c, alice, bob, _cy) = three_users();
+    c.cut(0);
+    c.take(0, alice);
+    c.line(1, bob, "one");
+    c.line(1, bob, "two");
+    c.settle();
+    assert!(c.take(0, alice).is_empty());
+    c.heal(0);
+    assert_eq!(c.take(0, alice), [BACK, "bob: one\n", "bob: two\n"]);
+    // Not reaped meanwhile: nobody left or joined anywhere.
+    assert!(c.take(1, bob).is_empty());
+}
+
+#[test]
+fn a_name_given_out_on_both_sides_stays_with_the_log_and_the_other_goes_back_to_the_prompt() {
+    let (mut c, alice, bob, _cy) = three_users();
+    c.cut(0);
+    c.take(0, alice);
+    let dave1 = c.open(1, 2);
+    c.line(1, dave1, "dave");
+    c.settle();
+    let dave0 = c.open(0, 3);
+    c.line(0, dave0, "Dave");
+    c.settle();
+    assert!(c.take(0, dave0)[1].starts_with("Welcome, Dave!"));
+    assert_eq!(c.take(0, alice), ["*** Dave has joined the chat ***\n"]);
+    c.take(1, bob);
+    c.heal(0);
+    assert_eq!(
+        c.take(0, dave0),
+        [
+            BACK,
+            "The name 'Dave' is already taken; choose another.\n",
+            PROMPT
+        ]
+    );
+    assert_eq!(
+        c.take(0, alice),
+        [
+            BACK,
+            "*** Dave has left the chat ***\n",
+            "*** dave has joined the chat ***\n"
+        ]
+    );
+    assert!(
+        c.take(1, bob).is_empty(),
+        "the room never had node 0's Dave"
+    );
+    // The one sent back can choose again.
+    c.line(0, dave0, "dave2");
+    c.settle();
+    assert!(c.take(0, dave0)[0].starts_with("Welcome, dave2!"));
+    assert_eq!(c.take(1, bob), ["*** dave2 has joined the chat ***\n"]);
+}
+
+#[test]
+fn a_user_who_left_while_out_of_contact_is_released_when_contact_is_back() {
+    let (mut c, alice, bob, cy) = three_users();
+    c.cut(0);
+    c.line(0, cy, "/quit");
+    assert_eq!(c.take(0, alice), [LOST, "*** cy has left the chat ***\n"]);
+    c.heal(0);
+    assert_eq!(c.take(1, bob), ["*** cy has left the chat ***\n"]);
+    // Shown on node 0 when cy left, and not again.
+    assert_eq!(c.take(0, alice), [BACK]);
+    assert!(!c.members.contains_key("cy"));
 }

@@ -862,6 +862,7 @@ fn above_the_limit_joins_and_leaves_come_as_one_digest_per_interval() {
             LogRecord::Join { name, .. } => format!("+{name}"),
             LogRecord::Leave { name, .. } => format!("-{name}"),
             LogRecord::Message(m) => m.text,
+            LogRecord::Local { text, .. } => text,
         })
         .collect();
     assert_eq!(log, ["+carol", "+dave", "-bob"]);

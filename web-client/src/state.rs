@@ -472,6 +472,22 @@ impl ClientState {
             } => self.welcome(&mut fx, name, count, online, epoch),
             Event::History { messages, gap } => self.history(&mut fx, messages, gap),
             Event::Message(m) => self.message(&mut fx, m),
+            // Out of contact with the other servers: shown, but no place in the order.
+            Event::LocalMessage { from, text } => {
+                let own = self
+                    .name
+                    .as_deref()
+                    .is_some_and(|me| name_key(me) == name_key(&from));
+                let kind = if own { Kind::Own } else { Kind::Message };
+                fx.push(Effect::Append(Entry {
+                    kind,
+                    seq: None,
+                    parts: vec![span("from", from), words(": "), span("text", text)],
+                }));
+            }
+            event @ (Event::Degraded | Event::Restored) => {
+                fx.push(Effect::Append(Entry::system(line::render(&event))))
+            }
             Event::Joined { name } => {
                 fx.push(Effect::Append(Entry::new(
                     Kind::Joined,

@@ -168,6 +168,9 @@ pub fn render(event: &Event) -> String {
         Event::Message(m) => {
             let _ = write!(out, "{}: {}", m.from, m.text);
         }
+        Event::LocalMessage { from, text } => {
+            let _ = write!(out, "{from}: {text}");
+        }
         Event::Joined { name } => {
             let _ = write!(out, "*** {name} has joined the chat ***");
         }
@@ -211,6 +214,10 @@ pub fn render(event: &Event) -> String {
         Event::IdleTimeout => out.push_str("Disconnected: idle timeout."),
         Event::NameTimeout => out.push_str("Disconnected: no name given in time."),
         Event::Shutdown => out.push_str("*** Server is shutting down ***"),
+        Event::Degraded => out.push_str(
+            "*** Lost contact with the other servers; only people on this server can hear you now ***",
+        ),
+        Event::Restored => out.push_str("*** Back in contact with the other servers ***"),
     }
     out
 }

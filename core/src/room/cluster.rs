@@ -27,6 +27,11 @@ pub(super) struct Cluster {
     pub(super) next_origin: u64,
     /// The public messages published and not yet read back: origin to sender.
     pub(super) says: BTreeMap<u64, ConnId>,
+    /// Out of contact with the log (from the start until the first snapshot, and from a
+    /// `handle_link_down` to the next snapshot): the room runs as alone, for this node's users.
+    pub(super) down: bool,
+    /// Whether this node's users were told contact was lost, so are told when it is back.
+    pub(super) told_down: bool,
 }
 
 impl Cluster {
@@ -38,6 +43,8 @@ impl Cluster {
             remote_looks: BTreeMap::new(),
             next_origin: 1,
             says: BTreeMap::new(),
+            down: true,
+            told_down: false,
         }
     }
 
@@ -171,7 +178,16 @@ impl Room {
                 let Some(c) = self.conns.get_mut(&conn) else {
                     return;
                 };
-                if c.name.is_some() || c.claim.take().is_none() {
+                if c.name.is_some() {
+                    // A user of this node claimed again after contact came back: a name the
+                    // log gives to someone else sends it back to the prompt; otherwise it stays
+                    // here and is claimed again at the next snapshot.
+                    if matches!(refusal, Refusal::Taken | Refusal::LooksLike(_)) {
+                        self.bounce(conn);
+                    }
+                    return;
+                }
+                if c.claim.take().is_none() {
                     return;
                 }
                 match refusal {
@@ -244,7 +260,12 @@ impl Room {
 
     /// A join (`after`) or leave (`before`) of a user not connected here, told to everyone
     /// here at once, or `gathered` into the digest as the room's size says (`gathers`).
-    fn announce(&mut self, gathered: bool, before: Option<String>, after: Option<String>) {
+    pub(super) fn announce(
+        &mut self,
+        gathered: bool,
+        before: Option<String>,
+        after: Option<String>,
+    ) {
         if gathered {
             let due = self.digest_due();
             self.digest.elsewhere(due, before, after);

@@ -53,6 +53,19 @@ impl History {
 
     /// Seeds the ring with messages of an earlier run, oldest first; those not above the
     /// numbering so far are skipped, and it goes on after the last one.
+    /// A new run of the numbering (the log's epoch changed): the ring is emptied and numbering
+    /// goes on after `last`.
+    pub(super) fn renumber(&mut self, last: u64) {
+        self.ring.clear();
+        self.next_seq = last.saturating_add(1);
+    }
+
+    /// Messages up to `last` exist though this room never held them (they were logged while it
+    /// was out of contact, beyond what it was sent back).
+    pub(super) fn skip_to(&mut self, last: u64) {
+        self.next_seq = self.next_seq.max(last.saturating_add(1));
+    }
+
     pub(super) fn restore(&mut self, messages: impl IntoIterator<Item = ChatMessage>) {
         for message in messages {
             if message.seq < self.next_seq {

@@ -16,10 +16,12 @@
 //! - `digest.rs`: the digest of joins and leaves above `announce_limit`.
 //! - `joins.rs`: how often one address may join (`joins_per_minute`).
 //! - `cluster.rs`: cluster mode's replica of the other nodes' users ([`crate::cluster`]).
+//! - `contact.rs`: cluster mode losing contact with the log, and regaining it from a snapshot.
 
 mod cluster;
 mod config;
 pub(crate) mod conn;
+mod contact;
 mod digest;
 mod flood;
 mod history;
@@ -528,7 +530,7 @@ impl Room {
             let message = format!("Too many joins from your address; try again in {secs} {unit}.");
             return self.refuse(conn, ErrorCode::TooManyJoins, message);
         }
-        if self.cluster.is_some() {
+        if self.cluster.as_ref().is_some_and(|c| !c.down) {
             // The log decides: the join is made when it comes back (`handle_logged`).
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.claim = Some((name.clone(), resume));
@@ -580,6 +582,10 @@ impl Room {
         if let Some(history) = self.history.replay(self.config.epoch, resume) {
             self.send(conn, &history);
         }
+        if self.cluster.as_ref().is_some_and(|c| c.down) {
+            // In on this node only, for now: told so, like everyone here.
+            self.send(conn, &Event::Degraded);
+        }
         if gathered {
             // The welcome showed the roster as it is now, the join included.
             self.digest.joined(self.digest_due(), conn, name.clone());
@@ -594,6 +600,14 @@ impl Room {
         let text = clean_message(text);
         if text.is_empty() {
             return;
+        }
+        if self.cluster.as_ref().is_some_and(|c| c.down) {
+            self.outputs.push_back(Output::Log(LogRecord::Local {
+                from: from.clone(),
+                text: text.clone(),
+            }));
+            let local = Event::LocalMessage { from, text };
+            return self.broadcast(&local, |id, c| id != conn || c.wire == Wire::Json);
         }
         if let Some(cluster) = &mut self.cluster {
             let origin = cluster.next_origin;
@@ -751,7 +765,7 @@ impl Room {
             // gathered.
             let key = name_key(&name);
             let look = look_key(&name);
-            if let Some(cluster) = &mut self.cluster {
+            if let Some(cluster) = self.cluster.as_mut().filter(|c| !c.down) {
                 self.names.remove(&key);
                 self.looks.remove(&look);
                 // Still in the room until the log says it left, on every node at once.
@@ -770,7 +784,9 @@ impl Room {
                 };
                 return self.outputs.push_back(Output::Publish(release));
             }
-            let gathered = self.gathers(self.names.len());
+            // Out of contact (cluster mode), a leave is made here at once, as alone; the log
+            // learns of it when contact is back (`handle_snapshot`).
+            let gathered = self.gathers(self.count());
             self.names.remove(&key);
             self.looks.remove(&look);
             if gathered {

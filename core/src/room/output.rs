@@ -31,6 +31,14 @@ pub enum LogRecord {
     },
     /// A public message.
     Message(ChatMessage),
+    /// Cluster mode, out of contact with the other nodes: a public message only this node's
+    /// users got, outside the room's order.
+    Local {
+        /// The sender's name.
+        from: String,
+        /// The text.
+        text: String,
+    },
 }
 
 /// What the room wants done. Drain with [`Room::poll_output`](crate::room::Room::poll_output) after

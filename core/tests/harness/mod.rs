@@ -365,6 +365,7 @@ impl Harness {
                             [name.as_str(), ""]
                         }
                         LogRecord::Message(m) => [m.from.as_str(), m.text.as_str()],
+                        LogRecord::Local { from, text } => [from.as_str(), text.as_str()],
                     };
                     assert!(
                         !texts.iter().any(|t| t.chars().any(is_forbidden)),

@@ -35,6 +35,7 @@ pub(super) fn queued_size(record: &LogRecord) -> usize {
     OVERHEAD
         + match record {
             LogRecord::Message(message) => message.from.len() + message.text.len(),
+            LogRecord::Local { from, text } => from.len() + text.len(),
             LogRecord::Join { name, .. } | LogRecord::Leave { name, .. } => name.len(),
         }
 }

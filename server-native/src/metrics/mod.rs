@@ -338,7 +338,7 @@ impl Metrics {
             match record {
                 LogRecord::Join { .. } => m.joins.inc(),
                 LogRecord::Leave { reason, .. } => m.leaves[leave_index(*reason)].inc(),
-                LogRecord::Message(_) => m.public_messages.inc(),
+                LogRecord::Message(_) | LogRecord::Local { .. } => m.public_messages.inc(),
             };
         }
     }

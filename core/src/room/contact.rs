@@ -1,0 +1,278 @@
+//! Cluster mode's contact with the shared log: losing it (the room goes on as alone, for this
+//! node's users) and regaining it from a snapshot (the room is one again).
+
+use std::collections::BTreeSet;
+
+use super::Room;
+use super::output::{LogRecord, Output};
+use super::reason::LeaveReason;
+use crate::cluster::{Member, Publish, Snapshot};
+use crate::command::Resume;
+use crate::error_code::ErrorCode;
+use crate::event::Event;
+use crate::name::{look_key, name_key};
+use crate::room::conn::ConnId;
+use crate::time::Timestamp;
+
+impl Room {
+    /// Cluster mode: this node lost contact with the shared log. Until the next
+    /// [`handle_snapshot`](Room::handle_snapshot) the room runs as alone for this node's users:
+    /// they are told once; messages reach only them ([`Event::LocalMessage`], outside the
+    /// order); names are given out if free here and in what the room last knew of the others
+    /// (they are claimed in the log when contact is back); leaves are made here at once. Joins
+    /// that were waiting for the log are decided here now. Nobody of the other nodes is
+    /// announced as leaving: the room does not know that they left.
+    ///
+    /// Also right after start, when the driver gives up waiting for the log: the room is out
+    /// of contact from the start, and this only records that its users are to be told.
+    pub fn handle_link_down(&mut self, now: Timestamp) {
+        self.advance(now);
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let was_down = cluster.down;
+        cluster.down = true;
+        cluster.told_down = true;
+        if was_down {
+            return;
+        }
+        self.broadcast(&Event::Degraded, |_, _| true);
+        let waiting: Vec<(ConnId, String, Option<Resume>)> = self
+            .conns
+            .iter_mut()
+            .filter(|(_, c)| c.name.is_none())
+            .filter_map(|(&id, c)| c.claim.take().map(|(name, resume)| (id, name, resume)))
+            .collect();
+        for (conn, name, resume) in waiting {
+            self.join_here(conn, name, resume);
+        }
+    }
+
+    /// A join that was waiting for the log when contact was lost, decided as alone would.
+    fn join_here(&mut self, conn: ConnId, name: String, resume: Option<Resume>) {
+        let key = name_key(&name);
+        let look = look_key(&name);
+        let elsewhere = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.remote.contains_key(&key));
+        if self.names.contains_key(&key) || elsewhere {
+            let message = format!("The name '{name}' is already taken; choose another.");
+            return self.refuse(conn, ErrorCode::NameTaken, message);
+        }
+        let other = match self.looks.get(&look).and_then(|&id| self.name_of(id)) {
+            Some(other) => Some(other.to_owned()),
+            None => self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.looks_like(&look))
+                .map(str::to_owned),
+        };
+        if let Some(other) = other {
+            let message = format!(
+                "The name '{name}' looks too much like '{other}', who is online; choose another."
+            );
+            return self.refuse(conn, ErrorCode::NameConfusable, message);
+        }
+        self.admit(conn, name, key, look, resume);
+    }
+
+    /// Cluster mode: the room as the log holds it, when this node (re)gains contact: at start
+    /// and after a loss. Afterwards the room applies what is logged after the snapshot.
+    ///
+    /// - Users told that contact was lost are told it is back.
+    /// - A new epoch (the log began afresh or lost its tail) restarts the numbering from the
+    ///   snapshot's; in the same epoch, the messages this node missed are delivered now, in
+    ///   order (those beyond what the snapshot holds are lost to it; a JSON client's resume
+    ///   says so with `gap`).
+    /// - The other nodes' users are now those of the snapshot: who is new is announced as
+    ///   joined, who is gone as left.
+    /// - A user of this node whose name the log gives to someone else goes back to the prompt
+    ///   with the taken sentence; the log's holder keeps it.
+    /// - This node's users the log does not hold (they joined while out of contact, or this
+    ///   node's lease ran out) are claimed again; this node's members the log holds but who
+    ///   are no longer here are released.
+    pub fn handle_snapshot(&mut self, now: Timestamp, snapshot: Snapshot) {
+        self.advance(now);
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let node = cluster.node.clone();
+        cluster.down = false;
+        if std::mem::take(&mut cluster.told_down) {
+            self.broadcast(&Event::Restored, |_, _| true);
+        }
+        let Snapshot {
+            epoch,
+            seq,
+            members,
+            recent,
+        } = snapshot;
+        if epoch == self.config.epoch {
+            let next = self.history.next_seq();
+            for m in recent.into_iter().filter(|m| m.seq >= next) {
+                let message = self.history.apply(m.seq, m.from, m.text);
+                self.outputs
+                    .push_back(Output::Log(LogRecord::Message(message.clone())));
+                self.broadcast(&Event::Message(message), |_, _| true);
+            }
+        } else {
+            self.config.epoch = epoch;
+            self.history.renumber(0);
+            self.history.restore(recent);
+        }
+        self.history.skip_to(seq);
+
+        let mut held = BTreeSet::new();
+        for member in members {
+            held.insert(member.key.clone());
+            if member.node == node {
+                self.mine_in_log(member);
+            } else {
+                self.theirs_in_log(member);
+            }
+        }
+        // The other nodes' users the log no longer holds have left.
+        let gone: Vec<Member> = self
+            .cluster
+            .as_ref()
+            .map(|c| {
+                c.remote
+                    .values()
+                    .filter(|m| !held.contains(&m.key))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for member in gone {
+            let gathered = self.gathers(self.count());
+            if let Some(cluster) = &mut self.cluster {
+                cluster.remove(&member.key, &look_key(&member.name));
+            }
+            self.announce(gathered, Some(member.name.clone()), None);
+            self.outputs.push_back(Output::Log(LogRecord::Leave {
+                name: member.name,
+                reason: LeaveReason::Lost,
+            }));
+        }
+        // This node's users the log does not hold: claimed again.
+        let unclaimed: Vec<(ConnId, String)> = self
+            .names
+            .iter()
+            .filter(|(key, _)| !held.contains(*key))
+            .filter_map(|(_, &id)| Some((id, self.name_of(id)?.to_owned())))
+            .collect();
+        for (conn, name) in unclaimed {
+            let claim = Publish::Claim {
+                conn,
+                key: name_key(&name),
+                look: look_key(&name),
+                name,
+            };
+            self.outputs.push_back(Output::Publish(claim));
+        }
+    }
+
+    /// A member of this node in the snapshot: still here, gone with its leave on the way (it
+    /// stays counted until the leave is logged), or gone while out of contact (released now,
+    /// its leave already shown here).
+    fn mine_in_log(&mut self, member: Member) {
+        let here = self
+            .conns
+            .get(&member.conn)
+            .and_then(|c| c.name.as_deref())
+            .is_some_and(|n| name_key(n) == member.key);
+        if here {
+            return;
+        }
+        let leaving = self.cluster.as_ref().is_some_and(|c| {
+            c.remote
+                .get(&member.key)
+                .is_some_and(|m| m.conn == member.conn && m.node == member.node)
+        });
+        if !leaving {
+            // Its leave is not shown again here when logged: nobody holds it any more.
+            if let Some(cluster) = &mut self.cluster {
+                cluster.remove(&member.key, &look_key(&member.name));
+            }
+        }
+        let release = Publish::Release {
+            conn: member.conn,
+            key: member.key,
+            name: member.name,
+            reason: LeaveReason::Dropped,
+        };
+        self.outputs.push_back(Output::Publish(release));
+    }
+
+    /// A member of another node in the snapshot: the name is its holder's; a user here who
+    /// was given it (or a look-alike) while out of contact goes back to the prompt.
+    fn theirs_in_log(&mut self, member: Member) {
+        let look = look_key(&member.name);
+        let clash = [self.names.get(&member.key), self.looks.get(&look)]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect::<BTreeSet<ConnId>>();
+        for conn in clash {
+            self.bounce(conn);
+        }
+        let known = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.remote.get(&member.key))
+            .cloned();
+        match known {
+            Some(known) if known == member => {}
+            Some(_) => {
+                // The same user, now on another connection or node: nothing to announce.
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.remove(&member.key, &look);
+                    cluster.insert(look, member);
+                }
+            }
+            None => {
+                let gathered = self.gathers(self.count() + 1);
+                let name = member.name.clone();
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.insert(look, member);
+                }
+                self.announce(gathered, None, Some(name.clone()));
+                self.outputs
+                    .push_back(Output::Log(LogRecord::Join { name, peer: None }));
+            }
+        }
+    }
+
+    /// `conn` holds a name the log gives to a user of another node: it leaves (shown here, as
+    /// the log never had it) and goes back to the prompt with the taken sentence.
+    pub(super) fn bounce(&mut self, conn: ConnId) {
+        let Some(name) = self.name_of(conn).map(str::to_owned) else {
+            return;
+        };
+        let gathered = self.gathers(self.count());
+        self.names.remove(&name_key(&name));
+        self.looks.remove(&look_key(&name));
+        let now = self.now;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.name = None;
+            c.claim = None;
+            // The name prompt's clock starts again.
+            c.opened = now;
+        }
+        self.digest.seen(conn);
+        if gathered {
+            let due = self.digest_due();
+            self.digest.elsewhere(due, Some(name.clone()), None);
+        } else {
+            self.broadcast(&Event::Left { name: name.clone() }, |_, _| true);
+        }
+        self.outputs.push_back(Output::Log(LogRecord::Leave {
+            name: name.clone(),
+            reason: LeaveReason::Lost,
+        }));
+        let message = format!("The name '{name}' is already taken; choose another.");
+        self.refuse(conn, ErrorCode::NameTaken, message);
+        self.schedule(conn);
+    }
+}
