@@ -365,7 +365,7 @@ impl<'t> Sim<'t> {
             } else {
                 Some(Duration::from_secs(rng.range(10, 150)))
             },
-            announce_limit: if seed % 3 == 0 {
+            announce_limit: if seed.is_multiple_of(3) {
                 rng.range(0, 6) as usize
             } else {
                 Config::default().announce_limit

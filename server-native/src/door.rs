@@ -154,10 +154,10 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            if let Ok(mut state) = self.door.state.lock() {
-                state.pending(self.listener).leave(ticket);
-            }
+        if let Some(ticket) = self.ticket.take()
+            && let Ok(mut state) = self.door.state.lock()
+        {
+            state.pending(self.listener).leave(ticket);
         }
     }
 }

@@ -151,10 +151,10 @@ impl Router<'_> {
                     tracing::debug!(?conn, ?reason, "closing");
                     self.metrics.closed(reason);
                     // Dropping the sender lets the writer flush what is queued, then close.
-                    if let Some(mut outbox) = self.outboxes.remove(&conn) {
-                        if let Some(close) = outbox.close.take() {
-                            let _ = close.send(reason);
-                        }
+                    if let Some(mut outbox) = self.outboxes.remove(&conn)
+                        && let Some(close) = outbox.close.take()
+                    {
+                        let _ = close.send(reason);
                     }
                 }
                 // Only a room in cluster mode publishes, and this one is alone.

@@ -255,10 +255,10 @@ pub async fn run(
         }
     });
     let room_task = async {
-        if let Err(err) = room_task.await {
-            if err.is_panic() {
-                std::panic::resume_unwind(err.into_panic());
-            }
+        if let Err(err) = room_task.await
+            && err.is_panic()
+        {
+            std::panic::resume_unwind(err.into_panic());
         }
     };
 

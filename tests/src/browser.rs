@@ -358,15 +358,14 @@ impl Drop for Browser {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
             // Ends the WebDriver session (which quits Chromium) on the test's runtime.
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-                    tokio::task::block_in_place(|| {
-                        handle.block_on(async {
-                            let _ =
-                                tokio::time::timeout(Duration::from_secs(3), client.close()).await;
-                        })
-                    });
-                }
+            if let Ok(handle) = tokio::runtime::Handle::try_current()
+                && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            {
+                tokio::task::block_in_place(|| {
+                    handle.block_on(async {
+                        let _ = tokio::time::timeout(Duration::from_secs(3), client.close()).await;
+                    })
+                });
             }
         }
         let left = self.kill_everything();

@@ -260,7 +260,7 @@ impl Chaos {
                 counts.vanished.fetch_add(1, Ordering::Relaxed);
             }
             Chaos::Reset => {
-                let wire = if round % 2 == 0 {
+                let wire = if round.is_multiple_of(2) {
                     Wire::Line
                 } else {
                     Wire::Json
@@ -286,10 +286,10 @@ impl Chaos {
             Chaos::Garbage => {
                 let mut stream = TcpStream::connect(target.tcp).await?;
                 let mut bytes = rng.bytes(2000);
-                if round % 3 == 0 {
+                if round.is_multiple_of(3) {
                     bytes.splice(0..0, format!("{name}\n").into_bytes());
                 }
-                if round % 5 == 0 {
+                if round.is_multiple_of(5) {
                     bytes.extend(std::iter::repeat_n(b'x', 200_000));
                     bytes.push(b'\n');
                 }

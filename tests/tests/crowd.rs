@@ -54,10 +54,10 @@ async fn ten_thousand_clients_on_both_wires_all_hear_a_broadcast() {
             joined.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 while let Ok(Some(incoming)) = receiver.next().await {
-                    if let Incoming::Message { text, .. } = incoming {
-                        if heard_tx.send((i, text)).is_err() {
-                            break;
-                        }
+                    if let Incoming::Message { text, .. } = incoming
+                        && heard_tx.send((i, text)).is_err()
+                    {
+                        break;
                     }
                 }
             });

@@ -677,14 +677,15 @@ impl ClientState {
             }
             ref session => session.join(),
         };
-        if let Some(Join::Rejoin { retries }) = join {
-            if code == ErrorCode::NameTaken && retries < NAME_TAKEN_RETRIES {
-                // Most likely our own old connection, which the server has not seen die yet.
-                let retries = retries + 1;
-                self.session = Session::RetryingJoin { retries };
-                fx.push(self.set_timer(backoff_ms(retries, 1.0)));
-                return;
-            }
+        if let Some(Join::Rejoin { retries }) = join
+            && code == ErrorCode::NameTaken
+            && retries < NAME_TAKEN_RETRIES
+        {
+            // Most likely our own old connection, which the server has not seen die yet.
+            let retries = retries + 1;
+            self.session = Session::RetryingJoin { retries };
+            fx.push(self.set_timer(backoff_ms(retries, 1.0)));
+            return;
         }
         // Given up: the form shows why.
         self.name_error = message;

@@ -78,10 +78,10 @@ impl Digest {
 
     /// `conn`, joined as `name`, left. A window opens, due at `due`, if none is gathering.
     pub(super) fn left(&mut self, due: Timestamp, conn: ConnId, name: String) {
-        if let Some(window) = &mut self.window {
-            if let Some(id) = window.views.remove(&conn) {
-                window.release(id);
-            }
+        if let Some(window) = &mut self.window
+            && let Some(id) = window.views.remove(&conn)
+        {
+            window.release(id);
         }
         self.gather(due, name_key(&name), Some(name), None);
     }

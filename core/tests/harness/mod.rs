@@ -418,18 +418,17 @@ fn keep_roster(roster: &mut Roster, event: &Event) {
         left,
         count,
     } = event
+        && roster.is_complete()
     {
-        if roster.is_complete() {
-            assert!(
-                !joined.is_empty() || !left.is_empty(),
-                "an empty digest was sent"
-            );
-            assert_eq!(
-                roster.names().len(),
-                *count,
-                "a digest's count is not its roster's"
-            );
-        }
+        assert!(
+            !joined.is_empty() || !left.is_empty(),
+            "an empty digest was sent"
+        );
+        assert_eq!(
+            roster.names().len(),
+            *count,
+            "a digest's count is not its roster's"
+        );
     }
 }
 

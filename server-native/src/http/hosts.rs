@@ -88,10 +88,10 @@ impl Hosts {
     }
 
     fn add(&mut self, authority: &str) {
-        if let Some(Host::Name(name)) = parse(authority) {
-            if !self.names.contains(&name) {
-                self.names.push(name);
-            }
+        if let Some(Host::Name(name)) = parse(authority)
+            && !self.names.contains(&name)
+        {
+            self.names.push(name);
         }
     }
 

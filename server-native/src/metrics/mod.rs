@@ -281,11 +281,11 @@ impl Metrics {
             return;
         }
         let at = u64::try_from(now.as_duration().as_nanos()).unwrap_or(u64::MAX - 1) + 1;
-        if m.last_stamp.load(Ordering::Relaxed) != at || n % SAMPLE_EVERY == 0 {
-            if let Some(p) = &probe.0 {
-                m.last_stamp.store(at, Ordering::Relaxed);
-                p.since.store(at, Ordering::Relaxed);
-            }
+        if (m.last_stamp.load(Ordering::Relaxed) != at || n.is_multiple_of(SAMPLE_EVERY))
+            && let Some(p) = &probe.0
+        {
+            m.last_stamp.store(at, Ordering::Relaxed);
+            p.since.store(at, Ordering::Relaxed);
         }
     }
 

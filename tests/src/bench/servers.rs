@@ -67,22 +67,22 @@ impl Servers {
         python: String,
         floor: Option<PathBuf>,
     ) -> Result<Servers, String> {
-        if let Some(seed) = &seed {
-            if !seed.exists() {
-                return Err(format!(
-                    "no seed server at {} (use --seed none)",
-                    seed.display()
-                ));
-            }
+        if let Some(seed) = &seed
+            && !seed.exists()
+        {
+            return Err(format!(
+                "no seed server at {} (use --seed none)",
+                seed.display()
+            ));
         }
-        if let Some(floor) = &floor {
-            if !floor.exists() {
-                return Err(format!(
-                    "no fan-out floor at {} (build it: cargo build --release -p chat-tests --bin \
+        if let Some(floor) = &floor
+            && !floor.exists()
+        {
+            return Err(format!(
+                "no fan-out floor at {} (build it: cargo build --release -p chat-tests --bin \
                      fanout-floor; or use --floor none)",
-                    floor.display()
-                ));
-            }
+                floor.display()
+            ));
         }
         Ok(Servers {
             ours,

@@ -665,12 +665,13 @@ async fn receive(
             }
             return;
         }
-        if let Some((run, s, k, sent)) = parse_payload(text) {
-            if run == shared.run && seen.record(s, k, sent) {
-                shared.delivered[s][r].fetch_add(1, Ordering::Relaxed);
-                shared.total.fetch_add(1, Ordering::Relaxed);
-                shared.last_delivery.fetch_max(now_ns(), Ordering::Relaxed);
-            }
+        if let Some((run, s, k, sent)) = parse_payload(text)
+            && run == shared.run
+            && seen.record(s, k, sent)
+        {
+            shared.delivered[s][r].fetch_add(1, Ordering::Relaxed);
+            shared.total.fetch_add(1, Ordering::Relaxed);
+            shared.last_delivery.fetch_max(now_ns(), Ordering::Relaxed);
         }
     };
     match reader {
@@ -719,10 +720,10 @@ async fn receive(
                 },
             };
             let Message::Text(text) = frame else { continue };
-            if let Ok(event) = serde_json::from_str::<JsonEvent>(&text) {
-                if event.kind == "message" {
-                    on_text(event.from, event.text.as_bytes(), &mut seen);
-                }
+            if let Ok(event) = serde_json::from_str::<JsonEvent>(&text)
+                && event.kind == "message"
+            {
+                on_text(event.from, event.text.as_bytes(), &mut seen);
             }
         },
     }

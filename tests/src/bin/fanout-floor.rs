@@ -95,17 +95,16 @@ fn main() -> io::Result<()> {
                 start += end + 1;
             }
             client.partial.drain(..start);
-            if gone {
-                if let Some(mut client) = clients[at].take() {
-                    let _ = poll.registry().deregister(&mut client.stream);
-                }
+            if gone && let Some(mut client) = clients[at].take() {
+                let _ = poll.registry().deregister(&mut client.stream);
             }
             for out in &lines {
                 for (to, other) in clients.iter_mut().enumerate() {
-                    if let Some(other) = other {
-                        if to != at && other.name.is_some() {
-                            write_fully(&mut other.stream, out);
-                        }
+                    if let Some(other) = other
+                        && to != at
+                        && other.name.is_some()
+                    {
+                        write_fully(&mut other.stream, out);
                     }
                 }
             }
