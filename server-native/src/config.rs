@@ -229,6 +229,28 @@ pub struct Config {
         value_parser = str::parse::<Cidr>
     )]
     pub trusted_proxy: Vec<Cidr>,
+
+    /// Share the room through this Redis (7.0 or later) or Valkey, such as
+    /// redis://127.0.0.1:6379/0: every chat-server with the same URL and --redis-prefix is one
+    /// room. Without it this server is a room alone and needs nothing else.
+    #[arg(long, env = "CHAT_REDIS", value_name = "URL", value_parser = redis_url)]
+    pub redis: Option<String>,
+
+    /// The room's keys in that Redis; other prefixes are other rooms.
+    #[arg(long, env = "CHAT_REDIS_PREFIX", value_name = "NAME", default_value = "chat",
+          value_parser = plain_name)]
+    pub redis_prefix: String,
+
+    /// Seconds a node may go unheard before it counts as gone: its users then leave the room on
+    /// every other node.
+    #[arg(long, env = "CHAT_NODE_TIMEOUT", value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub node_timeout: u64,
+
+    /// This node's name in logs, metrics and /readyz; by default made of the host name, the
+    /// line listener's port and the start time.
+    #[arg(long, env = "CHAT_NODE_ID", value_name = "NAME", value_parser = plain_name)]
+    pub node_id: Option<String>,
 }
 
 /// `on` or `off`.
@@ -288,6 +310,23 @@ impl Config {
         }
     }
 
+    /// This node's name: `--node-id`, or the host's name, the line listener's port and the
+    /// start time (seconds), such as `web1-8888-1764800000`.
+    pub fn node_id(&self, tcp_port: u16) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty() && plain_name(h).is_ok())
+            .unwrap_or_else(|| "node".to_owned());
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        format!("{host}-{tcp_port}-{started}")
+    }
+
     /// The networks of `--trusted-proxy`.
     pub fn trusted_proxies(&self) -> TrustedProxies {
         TrustedProxies::new(self.trusted_proxy.iter().copied())
@@ -315,6 +354,28 @@ impl Config {
 }
 
 /// A value of `--allow-host`: a host name (a port after it is ignored) or `*`, trimmed.
+fn redis_url(value: &str) -> Result<String, String> {
+    let url = value.trim();
+    match redis::Client::open(url) {
+        Ok(_) => Ok(url.to_owned()),
+        Err(err) => Err(format!(
+            "{value:?} is not a Redis URL this server can use ({err}): give one such as \
+             redis://127.0.0.1:6379/0"
+        )),
+    }
+}
+
+/// A name for keys and logs: printable, no spaces, no braces, at most 64 bytes.
+fn plain_name(value: &str) -> Result<String, String> {
+    let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '{' | '}');
+    if value.is_empty() || value.len() > 64 || value.contains(bad) {
+        return Err(format!(
+            "{value:?} is not a plain name: 1 to 64 characters, no spaces and no braces"
+        ));
+    }
+    Ok(value.to_owned())
+}
+
 fn host_name(value: &str) -> Result<String, String> {
     let name = value.trim();
     let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '?' | '#');

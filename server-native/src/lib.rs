@@ -22,6 +22,8 @@
 //! - `proxied`: connections from a trusted proxy (`--trusted-proxy`): the PROXY header read
 //!   off a line connection, and the client an HTTP request's forwarding headers name.
 //! - `room_task`: the one task that owns the `Room`, feeds it and routes its outputs.
+//! - `cluster`: with `--redis`, the link between the room and the room's log in Redis: the
+//!   scripts, the lease and reaper, publishes, the log's reader, local mode and healing.
 //! - `outbox` and `frames`: a connection's outbox, between the room and its writer.
 //! - `tls`: `--tls-cert` and `--tls-key`, and the handshake each connection's task performs
 //!   before anything else when they are given.
@@ -38,6 +40,7 @@
 mod accept;
 mod bind;
 mod clock;
+mod cluster;
 pub mod config;
 mod door;
 mod frames;
@@ -69,7 +72,14 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    server::run(config, listeners, shutdown, futures_util::stream::pending()).await
+    server::run(
+        config,
+        listeners,
+        shutdown,
+        futures_util::stream::pending(),
+        || {},
+    )
+    .await
 }
 
 /// [`run`], reopening the message log's path each time `reopen` yields (the binary feeds it
@@ -81,5 +91,18 @@ pub async fn run_with_reopen(
     shutdown: impl Future<Output = ()>,
     reopen: impl Stream<Item = ()>,
 ) -> io::Result<()> {
-    server::run(config, listeners, shutdown, reopen).await
+    server::run(config, listeners, shutdown, reopen, || {}).await
+}
+
+/// [`run_with_reopen`], calling `ready` once the server is about to accept connections: at
+/// once alone; with `--redis`, once this node is in the room through Redis or has waited 5
+/// seconds for it and started alone. The binary prints the listening addresses then.
+pub async fn run_when_ready(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reopen: impl Stream<Item = ()>,
+    ready: impl FnOnce(),
+) -> io::Result<()> {
+    server::run(config, listeners, shutdown, reopen, ready).await
 }

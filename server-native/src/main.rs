@@ -59,20 +59,24 @@ async fn serve(config: Config) -> std::io::Result<()> {
     let shutdown = shutdown_signal();
     let listeners = Listeners::bind(&config).await?;
     let (tcp, http) = listeners.local_addrs()?;
-    // Scripts read these two lines to find the ports when they asked for port 0.
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "tcp listening on {tcp}")?;
-    writeln!(stdout, "http listening on {http}")?;
-    stdout.flush()?;
-    drop(stdout);
-    if listeners.tls() {
-        tracing::info!(%tcp, %http, "chat-server ready over TLS; chat with: \
-            openssl s_client -quiet -connect {tcp}, or in a browser: https://{http}/");
-    } else {
-        tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a browser: \
-            http://{http}/", tcp.ip(), tcp.port());
-    }
-    chat_server::run_with_reopen(config, listeners, shutdown, reopen).await
+    let tls = listeners.tls();
+    // Once the server accepts: at once alone; with --redis, once in the room or given up
+    // waiting for it. Scripts read these two lines to find the ports when they asked for 0.
+    let ready = move || {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "tcp listening on {tcp}");
+        let _ = writeln!(stdout, "http listening on {http}");
+        let _ = stdout.flush();
+        drop(stdout);
+        if tls {
+            tracing::info!(%tcp, %http, "chat-server ready over TLS; chat with: \
+                openssl s_client -quiet -connect {tcp}, or in a browser: https://{http}/");
+        } else {
+            tracing::info!(%tcp, %http, "chat-server ready; chat with: nc {} {}, or in a \
+                browser: http://{http}/", tcp.ip(), tcp.port());
+        }
+    };
+    chat_server::run_when_ready(config, listeners, shutdown, reopen, ready).await
 }
 
 /// Raises the soft limit on open files to the hard one, so that the defaults (1024 users and

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use chat_core::cluster::{Logged, Publish, Refusal, Snapshot};
 use chat_core::{CloseReason, ConnId, Disconnect, Line, Output, Room, Timestamp, Wire};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -14,6 +15,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::cluster::Publisher;
 use crate::log::MessageLog;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Outgoing};
@@ -39,6 +41,34 @@ pub enum RoomInput {
     Binary { conn: ConnId },
     /// The connection ended on its side.
     Disconnect { conn: ConnId, why: Disconnect },
+    /// From the link to Redis (`--redis`).
+    Cluster(ClusterInput),
+}
+
+/// What the link to Redis tells the room (`crate::cluster`).
+#[derive(Debug)]
+pub enum ClusterInput {
+    /// In contact: the room as the log holds it.
+    Snapshot(Snapshot),
+    /// Entries of the log, in its order, after the snapshot.
+    Logged(Vec<Logged>),
+    /// A publish the log refused or that could not be sent.
+    Refused(Publish, Refusal),
+    /// A private message from another node for a user of this one.
+    Told {
+        to_key: String,
+        from: String,
+        text: String,
+    },
+    /// Whether a private message to a user of another node found its node.
+    TellResult {
+        from_conn: ConnId,
+        to: String,
+        text: String,
+        heard: bool,
+    },
+    /// Out of contact with Redis.
+    LinkDown,
 }
 
 /// Opens `conn` in the room: makes its outbox, hands the room that end, and returns the
@@ -69,16 +99,21 @@ pub async fn run(
     mut room: Room,
     mut inputs: mpsc::Receiver<RoomInput>,
     shutdown: CancellationToken,
-    log: Option<&MessageLog>,
-    max_queue: usize,
     clock: Clock,
-    metrics: Metrics,
+    routes: Routes<'_>,
 ) {
+    let Routes {
+        log,
+        max_queue,
+        metrics,
+        publisher,
+    } = routes;
     let mut router = Router {
         outboxes: HashMap::new(),
         log,
         max_queue,
         metrics,
+        publisher,
     };
     loop {
         let deadline = room.poll_timeout().map(|at| clock.instant(at));
@@ -105,6 +140,17 @@ pub async fn run(
     router.drain(&mut room, clock.now());
 }
 
+/// Where the room's outputs go besides its connections.
+pub struct Routes<'a> {
+    /// `--log`.
+    pub log: Option<&'a MessageLog>,
+    /// `--max-queue`.
+    pub max_queue: usize,
+    pub metrics: Metrics,
+    /// With `--redis`: where the room's publishes go.
+    pub publisher: Option<Publisher>,
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -117,6 +163,8 @@ struct Router<'a> {
     log: Option<&'a MessageLog>,
     max_queue: usize,
     metrics: Metrics,
+    /// With `--redis`: where the room's publishes go.
+    publisher: Option<Publisher>,
 }
 
 impl Router<'_> {
@@ -139,6 +187,27 @@ impl Router<'_> {
                 self.outboxes.remove(&conn);
                 room.handle_disconnect(now, conn, why);
             }
+            RoomInput::Cluster(input) => match input {
+                ClusterInput::Snapshot(snapshot) => room.handle_snapshot(now, snapshot),
+                ClusterInput::Logged(entries) => {
+                    for entry in entries {
+                        room.handle_logged(now, entry);
+                    }
+                }
+                ClusterInput::Refused(publish, refusal) => {
+                    room.handle_refused(now, publish, refusal);
+                }
+                ClusterInput::Told { to_key, from, text } => {
+                    room.handle_told(now, &to_key, from, text);
+                }
+                ClusterInput::TellResult {
+                    from_conn,
+                    to,
+                    text,
+                    heard,
+                } => room.handle_tell_result(now, from_conn, to, text, heard),
+                ClusterInput::LinkDown => room.handle_link_down(now),
+            },
         }
         self.drain(room, now);
     }
@@ -157,8 +226,16 @@ impl Router<'_> {
                         let _ = close.send(reason);
                     }
                 }
-                // Only a room in cluster mode publishes, and this one is alone.
-                Output::Publish(_) => {}
+                // Only a room in cluster mode publishes.
+                Output::Publish(publish) => {
+                    let refused = match &self.publisher {
+                        Some(publisher) => publisher.publish(publish),
+                        None => Some(publish),
+                    };
+                    if let Some(publish) = refused {
+                        room.handle_refused(now, publish, Refusal::Busy);
+                    }
+                }
                 Output::Log(record) => {
                     self.metrics.logged(&record);
                     if let Some(log) = self.log {

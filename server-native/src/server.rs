@@ -19,11 +19,12 @@ use tokio_util::task::TaskTracker;
 use crate::accept::accept_loop;
 use crate::bind::Listeners;
 use crate::clock::Clock;
+use crate::cluster;
 use crate::config::{Config, Switch};
 use crate::door::{Door, Pass, Pending};
 use crate::http::hosts::Hosts;
 use crate::http::upgrade::Origins;
-use crate::http::{self, Site};
+use crate::http::{self, Readiness, Site};
 use crate::listener::Listener;
 use crate::log::MessageLog;
 use crate::metrics::Metrics;
@@ -40,6 +41,10 @@ const MAX_HTTP: usize = 256;
 /// log and returns, whatever a connection is still doing (the binary then gives blocking work
 /// still running a moment more, and exits).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// With `--redis`: how long the server waits to be in the room before it starts alone.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+/// With `--redis`: how long a stopping node may take to take its users out of the room.
+const RETIRE_WAIT: Duration = Duration::from_secs(2);
 /// Inputs queued for the room before readers wait: a busy room slows the readers, not memory.
 const ROOM_QUEUE: usize = 1024;
 
@@ -206,6 +211,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
     reopen: impl Stream<Item = ()>,
+    ready: impl FnOnce(),
 ) -> io::Result<()> {
     let (log, recent) = match config.log_options() {
         Some(options) => {
@@ -233,25 +239,66 @@ pub async fn run(
     let tls = listeners.tls.clone();
     let trusted = Arc::new(config.trusted_proxies());
 
-    let mut room = Room::new(config.room_config());
-    room.restore_history(recent);
+    let mut room_config = config.room_config();
+    let node = config.node_id(tcp_addr.port());
     let (room_tx, room_rx) = mpsc::channel(ROOM_QUEUE);
+    let engine = match &config.redis {
+        Some(url) => {
+            // The log's name for this run of the node: a restarted node is a new one there.
+            let incarnation = format!("{node}@{}", room_config.epoch);
+            room_config.cluster = Some(incarnation.clone());
+            let settings = cluster::Settings {
+                url: url.clone(),
+                prefix: config.redis_prefix.clone(),
+                node: incarnation,
+                lease: Duration::from_secs(config.node_timeout),
+                history: config.history as usize,
+            };
+            let started = cluster::start(
+                settings,
+                room_tx.clone(),
+                stop.clone(),
+                JOIN_WAIT,
+                metrics.clone(),
+            )
+            .await
+            .map_err(|cluster::Fatal(why)| io::Error::other(why))?;
+            Some(started)
+        }
+        None => None,
+    };
+    let mut room = Room::new(room_config);
+    if engine.is_none() {
+        // In a cluster the log is the room's history, not this node's file.
+        room.restore_history(recent);
+    } else if !recent.is_empty() {
+        tracing::info!("with --redis the history comes from the room's log, not from --log");
+    }
+    let (publisher, link, engine_task) = match engine {
+        Some((publisher, link, task)) => (Some(publisher), Some(link), Some(task)),
+        None => (None, None, None),
+    };
+    if link.as_ref().is_some_and(|l| !l.up.load(Ordering::Acquire)) {
+        tracing::warn!(
+            "Redis did not answer within {} s: starting alone, and joining the room once it \
+             answers",
+            JOIN_WAIT.as_secs()
+        );
+    }
+    ready();
     // Spawned, so that it runs on a worker thread: the connection tasks it wakes for every
     // delivery then go to that worker's own queue, where from the thread that runs this
     // function each wake would go through the runtime's shared queue and unpark a worker.
     let room_task = tokio::spawn({
         let (log, stop, metrics) = (log.clone(), stop.clone(), metrics.clone());
         async move {
-            room_task::run(
-                room,
-                room_rx,
-                stop,
-                log.as_deref(),
+            let routes = room_task::Routes {
+                log: log.as_deref(),
                 max_queue,
-                clock,
                 metrics,
-            )
-            .await;
+                publisher,
+            };
+            room_task::run(room, room_rx, stop, clock, routes).await;
         }
     });
     let room_task = async {
@@ -283,6 +330,7 @@ pub async fn run(
             handshake_timeout: Duration::from_secs(config.handshake_timeout),
             metrics: metrics.clone(),
             wanted: Notify::new(),
+            readiness: Readiness { node, link },
         }),
         ws: websocket::Settings {
             max_line: config.max_line as usize,
@@ -336,6 +384,12 @@ pub async fn run(
         }
     };
     tokio::join!(room_task, tcp, http, signal, reopen);
+    if let Some(task) = engine_task {
+        // This node's users out of the room on every node, before the process ends.
+        if tokio::time::timeout(RETIRE_WAIT, task).await.is_err() {
+            tracing::warn!("could not take this node's users out of the room in time");
+        }
+    }
     tracing::debug!("room stopped; waiting for connections to close");
 
     let tracker = server.tracker.clone();

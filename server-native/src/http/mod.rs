@@ -48,7 +48,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use site::Site;
+pub use site::{Readiness, Site};
 
 use crate::proxied;
 use crate::stream::linger;

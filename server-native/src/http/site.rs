@@ -43,6 +43,35 @@ pub struct Site {
     pub metrics: Metrics,
     /// Wakes the kept-alive connections waiting for a next request, to close.
     pub wanted: Notify,
+    /// What `/readyz` says.
+    pub readiness: Readiness,
+}
+
+/// Whether this node is part of the room, for `/readyz`: always alone; with `--redis`, while
+/// in contact with the room through Redis.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// This node's name.
+    pub node: String,
+    /// The link to Redis, with `--redis`.
+    pub link: Option<Arc<crate::cluster::Link>>,
+}
+
+impl Readiness {
+    fn answer(&self) -> Response<Body> {
+        let node = &self.node;
+        match &self.link {
+            Some(link) if !link.up.load(std::sync::atomic::Ordering::Acquire) => response::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: node {node} is out of contact with the other servers"),
+            ),
+            Some(_) => response::text(
+                StatusCode::OK,
+                &format!("ready: node {node} is in the room"),
+            ),
+            None => response::text(StatusCode::OK, &format!("ready: node {node} (alone)")),
+        }
+    }
 }
 
 /// How a request was answered.
@@ -138,6 +167,9 @@ impl Site {
         }
         if path == "/healthz" {
             return response::text(StatusCode::OK, "ok");
+        }
+        if path == "/readyz" {
+            return self.readiness.answer();
         }
         if path == "/metrics" {
             return metrics_response(&self.metrics);
@@ -258,6 +290,10 @@ mod tests {
             handshake_timeout: Duration::from_secs(10),
             metrics: Metrics::default(),
             wanted: Notify::new(),
+            readiness: Readiness {
+                node: "n1".into(),
+                link: None,
+            },
         }
     }
 
@@ -296,6 +332,11 @@ mod tests {
                 .contains("<pre>openssl s_client -quiet -connect 127.0.0.1:8888</pre>")
         );
         assert!(answer("GET", "/healthz").await.ends_with("\r\n\r\nok\n"));
+        assert!(
+            answer("GET", "/readyz")
+                .await
+                .ends_with("\r\n\r\nready: node n1 (alone)\n")
+        );
         assert!(answer("GET", "/nope").await.starts_with("HTTP/1.1 404"));
         assert!(answer("POST", "/").await.starts_with("HTTP/1.1 405"));
     }

@@ -35,6 +35,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::clock::Clock;
 use crate::listener::Listener;
 
+mod cluster;
 mod latency;
 
 use latency::Latency;
@@ -80,6 +81,7 @@ struct Inner {
     /// input it takes. Only the room task touches it.
     last_stamp: AtomicU64,
     outboxes: Arc<Outboxes>,
+    cluster: cluster::Cluster,
 }
 
 /// Why a connection was turned away, for `chat_connections_refused_total`.
@@ -231,7 +233,9 @@ impl Metrics {
             Unit::Seconds,
             latency.clone(),
         );
+        let cluster = cluster::Cluster::register(&mut registry);
         Metrics(Some(Arc::new(Inner {
+            cluster,
             registry,
             clock,
             open_tcp,
