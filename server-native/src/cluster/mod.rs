@@ -11,5 +11,7 @@
 
 mod engine;
 pub(crate) mod scripts;
+#[cfg(test)]
+mod tests;
 
 pub use engine::{Fatal, Link, Publisher, Settings, start};
