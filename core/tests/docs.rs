@@ -49,7 +49,7 @@ fn every_json_example_in_the_protocol_doc_is_exact() {
         6,
         "an example of every request: {requests:?}"
     );
-    assert_eq!(events.len(), 17, "an example of every event: {events:?}");
+    assert_eq!(events.len(), 20, "an example of every event: {events:?}");
 }
 
 #[test]
