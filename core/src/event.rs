@@ -126,7 +126,11 @@ pub enum Event {
     /// only the people on this node hear you.
     Degraded,
     /// Cluster mode: back in contact with the other servers; the room is one again.
-    Restored,
+    Restored {
+        /// The room's epoch now: a new one when the shared log began afresh (the `seq`s
+        /// seen before mean nothing in it); otherwise the welcome's.
+        epoch: u64,
+    },
 }
 
 /// How many names the welcome lists before saying "and N more".

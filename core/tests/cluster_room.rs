@@ -24,6 +24,8 @@ struct Cluster {
     /// Nodes out of contact with the log: what they publish is refused, what it appends does
     /// not reach them.
     cut: BTreeSet<usize>,
+    /// The log's epoch: a new one when it begins afresh.
+    epoch: u64,
     seq: u64,
     now: Timestamp,
 }
@@ -54,6 +56,7 @@ impl Cluster {
             log: Vec::new(),
             members: BTreeMap::new(),
             cut: BTreeSet::new(),
+            epoch: 1,
             seq: 0,
             now: Timestamp::ZERO,
         };
@@ -90,7 +93,7 @@ impl Cluster {
             })
             .collect();
         Snapshot {
-            epoch: 1,
+            epoch: self.epoch,
             seq: self.seq,
             members,
             recent,
@@ -555,4 +558,39 @@ fn a_user_who_left_while_out_of_contact_is_released_when_contact_is_back() {
     // Shown on node 0 when cy left, and not again.
     assert_eq!(c.take(0, alice), [BACK]);
     assert!(!c.members.contains_key("cy"));
+}
+
+#[test]
+fn a_log_begun_afresh_lists_the_other_nodes_users_until_their_nodes_claim_them_again() {
+    let (mut c, alice, bob, cy) = three_users();
+    // The engine came back empty: every node out of contact, then back one by one.
+    c.cut(0);
+    c.cut(1);
+    c.log.clear();
+    c.members.clear();
+    c.epoch = 2;
+    c.seq = 0;
+    c.heal(0);
+    assert_eq!(c.take(0, alice), [LOST, BACK]);
+    c.line(0, cy, "/who");
+    assert_eq!(c.take(0, cy), [LOST, BACK, "Online (3): alice, bob, cy\n"]);
+    c.heal(1);
+    // bob's node claimed him again: nobody left, nobody joined, anywhere.
+    assert_eq!(c.take(1, bob), [LOST, BACK]);
+    assert!(c.take(0, alice).is_empty());
+    c.line(1, bob, "new epoch");
+    c.settle();
+    assert_eq!(c.take(0, alice), ["bob: new epoch\n"]);
+    // A node that never comes back: its users leave once the grace is over.
+    c.cut(1);
+    c.log.clear();
+    c.members.clear();
+    c.epoch = 3;
+    c.heal(0);
+    c.take(0, alice);
+    let due = c.rooms[0].poll_timeout().expect("a deadline for bob");
+    c.now = due;
+    c.rooms[0].handle_timeout(due);
+    c.drain(0);
+    assert_eq!(c.take(0, alice), ["*** bob has left the chat ***\n"]);
 }

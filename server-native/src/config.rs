@@ -307,6 +307,7 @@ impl Config {
             lobby: self.lobby_config(),
             limit_loopback: self.limit_loopback,
             cluster: None,
+            cluster_grace: Duration::from_secs(self.node_timeout),
         }
     }
 

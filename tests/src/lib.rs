@@ -2,16 +2,16 @@
 //! built for this run), real `nc` users, `openssl s_client` users when the server speaks TLS
 //! (with a certificate made at test time), plain TCP users in blocking code, a headless
 //! Chromium driven through chromedriver (WebDriver, with fantoccini), a TCP proxy that can cut
-//! connections, and a line-oriented child process for WebSocket clients the project did not
-//! write; and the load generator behind `chat-bench`. Every test that runs a process is in
+//! connections, a line-oriented child process for WebSocket clients the project did not
+//! write, and a Redis of the test's own for several nodes in one room; and the load generator behind `chat-bench`. Every test that runs a process is in
 //! this package; the server's own tests (`server-native/tests`) run its library in-process.
 //!
 //! Every wait is bounded ([`WAIT`]) and a failed wait says what was seen. Every child process
 //! is killed when its handle is dropped, also when a test panics.
 //!
 //! What the tests need beyond cargo (`cargo xtask test` installs and builds it): Debian's
-//! `chromium` and `chromium-driver`, `nc` (netcat-openbsd), `openssl`, `haproxy`, Python 3 with the
-//! `websockets` package, and the built page, whose directory is named by `CHAT_WEB_ROOT`. When one is
+//! `chromium` and `chromium-driver`, `nc` (netcat-openbsd), `openssl`, `haproxy`, `redis-server`,
+//! Python 3 with the `websockets` package, and the built page, whose directory is named by `CHAT_WEB_ROOT`. When one is
 //! missing a test fails and says so; with `CHAT_E2E_SKIP=1` it prints a loud "SKIPPED" line and
 //! passes instead.
 //!
@@ -32,6 +32,8 @@
 //! - [`page`] and [`browser`]: what the page shows, and the headless Chromium that shows it.
 //! - [`proxy`]: a TCP proxy that can cut connections.
 //! - [`haproxy`]: a real HAProxy in front of the server, as a child process.
+//! - [`redis`]: a real Redis on a free port, as a child process that a test can pause, kill and
+//!   start again, and a small blocking client to ask it anything.
 //! - [`scenario`]: how long a test waits, for one thing and for a whole scenario.
 //! - [`load`]: many clients of either wire in one process.
 //! - [`bench`](mod@bench): the load generator behind `chat-bench`.
@@ -47,6 +49,7 @@ pub mod paths;
 pub mod peer;
 pub mod prerequisites;
 pub mod proxy;
+pub mod redis;
 pub mod scenario;
 pub mod server;
 pub mod temp;
@@ -59,10 +62,12 @@ pub use page::{Entry, PageState};
 pub use paths::{screenshot_dir, server_binary, target_dir, workspace_root};
 pub use peer::Peer;
 pub use prerequisites::{
-    CHROMEDRIVER, CHROMIUM, HAPROXY, OPENSSL, SCRIPT, browser_installed, missing,
-    openssl_installed, python_with_websockets, script_installed, skipping_allowed, web_root,
+    CHROMEDRIVER, CHROMIUM, HAPROXY, OPENSSL, REDIS_SERVER, SCRIPT, browser_installed, missing,
+    openssl_installed, python_with_websockets, redis_installed, script_installed, skipping_allowed,
+    web_root,
 };
 pub use proxy::Proxy;
+pub use redis::{RedisServer, RespConnection, RespValue};
 pub use scenario::{TEST_TIMEOUT, WAIT, bounded};
 pub use server::{Server, ServerCommand};
 pub use temp::{TempDir, TestCert};

@@ -10,6 +10,7 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const OPENSSL: &str = "/usr/bin/openssl";
 pub const SCRIPT: &str = "/usr/bin/script";
 pub const HAPROXY: &str = "/usr/sbin/haproxy";
+pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
 
 /// Whether `CHAT_E2E_SKIP=1` asks to skip tests whose prerequisites are missing.
 pub fn skipping_allowed() -> bool {
@@ -29,8 +30,8 @@ pub fn missing<T>(test: &str, what: &str) -> Option<T> {
     } else {
         panic!(
             "{test} cannot run: {what}.\n\
-             Run `cargo xtask test`, which installs Chromium, chromedriver, HAProxy and Python's \
-             websockets and builds the page; or set CHAT_E2E_SKIP=1 to skip the end-to-end tests."
+             Run `cargo xtask test`, which installs Chromium, chromedriver, HAProxy, Redis and \
+             Python's websockets and builds the page; or set CHAT_E2E_SKIP=1 to skip the end-to-end tests."
         )
     }
 }
@@ -100,6 +101,19 @@ pub fn script_installed(test: &str) -> Option<()> {
         missing(
             test,
             &format!("{SCRIPT} is missing (Debian package bsdutils)"),
+        )
+    }
+}
+
+/// `redis-server`, Debian's package, for the cluster tests (each starts its own on a free
+/// port; see [`crate::redis`]).
+pub fn redis_installed(test: &str) -> Option<()> {
+    if Path::new(REDIS_SERVER).exists() {
+        Some(())
+    } else {
+        missing(
+            test,
+            &format!("{REDIS_SERVER} is missing (Debian package redis-server)"),
         )
     }
 }

@@ -485,8 +485,17 @@ impl ClientState {
                     parts: vec![span("from", from), words(": "), span("text", text)],
                 }));
             }
-            event @ (Event::Degraded | Event::Restored) => {
-                fx.push(Effect::Append(Entry::system(line::render(&event))))
+            event @ Event::Degraded => fx.push(Effect::Append(Entry::system(line::render(&event)))),
+            Event::Restored { epoch } => {
+                if self.epoch.is_some_and(|known| known != epoch) {
+                    // The shared log began afresh: numbering starts again, and a resume
+                    // from the old epoch will say what was missed.
+                    self.epoch = Some(epoch);
+                    self.last_seq = 0;
+                }
+                fx.push(Effect::Append(Entry::system(line::render(
+                    &Event::Restored { epoch },
+                ))));
             }
             Event::Joined { name } => {
                 fx.push(Effect::Append(Entry::new(

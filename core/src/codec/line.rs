@@ -217,7 +217,7 @@ pub fn render(event: &Event) -> String {
         Event::Degraded => out.push_str(
             "*** Lost contact with the other servers; only people on this server can hear you now ***",
         ),
-        Event::Restored => out.push_str("*** Back in contact with the other servers ***"),
+        Event::Restored { .. } => out.push_str("*** Back in contact with the other servers ***"),
     }
     out
 }

@@ -32,6 +32,9 @@ pub(super) struct Cluster {
     pub(super) down: bool,
     /// Whether this node's users were told contact was lost, so are told when it is back.
     pub(super) told_down: bool,
+    /// Users of other nodes that a log begun afresh does not hold (yet): listed until their
+    /// node claims them again, or until the deadline, when they leave. By name key.
+    pub(super) doubtful: BTreeMap<String, Timestamp>,
 }
 
 impl Cluster {
@@ -45,6 +48,7 @@ impl Cluster {
             says: BTreeMap::new(),
             down: true,
             told_down: false,
+            doubtful: BTreeMap::new(),
         }
     }
 
@@ -118,6 +122,17 @@ impl Room {
                         .and_then(|(_, resume)| resume);
                     return self.admit(conn, name, key, look, resume);
                 }
+                if cluster.doubtful.remove(&key).is_some() {
+                    // Listed all along, claimed again by its node in the new log: as it was.
+                    cluster.remove(&key, &look);
+                    let member = Member {
+                        key,
+                        name,
+                        node,
+                        conn,
+                    };
+                    return cluster.insert(look, member);
+                }
                 if self.names.contains_key(&key) || cluster.remote.contains_key(&key) {
                     return; // Already in: a repeated entry changes nothing.
                 }
@@ -149,6 +164,7 @@ impl Room {
                     .push_back(Output::Log(LogRecord::Join { name, peer: None }));
             }
             Logged::Left { key, name, reason } => {
+                cluster.doubtful.remove(&key);
                 if !cluster.remote.contains_key(&key) {
                     return; // Nobody of that name was in.
                 }
@@ -255,6 +271,41 @@ impl Room {
         } else {
             let message = format!("No user named '{to}'.");
             self.send(from_conn, &Event::error(ErrorCode::NoSuchUser, message));
+        }
+    }
+
+    /// When the first user listed in doubt leaves, if none is claimed again by then.
+    pub(super) fn doubt_due(&self) -> Option<Timestamp> {
+        self.cluster.as_ref()?.doubtful.values().min().copied()
+    }
+
+    /// The users in doubt whose deadline has passed leave.
+    pub(super) fn expire_doubts(&mut self) {
+        let now = self.now;
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let due: Vec<String> = cluster
+            .doubtful
+            .iter()
+            .filter(|&(_, &at)| at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            let gathered = self.gathers(self.count());
+            let Some(cluster) = &mut self.cluster else {
+                return;
+            };
+            cluster.doubtful.remove(&key);
+            let Some(name) = cluster.remote.get(&key).map(|m| m.name.clone()) else {
+                continue;
+            };
+            cluster.remove(&key, &look_key(&name));
+            self.announce(gathered, Some(name.clone()), None);
+            self.outputs.push_back(Output::Log(LogRecord::Leave {
+                name,
+                reason: LeaveReason::Lost,
+            }));
         }
     }
 

@@ -51,6 +51,10 @@ pub struct Config {
     /// Cluster mode ([`crate::cluster`]): this node's name, unique among the nodes sharing
     /// the room's log. `None`: the room is alone, numbering and admitting by itself.
     pub cluster: Option<String>,
+    /// Cluster mode: how long the users of other nodes stay listed when the log began afresh
+    /// without them (its engine came back empty), for their nodes to claim them again; those
+    /// not claimed by then leave. The driver's node timeout.
+    pub cluster_grace: Duration,
 }
 
 impl Config {
@@ -81,6 +85,7 @@ impl Default for Config {
             lobby: Config::lobby_for(1024),
             limit_loopback: false,
             cluster: None,
+            cluster_grace: Duration::from_secs(10),
         }
     }
 }

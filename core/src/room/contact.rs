@@ -99,16 +99,20 @@ impl Room {
         };
         let node = cluster.node.clone();
         cluster.down = false;
-        if std::mem::take(&mut cluster.told_down) {
-            self.broadcast(&Event::Restored, |_, _| true);
-        }
+        let told_down = std::mem::take(&mut cluster.told_down);
         let Snapshot {
             epoch,
             seq,
             members,
             recent,
         } = snapshot;
-        if epoch == self.config.epoch {
+        // Also when the epoch changed under a room that never lost contact (the log was
+        // emptied): its users must learn the new numbering.
+        if told_down || epoch != self.config.epoch {
+            self.broadcast(&Event::Restored { epoch }, |_, _| true);
+        }
+        let epoch_changed = epoch != self.config.epoch;
+        if !epoch_changed {
             let next = self.history.next_seq();
             for m in recent.into_iter().filter(|m| m.seq >= next) {
                 let message = self.history.apply(m.seq, m.from, m.text);
@@ -132,7 +136,9 @@ impl Room {
                 self.theirs_in_log(member);
             }
         }
-        // The other nodes' users the log no longer holds have left.
+        let afresh = epoch_changed;
+        // The other nodes' users the log no longer holds have left; when the log began
+        // afresh, they are listed a while more for their nodes to claim them again.
         let gone: Vec<Member> = self
             .cluster
             .as_ref()
@@ -145,6 +151,13 @@ impl Room {
             })
             .unwrap_or_default();
         for member in gone {
+            if afresh {
+                let due = self.now + self.config.cluster_grace;
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.doubtful.insert(member.key, due);
+                }
+                continue;
+            }
             let gathered = self.gathers(self.count());
             if let Some(cluster) = &mut self.cluster {
                 cluster.remove(&member.key, &look_key(&member.name));
@@ -208,6 +221,9 @@ impl Room {
     /// A member of another node in the snapshot: the name is its holder's; a user here who
     /// was given it (or a look-alike) while out of contact goes back to the prompt.
     fn theirs_in_log(&mut self, member: Member) {
+        if let Some(cluster) = &mut self.cluster {
+            cluster.doubtful.remove(&member.key);
+        }
         let look = look_key(&member.name);
         let clash = [self.names.get(&member.key), self.looks.get(&look)]
             .into_iter()

@@ -245,10 +245,10 @@ impl Room {
     /// When [`Room::handle_timeout`] should next be called; `None` when nothing waits.
     #[must_use = "a driver that does not wake the room at this deadline misses its timeouts"]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        match (self.timers.next(), self.presence_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.timers.next(), self.presence_due(), self.doubt_due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// When the join and leave digest being gathered goes out; `None` when none is.
@@ -425,6 +425,9 @@ impl Room {
                 }
                 None => self.schedule(conn),
             }
+        }
+        if self.doubt_due().is_some_and(|due| due <= self.now) {
+            self.expire_doubts();
         }
         if self.presence_due().is_some_and(|due| due <= self.now) {
             self.flush_presence();

@@ -9,6 +9,8 @@
 //!   what it measured.
 //! - [`servers`]: the servers measured (chat-server, the tutorial's seed, the fan-out floor),
 //!   started and killed, and one workload run on each.
+//! - [`cluster`]: the fan-out spread over 1, 2 and 3 nodes sharing one room through Redis,
+//!   beside a node alone.
 //! - [`results`]: what a report measured, as plain data ([`results::Report`]).
 //! - [`measure`]: every workload of `docs/benchmarks.md`, run in turn into a `Report`.
 //! - [`names`]: how every rendering names a server, a wire, a workload and a CPU figure.
@@ -18,6 +20,7 @@
 //! - [`chart`]: `docs/latency.svg`, from a `Report`'s latency curves.
 
 pub mod chart;
+pub mod cluster;
 pub mod json;
 pub mod measure;
 pub mod names;

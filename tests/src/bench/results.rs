@@ -123,6 +123,7 @@ pub(crate) fn sample() -> Report {
             idle: 40.0,
             sleeper_late: histogram(&[100, 300, 3000]),
             server_cpu: Some((Duration::from_millis(700), Duration::from_millis(2100))),
+            engine_cpu: None,
         },
     };
     let workload = |clients, wire, rate| FanoutResults {

@@ -151,8 +151,11 @@ pub struct Conditions {
     /// How late a thread that does nothing but sleep 1 ms at a time woke up, microseconds:
     /// the scheduling delay any woken thread (server or client) met during the run.
     pub sleeper_late: Histogram<u64>,
-    /// The server's CPU time during the run (user, system), when its process was known.
+    /// The server's CPU time during the run (user, system), when its process was known; with
+    /// several nodes, theirs together.
     pub server_cpu: Option<(Duration, Duration)>,
+    /// The engine's (`redis-server`'s) CPU time during the run, with several nodes.
+    pub engine_cpu: Option<(Duration, Duration)>,
 }
 
 impl Conditions {
@@ -165,13 +168,14 @@ impl Conditions {
 /// Watches the machine from `start` to `finish`.
 struct Monitor {
     cpu: Option<Vec<u64>>,
-    server: Option<(u32, (Duration, Duration))>,
+    server: Vec<(u32, (Duration, Duration))>,
+    engine: Option<(u32, (Duration, Duration))>,
     stop: Arc<AtomicBool>,
     sleeper: std::thread::JoinHandle<Histogram<u64>>,
 }
 
 impl Monitor {
-    fn start(pid: Option<u32>) -> Monitor {
+    fn start(pids: &[u32], engine: Option<u32>) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let sleeper = std::thread::spawn(move || {
@@ -186,7 +190,11 @@ impl Monitor {
         });
         Monitor {
             cpu: machine_cpu(),
-            server: pid.and_then(|pid| Some((pid, process_cpu(pid)?))),
+            server: pids
+                .iter()
+                .filter_map(|&pid| Some((pid, process_cpu(pid)?)))
+                .collect(),
+            engine: engine.and_then(|pid| Some((pid, process_cpu(pid)?))),
             stop,
             sleeper,
         }
@@ -207,15 +215,26 @@ impl Monitor {
             idle = 100.0 * delta.get(3).copied().unwrap_or(0) as f64 / total;
             steal = 100.0 * delta.get(7).copied().unwrap_or(0) as f64 / total;
         }
-        let server_cpu = self.server.and_then(|(pid, (user, system))| {
+        let used = |(pid, (user, system)): (u32, (Duration, Duration))| {
             let (user2, system2) = process_cpu(pid)?;
             Some((user2.saturating_sub(user), system2.saturating_sub(system)))
-        });
+        };
+        let server_cpu = (!self.server.is_empty())
+            .then(|| {
+                self.server
+                    .iter()
+                    .try_fold((Duration::ZERO, Duration::ZERO), |(u, s), &one| {
+                        used(one).map(|(u2, s2)| (u + u2, s + s2))
+                    })
+            })
+            .flatten();
+        let engine_cpu = self.engine.and_then(used);
         Conditions {
             steal,
             idle,
             sleeper_late,
             server_cpu,
+            engine_cpu,
         }
     }
 }
@@ -395,7 +414,7 @@ async fn connect(endpoint: Endpoint, wire: Wire, name: &str) -> io::Result<Clien
 /// Joins `count` clients named `PREFIX{i}`, at most `concurrency` at a time; returns them in
 /// order and the time it took, or the first error.
 async fn join_all(
-    endpoint: Endpoint,
+    endpoints: &[Endpoint],
     wire: Wire,
     prefix: &str,
     count: usize,
@@ -407,6 +426,8 @@ async fn join_all(
     for i in 0..count {
         let slots = slots.clone();
         let name = format!("{prefix}{i}");
+        // Round robin over the nodes: senders too are spread.
+        let endpoint = endpoints[i % endpoints.len()];
         tasks.push(tokio::spawn(async move {
             let _permit = slots.acquire_owned().await.expect("open semaphore");
             connect(endpoint, wire, &name).await
@@ -424,8 +445,23 @@ async fn join_all(
 pub async fn fanout(
     endpoint: Endpoint,
     spec: &Fanout,
+    progress: impl FnMut(u64, u64),
+) -> io::Result<FanoutReport> {
+    fanout_spread(&[endpoint], None, spec, progress).await
+}
+
+/// [`fanout`] with clients (senders among them) spread round robin over `endpoints`, the
+/// nodes of one room; `engine`, the process they share (`redis-server`), whose CPU time is
+/// reported apart.
+pub async fn fanout_spread(
+    endpoints: &[Endpoint],
+    engine: Option<u32>,
+    spec: &Fanout,
     mut progress: impl FnMut(u64, u64),
 ) -> io::Result<FanoutReport> {
+    let endpoint = *endpoints
+        .first()
+        .ok_or_else(|| io::Error::other("no endpoint to run against"))?;
     let deadline = Instant::now() + spec.time_limit;
     let (n, senders, messages) = (spec.clients, spec.senders.min(spec.clients), spec.messages);
     let expected = senders as u64 * messages * (n as u64 - 1);
@@ -438,7 +474,7 @@ pub async fn fanout(
     };
     let (clients, join_time) = tokio::time::timeout(
         spec.time_limit,
-        join_all(endpoint, spec.wire, "b", n, concurrency),
+        join_all(endpoints, spec.wire, "b", n, concurrency),
     )
     .await
     .map_err(|_| io::Error::other(format!("{n} clients did not join in time")))??;
@@ -495,7 +531,8 @@ pub async fn fanout(
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let monitor = Monitor::start(endpoint.pid);
+    let pids: Vec<u32> = endpoints.iter().filter_map(|e| e.pid).collect();
+    let monitor = Monitor::start(&pids, engine);
     let start = now_ns();
     let mut sending = Vec::new();
     for (s, mut writer) in writers.into_iter().enumerate() {

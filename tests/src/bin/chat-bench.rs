@@ -10,6 +10,7 @@
 //! chat-bench idle --connections 10000 --wire tcp
 //! chat-bench idle --connections 1000 --wire ws --worst-history
 //! chat-bench join --clients 10000
+//! chat-bench cluster --nodes 1,2,3                                    # several nodes, Redis
 //! chat-bench report --out docs                                        # everything, + chart
 //! ```
 
@@ -20,7 +21,7 @@ use std::time::Duration;
 use chat_tests::bench::results::Report;
 use chat_tests::bench::servers::Servers;
 use chat_tests::bench::workload::Fanout;
-use chat_tests::bench::{chart, json, measure, page, terminal};
+use chat_tests::bench::{chart, json, measure, names, page, terminal};
 use chat_tests::load::{self, Wire};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -99,6 +100,26 @@ enum Workload {
         /// Clients joining at once.
         #[arg(long, default_value_t = 1000)]
         concurrency: usize,
+    },
+    /// Several nodes, one room: the fan-out on a node alone, then spread round robin over
+    /// each count of --nodes sharing the room through a redis-server started for it: flat out
+    /// (deliveries/s), then at a fixed rate (latency), with the nodes' and Redis's CPU per
+    /// delivery and the Redis commands per public message.
+    Cluster {
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 3])]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        senders: usize,
+        /// Messages per sender, flat out.
+        #[arg(long, default_value_t = 1000)]
+        messages: u64,
+        /// Messages per second per sender in the fixed-rate run, for 5 seconds.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        #[arg(long, value_enum, default_value_t = WireArg::Tcp)]
+        wire: WireArg,
     },
     /// Every workload of docs/benchmarks.md, then the chart of latency against offered load
     /// (SVG) and the results (JSON) into `--out`.
@@ -194,6 +215,34 @@ async fn run(cli: &Cli) -> Result<(), String> {
         } => {
             let report = servers.join(wire.into(), clients, concurrency).await?;
             terminal::join_storm(wire.into(), clients, &report);
+        }
+        Workload::Cluster {
+            nodes,
+            clients,
+            senders,
+            messages,
+            rate,
+            wire,
+        } => {
+            let flat = Fanout {
+                clients: *clients,
+                senders: *senders,
+                messages: *messages,
+                rate: None,
+                aligned: false,
+                window: 64,
+                wire: (*wire).into(),
+                time_limit: Duration::from_secs(300),
+            };
+            let fixed = Fanout {
+                rate: Some(*rate),
+                messages: (*rate * 5.0) as u64,
+                ..flat.clone()
+            };
+            let rows = chat_tests::bench::cluster::run(&cli.server, nodes, &flat, &fixed).await?;
+            println!("{}", names::workload(&flat));
+            println!("{}", names::workload(&fixed));
+            print!("{}", chat_tests::bench::cluster::table(&rows));
         }
         Workload::Report { out, quick } => {
             let report = measure::report(&servers, *quick).await?;
