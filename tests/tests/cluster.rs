@@ -687,3 +687,37 @@ async fn a_browser_on_one_node_chats_with_nc_on_another() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_lease_is_written_out_and_joins_again_when_it_runs() {
+    require!(redis_installed("a_node_paused"));
+    let _serial = SERIAL.lock().await;
+    bounded("a_node_paused", async {
+        let redis = RedisServer::start();
+        let url = redis.url();
+        let a = node(&url, "a", &[]).await;
+        let frozen = node(&url, "frozen", &[]).await;
+        let mut ann = join(Wire::Line, &a, "ann").await;
+        let mut fay = join(Wire::Line, &frozen, "fay").await;
+        ann.notice(Duration::from_secs(5), "fay has joined").await;
+        frozen.signal("STOP");
+        let at = Instant::now();
+        ann.notice(Duration::from_secs(TIMEOUT_SECS + 2), "fay has left")
+            .await;
+        eprintln!("SIGSTOP to leave: {:.2} s", at.elapsed().as_secs_f64());
+        // What fay typed while her node was stopped is not said for a user gone from the
+        // room: her node learns it was written out, joins the room again, then speaks.
+        fay.say("typed while frozen").await;
+        frozen.signal("CONT");
+        ann.notice(Duration::from_secs(5), "fay has joined").await;
+        fay.say("after the thaw").await;
+        let seen = ann.message("fay", "after the thaw").await;
+        assert!(
+            !seen.iter().any(
+                |i| matches!(i, Incoming::Message { text, .. } if text == "typed while frozen")
+            ),
+            "nothing said for fay while she was out of the room: {seen:?}"
+        );
+    })
+    .await;
+}

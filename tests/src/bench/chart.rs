@@ -1,6 +1,7 @@
 //! `docs/latency.svg` from a [`Report`](super::results::Report)'s latency curves: an SVG chart
 //! written by hand, with log scales on both axes.
 
+use super::names;
 use super::results::Curve;
 use super::workload::Flavor;
 
@@ -79,8 +80,10 @@ pub fn svg(curves: &[Curve]) -> String {
         (top + h - bottom) / 2.0
     );
     let mut legend_y = top + 10.0;
-    for Curve { flavor, points } in curves {
+    for curve @ Curve { flavor, points, .. } in curves {
+        let label = names::curve(curve);
         let (name, colour) = match flavor {
+            _ if curve.nodes > 0 => (label.as_str(), "#8250df"),
             Flavor::Ours => ("chat-server", "#1f6feb"),
             Flavor::Seed => ("seed (asyncio)", "#d1242f"),
             Flavor::Floor => ("floor (relay only)", "#6e7781"),

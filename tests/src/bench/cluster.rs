@@ -32,8 +32,9 @@ pub struct Row {
     pub flat: FanoutReport,
     /// The fan-out at a fixed rate.
     pub fixed: FanoutReport,
-    /// Redis commands per public message over both runs: the scripts (`EVALSHA`), and all
-    /// commands (beats, reaps and reads included).
+    /// Redis calls per public message over both runs: the scripts (`EVALSHA`), and every
+    /// call a node sends (beats, reaps, the log's reads included; not the commands a script
+    /// runs inside itself).
     pub scripts_per_message: Option<f64>,
     pub commands_per_message: Option<f64>,
 }
@@ -49,7 +50,8 @@ impl Row {
     }
 }
 
-/// Runs `flat` and `fixed` on a node alone, then on each count of `nodes`.
+/// Runs `flat` and `fixed` on a node alone, then on each count of `nodes`; every run on
+/// fresh servers (and a fresh Redis).
 pub async fn run(
     binary: &Path,
     nodes: &[usize],
@@ -58,12 +60,35 @@ pub async fn run(
 ) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     for &count in std::iter::once(&0).chain(nodes) {
-        rows.push(one(binary, count, flat, fixed).await?);
+        let (flat_report, flat_calls) = run_one(binary, count, flat).await?;
+        let (fixed_report, fixed_calls) = run_one(binary, count, fixed).await?;
+        let messages =
+            (flat.senders as u64 * flat.messages + fixed.senders as u64 * fixed.messages) as f64;
+        let (scripts_per_message, commands_per_message) = match (flat_calls, fixed_calls) {
+            (Some(a), Some(b)) => (
+                Some((a.0 + b.0) as f64 / messages),
+                Some((a.1 + b.1) as f64 / messages),
+            ),
+            _ => (None, None),
+        };
+        rows.push(Row {
+            nodes: count,
+            flat: flat_report,
+            fixed: fixed_report,
+            scripts_per_message,
+            commands_per_message,
+        });
     }
     Ok(rows)
 }
 
-async fn one(binary: &Path, count: usize, flat: &Fanout, fixed: &Fanout) -> Result<Row, String> {
+/// One run of `spec` on `count` nodes (0: one node alone); with the Redis commands it took
+/// (scripts, all) over the whole run, the joins included.
+pub async fn run_one(
+    binary: &Path,
+    count: usize,
+    spec: &Fanout,
+) -> Result<(FanoutReport, Option<(u64, u64)>), String> {
     let redis = (count > 0).then(RedisServer::start);
     let mut servers = Vec::new();
     for i in 0..count.max(1) {
@@ -96,36 +121,19 @@ async fn one(binary: &Path, count: usize, flat: &Fanout, fixed: &Fanout) -> Resu
     } else {
         format!("{count} node(s)")
     };
-    let mut reports = Vec::new();
-    for spec in [flat, fixed] {
-        let report = workload::fanout_spread(&endpoints, engine, spec, terminal::progress(&who))
-            .await
-            .map_err(|e| format!("{who}: {e}"))?;
-        terminal::progress_done();
-        reports.push(report);
-    }
-    let messages =
-        (flat.senders as u64 * flat.messages + fixed.senders as u64 * fixed.messages) as f64;
-    let (scripts_per_message, commands_per_message) = match (redis.as_ref().map(calls), before) {
-        (Some(after), Some(before)) => (
-            Some((after.0 - before.0) as f64 / messages),
-            Some((after.1 - before.1) as f64 / messages),
-        ),
-        _ => (None, None),
+    let report = workload::fanout_spread(&endpoints, engine, spec, terminal::progress(&who))
+        .await
+        .map_err(|e| format!("{who}: {e}"))?;
+    terminal::progress_done();
+    let used = match (redis.as_ref().map(calls), before) {
+        (Some(after), Some(before)) => Some((after.0 - before.0, after.1 - before.1)),
+        _ => None,
     };
-    let fixed_report = reports.pop().ok_or("no fixed-rate run")?;
-    let flat_report = reports.pop().ok_or("no flat-out run")?;
     drop(servers);
-    Ok(Row {
-        nodes: count,
-        flat: flat_report,
-        fixed: fixed_report,
-        scripts_per_message,
-        commands_per_message,
-    })
+    Ok((report, used))
 }
 
-/// Redis's command counts so far: `EVALSHA` calls, and every call.
+/// Redis's counts so far: `EVALSHA` calls, and every call a node sent.
 fn calls(redis: &RedisServer) -> (u64, u64) {
     let info = redis.info("commandstats");
     let (mut scripts, mut all) = (0, 0);
@@ -140,8 +148,20 @@ fn calls(redis: &RedisServer) -> (u64, u64) {
         else {
             continue;
         };
-        all += n;
-        if name == "cmdstat_evalsha" || name == "cmdstat_eval" {
+        let command = name.trim_start_matches("cmdstat_");
+        // The commands a script runs inside itself are counted too: only those a node sends
+        // are its calls.
+        let sent = [
+            "evalsha", "eval", "xread", "publish", "zcard", "ping", "hello",
+        ]
+        .contains(&command)
+            || ["script|", "config|", "client|", "subscribe"]
+                .iter()
+                .any(|p| command.starts_with(p));
+        if sent {
+            all += n;
+        }
+        if command == "evalsha" || command == "eval" {
             scripts += n;
         }
     }
@@ -151,7 +171,7 @@ fn calls(redis: &RedisServer) -> (u64, u64) {
 /// The rows as the terminal and `docs/benchmarks.md` show them.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| nodes | flat out: deliveries/s | vs alone | fixed rate: p50 | p99 | p99.9 | nodes' CPU per delivery | Redis's CPU per delivery | scripts per message | Redis commands per message |\n\
+        "| nodes | flat out: deliveries/s | vs alone | fixed rate: p50 | p99 | p99.9 | nodes' CPU per delivery | Redis's CPU per delivery | scripts per message | Redis calls per message |\n\
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let alone = rows.iter().find(|r| r.nodes == 0).map(|r| r.flat.rate());

@@ -35,13 +35,36 @@ pub fn results(report: &Report) -> Value {
         json!({"clients": storm.clients, "seconds": storm.time.as_secs_f64()}),
     );
     results.insert(
+        "cluster".into(),
+        json!(
+            report
+                .cluster
+                .iter()
+                .map(|r| {
+                    let (nodes_cpu, redis_cpu) = super::cluster::Row::cpu_us(&r.flat);
+                    json!({
+                        "nodes": r.nodes,
+                        "flat_out_deliveries_per_s": r.flat.rate(),
+                        "fixed_p50_ms": r.fixed.ms(0.5),
+                        "fixed_p99_ms": r.fixed.ms(0.99),
+                        "fixed_p999_ms": r.fixed.ms(0.999),
+                        "nodes_cpu_us_per_delivery": nodes_cpu,
+                        "redis_cpu_us_per_delivery": redis_cpu,
+                        "scripts_per_message": r.scripts_per_message,
+                        "redis_calls_per_message": r.commands_per_message,
+                    })
+                })
+                .collect::<Vec<_>>()
+        ),
+    );
+    results.insert(
         "latency_curve".into(),
         json!(
             report
                 .curves
                 .iter()
                 .map(|curve| json!({
-                    "server": names::flavor(curve.flavor),
+                    "server": names::curve(curve),
                     "points": curve.points.iter().map(|p| json!({
                         "offered_per_s": p.offered, "delivered_per_s": p.delivered,
                         "p50_ms": p.p50, "p99_ms": p.p99, "lost": p.lost,

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use super::results::{Curve, FanoutResults, JoinStorm, Point, Report, WasmSize};
 use super::servers::Servers;
-use super::terminal;
 use super::workload::Fanout;
+use super::{names, terminal};
 use crate::load::Wire;
 
 /// Runs every workload against `servers`; with `quick`, smaller counts and fewer load points.
@@ -85,6 +85,31 @@ pub async fn report(servers: &Servers, quick: bool) -> Result<Report, String> {
     // 5. Latency against offered load, every server, for the chart.
     let curves = curves(servers, quick).await?;
 
+    // 5b. Several nodes, one room: flat out and at the fixed load, alone and on 1, 2 and 3
+    // nodes through Redis; and the latency curve of 3 nodes.
+    let flat = Fanout {
+        clients: 100,
+        senders: 10,
+        messages: scale(1000, 200) as u64,
+        rate: None,
+        aligned: false,
+        window: 64,
+        wire: Wire::Line,
+        time_limit: Duration::from_secs(300),
+    };
+    let fixed_load = Fanout {
+        rate: Some(100.0),
+        messages: scale(500, 200) as u64,
+        window: 0,
+        ..flat.clone()
+    };
+    let cluster = super::cluster::run(servers.ours(), &[1, 2, 3], &flat, &fixed_load).await?;
+    println!("{}", names::workload(&flat));
+    println!("{}", names::workload(&fixed_load));
+    print!("{}", super::cluster::table(&cluster));
+    let mut curves = curves;
+    curves.push(cluster_curve(servers, quick, 3).await?);
+
     // 6. The browser client's size, as `cargo xtask site` built it.
     let wasm = wasm_size();
 
@@ -100,6 +125,7 @@ pub async fn report(servers: &Servers, quick: bool) -> Result<Report, String> {
         idle_ws,
         join_storm,
         curves,
+        cluster,
         wasm,
     })
 }
@@ -113,25 +139,11 @@ async fn fanout(servers: &Servers, spec: Fanout) -> Result<FanoutResults, String
 
 /// 100 clients, 10 senders at rising rates over TCP, on each server until it saturates.
 async fn curves(servers: &Servers, quick: bool) -> Result<Vec<Curve>, String> {
-    let rates: &[f64] = if quick {
-        &[10.0, 100.0, 400.0]
-    } else {
-        &[10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0]
-    };
     let mut curves = Vec::new();
     for flavor in servers.flavors(Wire::Line) {
         let mut points = Vec::new();
-        for &rate in rates {
-            let spec = Fanout {
-                clients: 100,
-                senders: 10,
-                messages: ((rate * if quick { 1.0 } else { 3.0 }) as u64).max(20),
-                rate: Some(rate),
-                aligned: false,
-                window: 0,
-                wire: Wire::Line,
-                time_limit: Duration::from_secs(60),
-            };
+        for &rate in rates(quick) {
+            let spec = curve_spec(quick, rate);
             let r = servers.fanout_one(&spec, flavor).await?;
             let point = Point {
                 offered: rate * spec.senders as f64 * (spec.clients - 1) as f64,
@@ -146,9 +158,66 @@ async fn curves(servers: &Servers, quick: bool) -> Result<Vec<Curve>, String> {
                 break; // saturated: higher loads only take longer to say so
             }
         }
-        curves.push(Curve { flavor, points });
+        curves.push(Curve {
+            flavor,
+            nodes: 0,
+            points,
+        });
     }
     Ok(curves)
+}
+
+/// The latency curve of `nodes` nodes sharing the room through Redis, clients and senders
+/// spread over them, fresh nodes and Redis for each rate.
+async fn cluster_curve(servers: &Servers, quick: bool, nodes: usize) -> Result<Curve, String> {
+    let mut points = Vec::new();
+    for &rate in rates(quick) {
+        let spec = curve_spec(quick, rate);
+        let (r, _) = super::cluster::run_one(servers.ours(), nodes, &spec).await?;
+        let point = Point {
+            offered: rate * spec.senders as f64 * (spec.clients - 1) as f64,
+            delivered: r.rate(),
+            p50: r.ms(0.5),
+            p99: r.ms(0.99),
+            lost: r.lost,
+        };
+        println!(
+            "  {nodes} nodes + Redis at {:.0} offered/s: p50 {:.2} ms, p99 {:.2} ms",
+            point.offered, point.p50, point.p99
+        );
+        points.push(point);
+        if r.ms(0.99) > 1000.0 || r.timed_out {
+            break;
+        }
+    }
+    Ok(Curve {
+        flavor: super::workload::Flavor::Ours,
+        nodes,
+        points,
+    })
+}
+
+/// The senders' rates of the latency curves.
+fn rates(quick: bool) -> &'static [f64] {
+    if quick {
+        &[10.0, 100.0, 400.0]
+    } else {
+        &[10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0]
+    }
+}
+
+/// One point of a latency curve: 100 clients, 10 senders at `rate`, over TCP.
+fn curve_spec(quick: bool, rate: f64) -> Fanout {
+    Fanout {
+        clients: 100,
+        senders: 10,
+        messages: ((rate * if quick { 1.0 } else { 3.0 }) as u64).max(20),
+        rate: Some(rate),
+        aligned: false,
+        window: 0,
+        wire: Wire::Line,
+        time_limit: Duration::from_secs(60),
+    }
 }
 
 /// The size of the built wasm module, raw and gzip, from `target/site`.

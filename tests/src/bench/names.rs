@@ -15,6 +15,25 @@ pub fn flavor(flavor: Flavor) -> &'static str {
     }
 }
 
+/// A fan-out run's shape in a few words, from what it measured: `100 clients, 10 000
+/// messages`.
+pub fn workload_short(r: &super::workload::FanoutReport) -> String {
+    format!(
+        "{} deliveries in {:.1} s",
+        r.delivered,
+        r.elapsed.as_secs_f64()
+    )
+}
+
+/// A latency curve's server: its flavor, or the nodes sharing a room through Redis.
+pub fn curve(curve: &super::results::Curve) -> String {
+    if curve.nodes > 0 {
+        format!("chat-server, {} nodes + Redis", curve.nodes)
+    } else {
+        flavor(curve.flavor).to_owned()
+    }
+}
+
 /// `TCP` or `WebSocket`.
 pub fn wire(wire: Wire) -> &'static str {
     match wire {

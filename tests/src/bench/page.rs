@@ -88,7 +88,7 @@ pub fn markdown(report: &Report) -> String {
         for p in &curve.points {
             md.line(&format!(
                 "| {} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
-                names::flavor(curve.flavor),
+                names::curve(curve),
                 p.offered,
                 p.delivered,
                 p.p50,
@@ -97,6 +97,8 @@ pub fn markdown(report: &Report) -> String {
             ));
         }
     }
+
+    cluster_section(&mut md, report);
 
     md.section("The browser client", "");
     match report.wasm {
@@ -110,6 +112,22 @@ pub fn markdown(report: &Report) -> String {
 
     targets(&mut md, report, throughput_ratio);
     md.render(report.quick, report.took, &report.machine)
+}
+
+/// Several nodes, one room: the table of `chat-bench cluster`, and what it says.
+fn cluster_section(md: &mut Page, report: &Report) {
+    let Some(first) = report.cluster.first() else {
+        return;
+    };
+    md.section(
+        "Several nodes, one room",
+        &format!(
+            "The same room on a node alone, then on 1, 2 and 3 `chat-server` processes sharing              it through one `redis-server` (`--redis`), clients and senders spread over the              nodes round robin, so that most deliveries cross nodes; fresh servers and a fresh              Redis for each run. Flat out: {}. Fixed load: {}. CPU per delivery is the nodes'              together, and Redis's apart, from `/proc`; Redis calls per public message are              those the nodes sent (from `INFO commandstats`, beats, reaps and the log's reads              included, not the commands a script runs inside itself).",
+            names::workload_short(&first.flat),
+            names::workload_short(&first.fixed),
+        ),
+    );
+    md.body += &super::cluster::table(&report.cluster);
 }
 
 /// The targets, met or not.
@@ -183,6 +201,47 @@ fn targets(md: &mut Page, report: &Report, throughput_ratio: Option<f64>) {
         format!("{join_seconds:.2} s"),
         true,
     );
+    let row = |n: usize| report.cluster.iter().find(|r| r.nodes == n);
+    if let (Some(alone), Some(one), Some(three)) = (row(0), row(1), row(3)) {
+        let ratio = one.flat.rate() / alone.flat.rate().max(1e-9);
+        target(
+            "one node with --redis: at least half the deliveries/s of a node alone, flat out",
+            format!("{ratio:.2}×"),
+            ratio >= 0.5,
+        );
+        target(
+            "3 nodes through Redis, 100 clients, 10 × 100 msg/s: p99 ≤ 2 ms",
+            format!(
+                "p99 {:.2} ms (a node alone in the same run: {:.2} ms)",
+                three.fixed.ms(0.99),
+                alone.fixed.ms(0.99)
+            ),
+            three.fixed.ms(0.99) <= 2.0,
+        );
+        let cpu = |r: &super::cluster::Row| {
+            let (nodes, redis) = super::cluster::Row::cpu_us(&r.flat);
+            nodes.unwrap_or(0.0) + redis.unwrap_or(0.0)
+        };
+        let cpu_ratio = cpu(three) / cpu(one).max(1e-9);
+        target(
+            "CPU per delivery (nodes and Redis) at 3 nodes: at most 1.5× that at 1 node",
+            format!(
+                "{:.2} µs against {:.2} µs: {cpu_ratio:.2}×",
+                cpu(three),
+                cpu(one)
+            ),
+            cpu_ratio <= 1.5,
+        );
+        let scripts = three.scripts_per_message.unwrap_or(f64::NAN);
+        target(
+            "one script call per public message, reads amortised",
+            format!(
+                "{scripts:.2} scripts and {:.2} Redis calls per message at 3 nodes",
+                three.commands_per_message.unwrap_or(f64::NAN)
+            ),
+            scripts <= 1.1,
+        );
+    }
 }
 
 /// "What bounds latency here": the fixed-load TCP runs and the one-relay runs, read together.

@@ -33,6 +33,8 @@ pub struct Point {
 #[derive(Clone, Debug)]
 pub struct Curve {
     pub flavor: Flavor,
+    /// Nodes sharing the room through Redis; 0: a server alone.
+    pub nodes: usize,
     pub points: Vec<Point>,
 }
 
@@ -70,8 +72,10 @@ pub struct Report {
     pub idle_tcp: IdleReport,
     pub idle_ws: IdleReport,
     pub join_storm: JoinStorm,
-    /// Latency against offered load, one curve per server.
+    /// Latency against offered load, one curve per server (and one for several nodes).
     pub curves: Vec<Curve>,
+    /// Several nodes, one room: a node alone, then 1, 2 and 3 nodes through Redis.
+    pub cluster: Vec<super::cluster::Row>,
     /// `None` when the page was not built.
     pub wasm: Option<WasmSize>,
 }
@@ -154,6 +158,7 @@ pub(crate) fn sample() -> Report {
     };
     let curve = |flavor, points: &[(f64, f64)]| Curve {
         flavor,
+        nodes: 0,
         points: points
             .iter()
             .map(|&(offered, p99)| Point {
@@ -184,6 +189,15 @@ pub(crate) fn sample() -> Report {
             curve(Flavor::Floor, &[(9900.0, 2.5), (99_000.0, 1700.0)]),
             curve(Flavor::Seed, &[(9900.0, 3.4)]),
         ],
+        cluster: (0..4)
+            .map(|nodes| super::cluster::Row {
+                nodes,
+                flat: workload(100, Wire::Line, None).runs[0].1.clone(),
+                fixed: workload(100, Wire::Line, Some(100.0)).runs[0].1.clone(),
+                scripts_per_message: (nodes > 0).then_some(1.02),
+                commands_per_message: (nodes > 0).then_some(1.1),
+            })
+            .collect(),
         wasm: Some(WasmSize {
             raw: 236_993,
             gzip: 88_797,

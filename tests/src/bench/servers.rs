@@ -92,6 +92,11 @@ impl Servers {
         })
     }
 
+    /// The chat-server binary measured.
+    pub fn ours(&self) -> &std::path::Path {
+        &self.ours
+    }
+
     async fn start_ours(&self) -> Result<Running, String> {
         let server = ServerCommand::of(&self.ours)
             .args(OURS_FLAGS)
