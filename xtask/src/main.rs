@@ -12,13 +12,22 @@
 //! - `cargo xtask fuzz [TARGET] [--time SECS]`: runs the fuzz targets of `fuzz/` (every one
 //!   by default, 60 s each) with cargo-fuzz, installing it if it is missing, on the stable
 //!   toolchain; prints each run's figures and any input that crashed.
+//! - `cargo xtask bench [-- CHAT-BENCH ARGS]`: builds the release server and the load
+//!   generator, and measures (by default everything of `docs/benchmarks.md`).
+//! - `cargo xtask cluster [N] [-- SERVER FLAGS]`: builds like `run`, starts a Redis of its own
+//!   on a free port (never 6379) and N servers (default 3) sharing one room through it, nc on
+//!   127.0.0.1:8888, 8889, ... and the page on http://127.0.0.1:8080, 8081, ...; Ctrl-C, or any
+//!   of them exiting, stops them all.
 
 use std::env;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::time::Instant;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// Crates that would mean native I/O slipped into the sans-IO core.
 const FORBIDDEN_IN_CORE: &[&str] = &["tokio", "mio", "socket2", "getrandom"];
@@ -31,6 +40,14 @@ const WEB_ROOT_VAR: &str = "CHAT_WEB_ROOT";
 const FUZZ_TARGETS: &[&str] = &["line_decoder", "json_decoder", "room"];
 /// Seconds each target runs when `--time` is not given.
 const FUZZ_SECONDS: u64 = 60;
+/// Nodes `cargo xtask cluster` starts when not told how many, and the most it starts.
+const CLUSTER_NODES: usize = 3;
+const CLUSTER_MAX_NODES: usize = 100;
+/// The first node's line and HTTP ports, the defaults of `cargo xtask run`; node i adds i.
+const CLUSTER_TCP_PORT: u16 = 8888;
+const CLUSTER_HTTP_PORT: u16 = 8080;
+/// Redis's usual port, which a system service may hold: the cluster's own Redis never takes it.
+const REDIS_DEFAULT_PORT: u16 = 6379;
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -42,6 +59,7 @@ fn main() -> ExitCode {
         Some("site") => site().map(drop),
         Some("fuzz") => fuzz(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("cluster") => cluster(&args[1..]),
         _ => {
             eprintln!(
                 "usage:\n  cargo xtask run [-- SERVER FLAGS]   build the site and start the server\n  \
@@ -50,7 +68,9 @@ fn main() -> ExitCode {
                  cargo xtask fuzz [TARGET] [--time SECS]\n                                      \
                  fuzz TARGET ({}; default: each) for SECS (default {FUZZ_SECONDS}) each\n  \
                  cargo xtask bench [-- CHAT-BENCH ARGS]\n                                      \
-                 build, then measure against the seed (default: `report --out docs`)",
+                 build, then measure against the seed (default: `report --out docs`)\n  \
+                 cargo xtask cluster [N] [-- SERVER FLAGS]\n                                      \
+                 build, then start a Redis and N servers (default {CLUSTER_NODES}) as one room",
                 FUZZ_TARGETS.join(", ")
             );
             return ExitCode::from(2);
@@ -66,14 +86,8 @@ fn main() -> ExitCode {
 }
 
 fn run(server_args: &[String]) -> Result {
-    let server_args = match server_args.first().map(String::as_str) {
-        Some("--") => &server_args[1..],
-        _ => server_args,
-    };
-    let site = site()?;
-    step("server");
-    cargo(&["build", "--release", "-p", "chat-server"])?;
-    let binary = target_dir().join("release").join("chat-server");
+    let server_args = after_dashes(server_args);
+    let (site, binary) = site_and_release_server()?;
     step(&format!("starting {}", binary.display()));
     // The server says where it listens (its flags may have moved it from the defaults).
     eprintln!("stop the server with Ctrl-C");
@@ -97,6 +111,384 @@ fn run(server_args: &[String]) -> Result {
             status.success(),
             &format!("chat-server exited with {status}"),
         )
+    }
+}
+
+/// The arguments after a leading `--`, or all of them.
+fn after_dashes(args: &[String]) -> &[String] {
+    match args.first().map(String::as_str) {
+        Some("--") => &args[1..],
+        _ => args,
+    }
+}
+
+/// What `run` and `cluster` start: the site (built) and the release server (built), as the
+/// site's absolute path and the server's binary.
+fn site_and_release_server() -> Result<(PathBuf, PathBuf)> {
+    let site = site()?;
+    step("server");
+    cargo(&["build", "--release", "-p", "chat-server"])?;
+    Ok((site, target_dir().join("release").join("chat-server")))
+}
+
+/// `cargo xtask cluster [N] [-- SERVER FLAGS]`: a Redis of its own and N servers sharing one
+/// room through it, on the addresses of `run` counted up (node i: line port 8888 + i, HTTP
+/// port 8080 + i), each with the flags given after `--`. Runs until Ctrl-C (or SIGTERM, or
+/// SIGHUP), or until any of the processes exits; then stops the servers gracefully (SIGTERM;
+/// SIGKILL for one still there after 10 s) and then Redis, each by its pid.
+fn cluster(args: &[String]) -> Result {
+    let (nodes, server_args) = match args.first().map(String::as_str) {
+        None | Some("--") => (CLUSTER_NODES, after_dashes(args)),
+        Some(n) => {
+            let nodes = n
+                .parse()
+                .ok()
+                .filter(|n| (1..=CLUSTER_MAX_NODES).contains(n))
+                .ok_or(format!(
+                    "cluster {n}: the number of nodes is 1 to {CLUSTER_MAX_NODES} \
+                     (usage: cargo xtask cluster [N] [-- SERVER FLAGS])"
+                ))?;
+            (nodes, after_dashes(&args[1..]))
+        }
+    };
+    step("prerequisites");
+    ensure_debian_packages(&[REDIS_TOOL], "`cargo xtask cluster` needs redis-server")?;
+    let (site, binary) = site_and_release_server()?;
+    // From here on Ctrl-C stops the processes in order instead of ending xtask at once. (The
+    // terminal sends it to the servers too, being in the same process group; they stop
+    // gracefully, and xtask waits for them before it stops Redis.)
+    catch_stop_signals();
+
+    let mut cluster = Cluster::default();
+    let (redis_url, redis_port) = cluster.start_redis()?;
+    step(&format!(
+        "{nodes} node{} on {redis_url}",
+        if nodes == 1 { "" } else { "s" }
+    ));
+    let (tx, rx) = mpsc::channel();
+    for i in 0..nodes {
+        let name = format!("node-{}", i + 1);
+        let mut command = Command::new(&binary);
+        command
+            .env(WEB_ROOT_VAR, &site)
+            .arg("--redis")
+            .arg(&redis_url)
+            .arg("--tcp")
+            .arg(format!("127.0.0.1:{}", CLUSTER_TCP_PORT + i as u16))
+            .arg("--http")
+            .arg(format!("127.0.0.1:{}", CLUSTER_HTTP_PORT + i as u16))
+            .arg("--node-id")
+            .arg(&name)
+            .args(server_args);
+        cluster.start_node(i, &name, command, &tx)?;
+    }
+    drop(tx);
+
+    // Each node prints its two addresses once it is in the room (or, after 5 s without
+    // Redis, alone). (A `--tcp`, `--http` or `--node-id` among the flags given is one too
+    // many: that node exits at once saying so, and everything stops.)
+    let mut addresses = vec![(None, None); nodes];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while addresses
+        .iter()
+        .any(|(tcp, http)| tcp.is_none() || http.is_none())
+    {
+        if let Some(stop) = cluster.stopped() {
+            return cluster.stop(stop);
+        }
+        if Instant::now() >= deadline {
+            return cluster.stop(Err(
+                "a node did not print its addresses within 30 s".to_owned()
+            ));
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Listening { node, http, addr }) => {
+                let slot = &mut addresses[node];
+                if http {
+                    slot.1 = Some(addr);
+                } else {
+                    slot.0 = Some(addr);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+    }
+    let tls = server_args.iter().any(|a| a.starts_with("--tls-cert"));
+    println!();
+    for (i, (tcp, http)) in addresses.iter().enumerate() {
+        let (tcp, http) = (
+            tcp.as_deref().unwrap_or("?"),
+            http.as_deref().unwrap_or("?"),
+        );
+        let line = if tls {
+            format!("openssl s_client -quiet -connect {tcp}")
+        } else {
+            match tcp.rsplit_once(':') {
+                Some((host, port)) => {
+                    format!(
+                        "nc {} {port}",
+                        host.trim_start_matches('[').trim_end_matches(']')
+                    )
+                }
+                None => format!("nc {tcp}"),
+            }
+        };
+        let scheme = if tls { "https" } else { "http" };
+        println!("node-{}: {line}    {scheme}://{http}", i + 1);
+    }
+    println!("redis: {redis_url}    redis-cli -p {redis_port}");
+    println!("Ctrl-C stops everything");
+    loop {
+        if let Some(stop) = cluster.stopped() {
+            return cluster.stop(stop);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node's listener, as it printed it: `tcp listening on ADDR` or `http listening on ADDR`.
+struct Listening {
+    node: usize,
+    http: bool,
+    addr: String,
+}
+
+/// The processes of `cargo xtask cluster`: Redis and the nodes. Dropping it kills any still
+/// running, so that no early return leaves one behind.
+#[derive(Default)]
+struct Cluster {
+    redis: Option<Child>,
+    nodes: Vec<(String, Child)>,
+}
+
+impl Cluster {
+    /// Starts `redis-server` on a free port other than 6379 and waits until it answers PING;
+    /// its URL and port.
+    fn start_redis(&mut self) -> Result<(String, u16)> {
+        step("redis");
+        for _attempt in 0..3 {
+            let port = free_port_but(REDIS_DEFAULT_PORT)?;
+            let mut command = Command::new(REDIS_SERVER);
+            command
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(["--loglevel", "warning"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // A process group of its own, so that the terminal's Ctrl-C reaches only the
+            // nodes: they leave the room through Redis, and then xtask stops it.
+            #[cfg(unix)]
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            let mut child = command
+                .spawn()
+                .map_err(|e| format!("cannot start {REDIS_SERVER}: {e}"))?;
+            echo_lines("[redis] ", child.stdout.take(), |_| {});
+            echo_lines("[redis] ", child.stderr.take(), |_| {});
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    // Another program may have taken the port meanwhile: another one.
+                    eprintln!("redis-server on port {port} exited with {status}");
+                    break;
+                }
+                if redis_pings(port) {
+                    self.redis = Some(child);
+                    return Ok((format!("redis://127.0.0.1:{port}/0"), port));
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!(
+                        "redis-server on port {port} did not answer PING in 10 s"
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Err("redis-server did not start (three ports tried)".to_owned())
+    }
+
+    /// Starts node `index` from `command`, its output echoed with its name in front, and its
+    /// address lines sent to `tx`.
+    fn start_node(
+        &mut self,
+        index: usize,
+        name: &str,
+        mut command: Command,
+        tx: &mpsc::Sender<Listening>,
+    ) -> Result {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        let tx = tx.clone();
+        echo_lines(&format!("[{name}] "), child.stdout.take(), move |line| {
+            for (prefix, http) in [("tcp listening on ", false), ("http listening on ", true)] {
+                if let Some(addr) = line.strip_prefix(prefix) {
+                    let _ = tx.send(Listening {
+                        node: index,
+                        http,
+                        addr: addr.trim().to_owned(),
+                    });
+                }
+            }
+        });
+        echo_lines(&format!("[{name}] "), child.stderr.take(), |_| {});
+        self.nodes.push((name.to_owned(), child));
+        Ok(())
+    }
+
+    /// Why everything should stop now, if it should: a signal (`Ok`), or a process that
+    /// exited (`Err`, saying which).
+    fn stopped(&mut self) -> Option<Result> {
+        if STOP_SIGNAL.load(Ordering::SeqCst) {
+            eprintln!("\nstopping the nodes, then Redis");
+            return Some(Ok(()));
+        }
+        for (name, child) in &mut self.nodes {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(Err(format!(
+                    "{name} exited with {status}; the other nodes and Redis were stopped"
+                )));
+            }
+        }
+        if let Some(Ok(Some(status))) = self.redis.as_mut().map(Child::try_wait) {
+            return Some(Err(format!(
+                "redis-server exited with {status}; the nodes were stopped"
+            )));
+        }
+        None
+    }
+
+    /// Stops the nodes gracefully, then Redis; returns `outcome`.
+    fn stop(&mut self, outcome: Result) -> Result {
+        let nodes: Vec<&mut Child> = self.nodes.iter_mut().map(|(_, c)| c).collect();
+        stop_processes(nodes, Duration::from_secs(10));
+        stop_processes(self.redis.iter_mut().collect(), Duration::from_secs(3));
+        outcome
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let all = self
+            .nodes
+            .iter_mut()
+            .map(|(_, c)| c)
+            .chain(self.redis.iter_mut());
+        for child in all {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// SIGTERM to each of `children` still running, by its pid, then SIGKILL to any still there
+/// after `grace`; waits for them all.
+fn stop_processes(mut children: Vec<&mut Child>, grace: Duration) {
+    children.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
+    for child in &children {
+        // Still running or not yet reaped: its pid is its own.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        children.retain_mut(|child| matches!(child.try_wait(), Ok(None)));
+        if children.is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for child in children {
+        eprintln!(
+            "process {} still running after {grace:?}: killed",
+            child.id()
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Echoes each line read from `from` to standard error after `prefix`, in a thread of its
+/// own, after handing it to `also`.
+fn echo_lines(
+    prefix: &str,
+    from: Option<impl Read + Send + 'static>,
+    also: impl Fn(&str) + Send + 'static,
+) {
+    let Some(from) = from else {
+        return;
+    };
+    let prefix = prefix.to_owned();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else {
+                break;
+            };
+            also(&line);
+            eprintln!("{prefix}{line}");
+        }
+    });
+}
+
+/// A free loopback port (bound by the system's choice and released) other than `not`.
+fn free_port_but(not: u16) -> Result<u16> {
+    for _ in 0..10 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot find a free port: {e}"))?
+            .port();
+        if port != not {
+            return Ok(port);
+        }
+    }
+    Err(format!("the system kept offering port {not}"))
+}
+
+/// Whether a Redis on the loopback `port` answers PING with PONG (RESP, by hand).
+fn redis_pings(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut answer = [0u8; 7];
+    stream.write_all(b"*1\r\n$4\r\nPING\r\n").is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && &answer == b"+PONG\r\n"
+}
+
+/// Set once SIGINT, SIGTERM or SIGHUP reaches `cargo xtask cluster`.
+static STOP_SIGNAL: AtomicBool = AtomicBool::new(false);
+
+/// From now on SIGINT, SIGTERM and SIGHUP set [`STOP_SIGNAL`] instead of ending xtask. The
+/// children started afterwards get the default dispositions back when they exec.
+fn catch_stop_signals() {
+    #[cfg(unix)]
+    {
+        extern "C" fn on_signal(_signal: i32) {
+            STOP_SIGNAL.store(true, Ordering::SeqCst);
+        }
+        unsafe extern "C" {
+            /// The C library's `signal(2)` (glibc: BSD semantics, the handler stays).
+            fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+        }
+        const SIGHUP: i32 = 1;
+        const SIGINT: i32 = 2;
+        const SIGTERM: i32 = 15;
+        for signum in [SIGHUP, SIGINT, SIGTERM] {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                signal(signum, on_signal);
+            }
+        }
     }
 }
 
@@ -661,7 +1053,7 @@ fn ensure_wasm_target() -> Result {
 }
 
 /// Debian packages the end-to-end tests drive: the real nc, Chromium with its WebDriver,
-/// openssl and HAProxy.
+/// openssl, HAProxy and Redis.
 /// Each is a file that shows it installed, and the package that installs it.
 const DEBIAN_TOOLS: &[(&[&str], &str)] = &[
     (
@@ -674,13 +1066,26 @@ const DEBIAN_TOOLS: &[(&[&str], &str)] = &[
     (&["/usr/bin/openssl"], "openssl"),
     // A real load balancer in front of the server, for `--trusted-proxy` (tests/haproxy.rs).
     (&["/usr/sbin/haproxy"], "haproxy"),
+    REDIS_TOOL,
     // `script`: a terminal for the server, to see its diagnostics in colour (Essential in
     // Debian, so normally there).
     (&["/usr/bin/script"], "bsdutils"),
 ];
 
+/// The Redis that several nodes share (`--redis`), for the cluster tests and
+/// `cargo xtask cluster`, each of which starts its own on a free port. Debian's postinst may
+/// start the system's service on 6379 as well; nothing here uses that one.
+const REDIS_SERVER: &str = "/usr/bin/redis-server";
+const REDIS_TOOL: (&[&str], &str) = (&[REDIS_SERVER], "redis-server");
+
 fn ensure_debian_tools() -> Result {
-    let missing: Vec<&str> = DEBIAN_TOOLS
+    ensure_debian_packages(DEBIAN_TOOLS, "the end-to-end tests need them")
+}
+
+/// Installs with apt-get (as root) the packages of `tools` whose files are all missing;
+/// otherwise fails saying `why` and how to install them.
+fn ensure_debian_packages(tools: &[(&[&str], &str)], why: &str) -> Result {
+    let missing: Vec<&str> = tools
         .iter()
         .filter(|(paths, _)| !paths.iter().any(|p| Path::new(p).exists()))
         .map(|&(_, package)| package)
@@ -691,7 +1096,10 @@ fn ensure_debian_tools() -> Result {
     let how = format!("apt-get update && apt-get install -y {}", missing.join(" "));
     check(
         is_root() && Path::new("/usr/bin/apt-get").exists(),
-        &format!("the end-to-end tests need them; install them as root with: {how}"),
+        &format!(
+            "{why}; install {} as root with: {how}",
+            if missing.len() == 1 { "it" } else { "them" }
+        ),
     )?;
     install(&["apt-get", "update", "-qq"])?;
     install(&[&["apt-get", "install", "-y", "-qq"][..], &missing].concat())
