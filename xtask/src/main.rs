@@ -234,9 +234,12 @@ fn cluster(args: &[String]) -> Result {
             }
         };
         let scheme = if tls { "https" } else { "http" };
-        println!("node-{}: {line}    {scheme}://{http}", i + 1);
+        // The pid, to pause a node (`kill -STOP`) and let it go on (`kill -CONT`).
+        let pid = cluster.nodes[i].1.id();
+        println!("node-{}: {line}    {scheme}://{http}    pid {pid}", i + 1);
     }
-    println!("redis: {redis_url}    redis-cli -p {redis_port}");
+    let redis_pid = cluster.redis.as_ref().map_or(0, Child::id);
+    println!("redis: {redis_url}    redis-cli -p {redis_port}    pid {redis_pid}");
     println!("Ctrl-C stops everything");
     loop {
         if let Some(stop) = cluster.stopped() {
