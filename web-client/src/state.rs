@@ -25,8 +25,10 @@ pub const BACKOFF_BASE_MS: u32 = 250;
 /// The longest wait between two reconnect attempts.
 pub const BACKOFF_MAX_MS: u32 = 4_000;
 /// How often a rejoin refused with `name_taken` is tried again before giving up: the server
-/// may not yet have noticed that this client's old connection died.
-pub const NAME_TAKEN_RETRIES: u32 = 5;
+/// may not yet have noticed that this client's old connection died. With several nodes the
+/// old connection may have been on a node that crashed, whose names are free only once the
+/// others notice (`--node-timeout`, 10 s, and 2 more): 8 tries wait about 20 s in all.
+pub const NAME_TAKEN_RETRIES: u32 = 8;
 
 /// The notice shown when a resumed `history` says some messages are gone.
 pub const GAP_NOTICE: &str = "Some messages were missed while you were disconnected.";
