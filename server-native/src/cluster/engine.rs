@@ -149,6 +149,7 @@ pub async fn start(
         stop,
         ready: Some(ready_tx),
         metrics,
+        retry: Vec::new(),
     };
     let task = tokio::spawn(engine.run());
     let publisher = Publisher {
@@ -191,6 +192,8 @@ struct Engine {
     stop: CancellationToken,
     ready: Option<oneshot::Sender<Result<(), Fatal>>>,
     metrics: Metrics,
+    /// Messages in flight when the link was lost, to send again when it is back.
+    retry: Vec<Publish>,
 }
 
 impl Engine {
@@ -353,6 +356,16 @@ impl Engine {
         self.metrics.cluster_link(true);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Ok(()));
+        }
+        // The messages in flight when contact was lost, first and in their order.
+        let retry = std::mem::take(&mut self.retry);
+        if !retry.is_empty() {
+            tracing::info!(messages = retry.len(), "sending again what was in flight");
+            for batch in retry.chunks(BATCH) {
+                if let Some(ended) = self.send_batch(&mut con, batch.to_vec()).await {
+                    return ended;
+                }
+            }
         }
 
         let read = {
@@ -534,7 +547,7 @@ impl Engine {
     /// Sends `batch` in one pipeline, in order, and hands the room what was refused. `Some`
     /// when the session must end.
     async fn send_batch(
-        &self,
+        &mut self,
         con: &mut MultiplexedConnection,
         batch: Vec<Publish>,
     ) -> Option<Ended> {
@@ -586,7 +599,14 @@ impl Engine {
                     Err(_) => "Redis did not answer in time".to_owned(),
                 };
                 for p in batch {
-                    self.refuse(p, Refusal::Busy).await;
+                    match p {
+                        // Perhaps logged, perhaps not: sent again once Redis answers, and
+                        // logged once whatever happened (the script drops a seen origin).
+                        Publish::Say { .. } if self.retry.len() < QUEUE_BOUND => {
+                            self.retry.push(p);
+                        }
+                        p => self.refuse(p, Refusal::Busy).await,
+                    }
                 }
                 return Some(Ended::Lost(why));
             }

@@ -184,7 +184,10 @@ impl Servers {
         hold: Duration,
         worst_history: bool,
     ) -> Result<IdleReport, String> {
-        self.idle_with(wire, connections, 500, hold, worst_history)
+        // The HTTP listener serves 256 connections at once and puts out handshakes waiting
+        // beyond that (the door's lobby): WebSocket clients connect 200 at a time.
+        let concurrency = if wire == Wire::Json { 200 } else { 500 };
+        self.idle_with(wire, connections, concurrency, hold, worst_history)
             .await
     }
 
