@@ -34,10 +34,10 @@ thread_local! {
 /// does), but should one, it is dropped rather than panicking.
 fn with_app(f: impl FnOnce(&mut App)) {
     APP.with(|app| {
-        if let Ok(mut app) = app.try_borrow_mut() {
-            if let Some(app) = app.as_mut() {
-                f(app);
-            }
+        if let Ok(mut app) = app.try_borrow_mut()
+            && let Some(app) = app.as_mut()
+        {
+            f(app);
         }
     });
 }
@@ -419,10 +419,10 @@ impl App {
             button.set_text_content(Some(name));
             let _ = item.append_child(&button);
             let _ = users.append_child(&item);
-            if focused.as_deref() == Some(name.as_str()) {
-                if let Some(button) = button.dyn_ref::<HtmlElement>() {
-                    let _ = button.focus();
-                }
+            if focused.as_deref() == Some(name.as_str())
+                && let Some(button) = button.dyn_ref::<HtmlElement>()
+            {
+                let _ = button.focus();
             }
         }
         self.page
