@@ -118,8 +118,24 @@ impl Room {
                         .and_then(|(_, resume)| resume);
                     return self.admit(conn, name, key, look, resume);
                 }
-                if self.names.contains_key(&key) || cluster.remote.contains_key(&key) {
-                    return; // Already in: a repeated entry changes nothing.
+                match self.names.get(&key) {
+                    // Its own, claimed again: already in.
+                    Some(&holder) if mine && holder == conn => return,
+                    // The log gives the name to someone else: the one here had it only while
+                    // out of contact, and its claim is on the way to be refused.
+                    Some(&holder) => self.bounce(holder),
+                    None => {}
+                }
+                let Some(cluster) = &mut self.cluster else {
+                    return;
+                };
+                match cluster.remote.get(&key) {
+                    // Already in: a repeated entry changes nothing.
+                    Some(m) if m.node == node && m.conn == conn => return,
+                    // One of this node's users gone meanwhile, its claim refused or on its
+                    // way: the log holds someone else under that name.
+                    Some(_) => self.gone_unclaimed(&key, None),
+                    None => {}
                 }
                 // Counted with the join, as a local one is (`admit`).
                 let gathered = self.gathers(self.count() + 1);
@@ -174,9 +190,13 @@ impl Room {
             )
         };
         match publish {
-            Publish::Claim { conn, name, .. } => {
+            Publish::Claim {
+                conn, key, name, ..
+            } => {
                 let Some(c) = self.conns.get_mut(&conn) else {
-                    return;
+                    // Claimed again when contact came back and gone since: the log never had
+                    // it, and no leave will come back.
+                    return self.gone_unclaimed(&key, Some(conn));
                 };
                 if c.name.is_some() {
                     // A user of this node claimed again after contact came back: a name the
@@ -219,6 +239,29 @@ impl Room {
             // A leave is never refused for want of room; a member gone already is gone.
             Publish::Release { .. } => {}
         }
+    }
+
+    /// The user of this node held under `key` among those still counted while their leave is
+    /// on its way (of connection `conn`, if given), whom the log does not hold: it leaves now.
+    fn gone_unclaimed(&mut self, key: &str, conn: Option<ConnId>) {
+        let leaving = self.cluster.as_ref().and_then(|c| {
+            c.remote
+                .get(key)
+                .filter(|m| m.node == c.node && conn.is_none_or(|conn| m.conn == conn))
+                .map(|m| m.name.clone())
+        });
+        let Some(name) = leaving else {
+            return;
+        };
+        let gathered = self.gathers(self.count());
+        if let Some(cluster) = &mut self.cluster {
+            cluster.remove(key, &look_key(&name));
+        }
+        self.announce(gathered, Some(name.clone()), None);
+        self.outputs.push_back(Output::Log(LogRecord::Leave {
+            name,
+            reason: LeaveReason::Dropped,
+        }));
     }
 
     /// Cluster mode: a private message relayed from another node, for the user `to_key` of
