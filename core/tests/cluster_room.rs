@@ -1,13 +1,15 @@
 //! The room in cluster mode: two nodes' rooms sharing one log, as exact text on the line wire.
 //!
 //! The log here is the smallest one with the engine's semantics (`chat_core::cluster`): it
-//! appends in the order publishes reach it, keeps names unique, numbers messages, and every
-//! room applies every entry in that one order.
+//! appends in the order publishes reach it, keeps names (and look keys) unique, numbers
+//! messages, and every room applies every entry in that one order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chat_core::cluster::{Logged, Member, Publish, Refusal, Snapshot};
-use chat_core::{ChatMessage, Config, ConnId, LeaveReason, Line, Output, Room, Timestamp, Wire};
+use chat_core::{
+    ChatMessage, Config, ConnId, LeaveReason, Line, Output, Room, Timestamp, Wire, look_key,
+};
 
 const PROMPT: &str = "Enter your name: ";
 
@@ -109,11 +111,21 @@ impl Cluster {
 
     /// Node `n` is in contact again: it applies a snapshot, then what it publishes.
     fn heal(&mut self, n: usize) {
+        self.rejoin(n);
+        self.settle();
+    }
+
+    /// Node `n` is in contact again and applies a snapshot; what it publishes then waits.
+    fn rejoin(&mut self, n: usize) {
         self.cut.remove(&n);
         let snapshot = self.snapshot();
         self.rooms[n].handle_snapshot(self.now, snapshot);
         self.drain(n);
-        self.settle();
+    }
+
+    /// The publishes waiting, node `n`'s first: they reach the log before the others'.
+    fn first(&mut self, n: usize) {
+        self.pending.sort_by_key(|(m, _)| *m != n);
     }
 
     /// The log writes out node `n`'s users as gone (its lease ran out).
@@ -203,26 +215,43 @@ impl Cluster {
     fn append(&mut self, n: usize, publish: Publish) {
         match publish {
             Publish::Claim {
-                conn, key, name, ..
+                conn,
+                key,
+                look,
+                name,
             } => {
-                if self.members.contains_key(&key) {
-                    let publish = Publish::Claim {
-                        conn,
-                        key,
-                        look: String::new(),
-                        name,
-                    };
-                    self.rooms[n].handle_refused(self.now, publish, Refusal::Taken);
-                    return self.drain(n);
+                let held = self.members.get(&key).map(|(node_of, c, _)| (node_of, *c));
+                if held == Some((&node(n), conn)) {
+                    return; // Its own, claimed again.
                 }
-                self.members
-                    .insert(key.clone(), (node(n), conn, name.clone()));
-                self.log.push(Logged::Joined {
-                    key,
-                    name,
-                    node: node(n),
+                let alike = self
+                    .members
+                    .iter()
+                    .find(|(k, (_, _, other))| **k != key && look_key(other) == look)
+                    .map(|(_, (_, _, other))| other.clone());
+                let refusal = match (held, alike) {
+                    (Some(_), _) => Refusal::Taken,
+                    (None, Some(other)) => Refusal::LooksLike(other),
+                    (None, None) => {
+                        self.members
+                            .insert(key.clone(), (node(n), conn, name.clone()));
+                        self.log.push(Logged::Joined {
+                            key,
+                            name,
+                            node: node(n),
+                            conn,
+                        });
+                        return;
+                    }
+                };
+                let publish = Publish::Claim {
                     conn,
-                });
+                    key,
+                    look,
+                    name,
+                };
+                self.rooms[n].handle_refused(self.now, publish, refusal);
+                self.drain(n);
             }
             Publish::Say {
                 origin, from, text, ..
@@ -593,4 +622,210 @@ fn a_log_begun_afresh_lists_the_other_nodes_users_until_their_nodes_claim_them_a
     c.rooms[0].handle_timeout(due);
     c.drain(0);
     assert_eq!(c.take(0, alice), ["*** bob has left the chat ***\n"]);
+}
+
+#[test]
+fn a_name_taken_again_out_of_contact_after_its_holder_left_is_claimed_for_the_new_holder() {
+    let (mut c, alice, bob, cy) = three_users();
+    c.cut(0);
+    c.line(0, cy, "/quit");
+    let cy2 = c.open(0, 3);
+    c.line(0, cy2, "cy");
+    assert_eq!(
+        c.take(0, alice),
+        [
+            LOST,
+            "*** cy has left the chat ***\n",
+            "*** cy has joined the chat ***\n"
+        ]
+    );
+    // The log still holds the first cy: released, and the name claimed for the second.
+    c.heal(0);
+    assert_eq!(
+        c.take(1, bob),
+        [
+            "*** cy has left the chat ***\n",
+            "*** cy has joined the chat ***\n"
+        ]
+    );
+    assert_eq!(c.members.get("cy"), Some(&(node(0), cy2, "cy".to_owned())));
+    assert_eq!(c.take(0, alice), [BACK]);
+}
+
+#[test]
+fn a_claim_carried_out_though_refused_and_joined_again_in_another_spelling_is_claimed_again() {
+    let (mut c, alice, bob) = two_users();
+    c.take(1, bob);
+    let eve = c.open(0, 2);
+    c.line(0, eve, "EVE");
+    // The log takes the claim, but node 0 loses contact before it hears so: busy, it is told.
+    let (_, claim) = c.pending.remove(0);
+    let from = c.log.len();
+    c.append(0, claim.clone());
+    c.rooms[0].handle_refused(c.now, claim, Refusal::Busy);
+    c.cut(0);
+    for k in from..c.log.len() {
+        let entry = c.log[k].clone();
+        c.rooms[1].handle_logged(c.now, entry);
+        c.drain(1);
+    }
+    assert_eq!(c.take(1, bob), ["*** EVE has joined the chat ***\n"]);
+    c.line(0, eve, "Eve");
+    assert!(
+        c.take(0, eve)
+            .iter()
+            .any(|l| l.starts_with("Welcome, Eve!"))
+    );
+    c.take(0, alice);
+    // The log's EVE is not the Eve here: released, and Eve claimed.
+    c.heal(0);
+    assert_eq!(
+        c.take(1, bob),
+        [
+            "*** EVE has left the chat ***\n",
+            "*** Eve has joined the chat ***\n"
+        ]
+    );
+    assert_eq!(
+        c.members.get("eve"),
+        Some(&(node(0), eve, "Eve".to_owned()))
+    );
+}
+
+#[test]
+fn a_name_respelled_elsewhere_while_out_of_contact_is_told_as_a_leave_and_a_join() {
+    let (mut c, alice, _bob) = two_users();
+    let carol = c.open(1, 2);
+    c.line(1, carol, "Carol");
+    c.settle();
+    c.cut(0);
+    c.take(0, alice);
+    c.line(1, carol, "/quit");
+    c.settle();
+    let carol2 = c.open(1, 3);
+    c.line(1, carol2, "carol");
+    c.settle();
+    c.heal(0);
+    assert_eq!(
+        c.take(0, alice),
+        [
+            BACK,
+            "*** Carol has left the chat ***\n",
+            "*** carol has joined the chat ***\n"
+        ]
+    );
+    c.line(0, alice, "/who");
+    assert_eq!(c.take(0, alice), ["Online (3): alice, bob, carol\n"]);
+}
+
+#[test]
+fn a_user_gone_while_its_name_was_claimed_again_and_refused_leaves() {
+    let (mut c, alice, _bob) = two_users();
+    assert_eq!(look_key("CarI"), look_key("carl"));
+    c.cut(0);
+    let x = c.open(0, 2);
+    c.line(0, x, "CarI");
+    c.rejoin(0);
+    // Someone on node 1 asks for a look-alike, which reaches the log first; CarI goes.
+    let y = c.open(1, 2);
+    c.line(1, y, "carl");
+    c.line(0, x, "/quit");
+    c.take(0, alice);
+    c.first(1);
+    c.settle();
+    assert_eq!(
+        c.take(0, alice),
+        [
+            "*** carl has joined the chat ***\n",
+            "*** CarI has left the chat ***\n"
+        ]
+    );
+    c.line(0, alice, "/who");
+    assert_eq!(c.take(0, alice), ["Online (3): alice, bob, carl\n"]);
+}
+
+#[test]
+fn a_name_the_log_gives_elsewhere_while_it_is_claimed_again_sends_the_one_here_to_the_prompt() {
+    let (mut c, alice, _bob) = two_users();
+    c.cut(0);
+    let x = c.open(0, 2);
+    c.line(0, x, "Dave");
+    c.rejoin(0);
+    let y = c.open(1, 2);
+    c.line(1, y, "dave");
+    c.take(0, alice);
+    c.take(0, x);
+    // Node 1's claim reaches the log first; node 0 reads its join before its own answer.
+    c.first(1);
+    c.settle();
+    assert_eq!(
+        c.take(0, alice),
+        [
+            "*** Dave has left the chat ***\n",
+            "*** dave has joined the chat ***\n"
+        ]
+    );
+    assert_eq!(
+        c.take(0, x),
+        [
+            "The name 'Dave' is already taken; choose another.\n",
+            PROMPT
+        ]
+    );
+    c.line(0, alice, "/who");
+    assert_eq!(c.take(0, alice), ["Online (3): alice, bob, dave\n"]);
+}
+
+#[test]
+fn a_user_gone_while_the_log_gave_its_name_elsewhere_leaves_and_the_other_joins() {
+    let (mut c, alice, _bob) = two_users();
+    c.cut(0);
+    let x = c.open(0, 2);
+    c.line(0, x, "Dave");
+    c.rejoin(0);
+    let y = c.open(1, 2);
+    c.line(1, y, "dave");
+    // Dave goes before node 0 hears that its claim lost to node 1's.
+    c.line(0, x, "/quit");
+    c.take(0, alice);
+    c.first(1);
+    c.settle();
+    assert_eq!(
+        c.take(0, alice),
+        [
+            "*** Dave has left the chat ***\n",
+            "*** dave has joined the chat ***\n"
+        ]
+    );
+    c.line(0, alice, "/who");
+    assert_eq!(c.take(0, alice), ["Online (3): alice, bob, dave\n"]);
+}
+
+#[test]
+fn a_user_who_left_elsewhere_while_out_of_contact_is_told_gone_when_the_name_is_released() {
+    let (mut c, alice, _bob) = two_users();
+    // x on node 0 asks for trent as trent on node 1 does; x's claim is held up on the way.
+    let x = c.open(0, 2);
+    c.line(0, x, "trent");
+    let (_, held_up) = c.pending.remove(0);
+    let trent = c.open(1, 2);
+    c.line(1, trent, "trent");
+    c.settle();
+    c.take(0, alice);
+    // x's claim reaches the log after trent left; node 0 loses contact without its answer.
+    c.rooms[0].handle_refused(c.now, held_up.clone(), Refusal::Busy);
+    c.cut(0);
+    c.line(1, trent, "/quit");
+    c.settle();
+    c.append(0, held_up);
+    c.take(0, alice);
+    // The log holds trent for x, who is not in: released, and the trent node 0 knew is gone.
+    c.heal(0);
+    assert_eq!(
+        c.take(0, alice),
+        [BACK, "*** trent has left the chat ***\n"]
+    );
+    assert!(!c.members.contains_key("trent"));
+    c.line(0, alice, "/who");
+    assert_eq!(c.take(0, alice), ["Online (2): alice, bob\n"]);
 }

@@ -123,18 +123,51 @@ impl Room {
                     return self.admit(conn, name, key, look, resume);
                 }
                 if cluster.doubtful.remove(&key).is_some() {
-                    // Listed all along, claimed again by its node in the new log: as it was.
-                    cluster.remove(&key, &look);
-                    let member = Member {
-                        key,
-                        name,
-                        node,
-                        conn,
-                    };
-                    return cluster.insert(look, member);
+                    let same = |m: &Member| m.node == node && m.conn == conn && m.name == name;
+                    if cluster.remote.get(&key).is_some_and(same) {
+                        // Listed all along, claimed again by its node in the new log: as it
+                        // was, nothing to announce.
+                        cluster.remove(&key, &look);
+                        let member = Member {
+                            key,
+                            name,
+                            node,
+                            conn,
+                        };
+                        return cluster.insert(look, member);
+                    }
+                    // Someone else has the name in the new log: the one listed left.
+                    let old = cluster.remote.get(&key).map(|m| m.name.clone());
+                    if let Some(old) = old {
+                        let gathered = self.gathers(self.count());
+                        if let Some(cluster) = &mut self.cluster {
+                            cluster.remove(&key, &look_key(&old));
+                        }
+                        self.announce(gathered, Some(old.clone()), None);
+                        self.outputs.push_back(Output::Log(LogRecord::Leave {
+                            name: old,
+                            reason: LeaveReason::Lost,
+                        }));
+                    }
                 }
-                if self.names.contains_key(&key) || cluster.remote.contains_key(&key) {
-                    return; // Already in: a repeated entry changes nothing.
+                match self.names.get(&key) {
+                    // Its own, claimed again: already in.
+                    Some(&holder) if mine && holder == conn => return,
+                    // The log gives the name to someone else: the one here had it only while
+                    // out of contact, and its claim is on the way to be refused.
+                    Some(&holder) => self.bounce(holder),
+                    None => {}
+                }
+                let Some(cluster) = &mut self.cluster else {
+                    return;
+                };
+                match cluster.remote.get(&key) {
+                    // Already in: a repeated entry changes nothing.
+                    Some(m) if m.node == node && m.conn == conn => return,
+                    // One of this node's users gone meanwhile, its claim refused or on its
+                    // way: the log holds someone else under that name.
+                    Some(_) => self.gone_unclaimed(&key, None),
+                    None => {}
                 }
                 // Counted with the join, as a local one is (`admit`).
                 let gathered = self.gathers(self.count() + 1);
@@ -190,9 +223,13 @@ impl Room {
             )
         };
         match publish {
-            Publish::Claim { conn, name, .. } => {
+            Publish::Claim {
+                conn, key, name, ..
+            } => {
                 let Some(c) = self.conns.get_mut(&conn) else {
-                    return;
+                    // Claimed again when contact came back and gone since: the log never had
+                    // it, and no leave will come back.
+                    return self.gone_unclaimed(&key, Some(conn));
                 };
                 if c.name.is_some() {
                     // A user of this node claimed again after contact came back: a name the
@@ -237,6 +274,29 @@ impl Room {
         }
     }
 
+    /// The user of this node held under `key` among those still counted while their leave is
+    /// on its way (of connection `conn`, if given), whom the log does not hold: it leaves now.
+    fn gone_unclaimed(&mut self, key: &str, conn: Option<ConnId>) {
+        let leaving = self.cluster.as_ref().and_then(|c| {
+            c.remote
+                .get(key)
+                .filter(|m| m.node == c.node && conn.is_none_or(|conn| m.conn == conn))
+                .map(|m| m.name.clone())
+        });
+        let Some(name) = leaving else {
+            return;
+        };
+        let gathered = self.gathers(self.count());
+        if let Some(cluster) = &mut self.cluster {
+            cluster.remove(key, &look_key(&name));
+        }
+        self.announce(gathered, Some(name.clone()), None);
+        self.outputs.push_back(Output::Log(LogRecord::Leave {
+            name,
+            reason: LeaveReason::Dropped,
+        }));
+    }
+
     /// Cluster mode: a private message relayed from another node, for the user `to_key` of
     /// this one. Whether that user is here to get it.
     pub fn handle_told(
@@ -272,6 +332,13 @@ impl Room {
             let message = format!("No user named '{to}'.");
             self.send(from_conn, &Event::error(ErrorCode::NoSuchUser, message));
         }
+    }
+
+    /// Cluster mode: how many users of other nodes are listed in doubt, after the log began
+    /// afresh without them, until their nodes claim them again or the grace
+    /// (`Config::cluster_grace`) runs out.
+    pub fn in_doubt(&self) -> usize {
+        self.cluster.as_ref().map_or(0, |c| c.doubtful.len())
     }
 
     /// When the first user listed in doubt leaves, if none is claimed again by then.

@@ -91,7 +91,9 @@ impl Room {
     ///   with the taken sentence; the log's holder keeps it.
     /// - This node's users the log does not hold (they joined while out of contact, or this
     ///   node's lease ran out) are claimed again; this node's members the log holds but who
-    ///   are no longer here are released.
+    ///   are no longer here are released. The log holds a user only on its own connection and
+    ///   under its own spelling: a name it holds for a connection gone (or for this one, spelled
+    ///   otherwise) is released, then claimed for the one here.
     pub fn handle_snapshot(&mut self, now: Timestamp, snapshot: Snapshot) {
         self.advance(now);
         let Some(cluster) = &mut self.cluster else {
@@ -128,10 +130,15 @@ impl Room {
         self.history.skip_to(seq);
 
         let mut held = BTreeSet::new();
+        // This node's users the log holds as they are here: same connection, same name.
+        let mut kept = BTreeSet::new();
         for member in members {
             held.insert(member.key.clone());
             if member.node == node {
-                self.mine_in_log(member);
+                let key = member.key.clone();
+                if self.mine_in_log(member) {
+                    kept.insert(key);
+                }
             } else {
                 self.theirs_in_log(member);
             }
@@ -168,11 +175,12 @@ impl Room {
                 reason: LeaveReason::Lost,
             }));
         }
-        // This node's users the log does not hold: claimed again.
+        // This node's users the log does not hold (it may hold their name for a connection
+        // gone, released above): claimed again, after that release.
         let unclaimed: Vec<(ConnId, String)> = self
             .names
             .iter()
-            .filter(|(key, _)| !held.contains(*key))
+            .filter(|(key, _)| !kept.contains(*key))
             .filter_map(|(_, &id)| Some((id, self.name_of(id)?.to_owned())))
             .collect();
         for (conn, name) in unclaimed {
@@ -186,29 +194,24 @@ impl Room {
         }
     }
 
-    /// A member of this node in the snapshot: still here, gone with its leave on the way (it
-    /// stays counted until the leave is logged), or gone while out of contact (released now,
-    /// its leave already shown here).
-    fn mine_in_log(&mut self, member: Member) {
+    /// A member of this node in the snapshot: still here (true), or gone, with its leave on
+    /// the way or while out of contact (its leave already shown here): released now. A
+    /// connection here under another spelling of the name (its claim was carried out though
+    /// it was told otherwise, and it joined again out of contact) is not the member: released,
+    /// and claimed again.
+    fn mine_in_log(&mut self, member: Member) -> bool {
         let here = self
             .conns
             .get(&member.conn)
             .and_then(|c| c.name.as_deref())
-            .is_some_and(|n| name_key(n) == member.key);
+            .is_some_and(|n| n == member.name);
         if here {
-            return;
+            return true;
         }
-        let leaving = self.cluster.as_ref().is_some_and(|c| {
-            c.remote
-                .get(&member.key)
-                .is_some_and(|m| m.conn == member.conn && m.node == member.node)
-        });
-        if !leaving {
-            // Its leave is not shown again here when logged: nobody holds it any more.
-            if let Some(cluster) = &mut self.cluster {
-                cluster.remove(&member.key, &look_key(&member.name));
-            }
-        }
+        // Gone with its leave on the way, it is still counted here (`remote`) until the leave
+        // is logged. Gone while out of contact, it is not, and its leave is not shown again;
+        // whoever else this node still counts under that name (someone who left meanwhile)
+        // goes when that leave is logged.
         let release = Publish::Release {
             conn: member.conn,
             key: member.key,
@@ -216,6 +219,7 @@ impl Room {
             reason: LeaveReason::Dropped,
         };
         self.outputs.push_back(Output::Publish(release));
+        false
     }
 
     /// A member of another node in the snapshot: the name is its holder's; a user here who
@@ -240,11 +244,26 @@ impl Room {
             .cloned();
         match known {
             Some(known) if known == member => {}
-            Some(_) => {
-                // The same user, now on another connection or node: nothing to announce.
+            Some(known) => {
+                // The same name, now on another connection or node: nothing to announce,
+                // unless it is spelled otherwise (the one this node knew left and someone
+                // took the name meanwhile): then one left and the other joined.
+                let name = member.name.clone();
                 if let Some(cluster) = &mut self.cluster {
                     cluster.remove(&member.key, &look);
                     cluster.insert(look, member);
+                }
+                if known.name != name {
+                    let gathered = self.gathers(self.count());
+                    self.announce(gathered, Some(known.name.clone()), None);
+                    self.outputs.push_back(Output::Log(LogRecord::Leave {
+                        name: known.name,
+                        reason: LeaveReason::Lost,
+                    }));
+                    let gathered = self.gathers(self.count());
+                    self.announce(gathered, None, Some(name.clone()));
+                    self.outputs
+                        .push_back(Output::Log(LogRecord::Join { name, peer: None }));
                 }
             }
             None => {
