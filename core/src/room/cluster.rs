@@ -245,15 +245,10 @@ impl Room {
                 }
                 match refusal {
                     Refusal::Taken => {
-                        let message =
-                            format!("The name '{name}' is already taken; choose another.");
-                        self.refuse(conn, ErrorCode::NameTaken, message);
+                        self.refuse(conn, ErrorCode::NameTaken, super::taken(&name));
                     }
                     Refusal::LooksLike(other) => {
-                        let message = format!(
-                            "The name '{name}' looks too much like '{other}', who is online; \
-                             choose another."
-                        );
+                        let message = super::looks_like(&name, &other);
                         self.refuse(conn, ErrorCode::NameConfusable, message);
                     }
                     Refusal::NotMember | Refusal::Busy => {

@@ -50,29 +50,9 @@ impl Room {
 
     /// A join that was waiting for the log when contact was lost, decided as alone would.
     fn join_here(&mut self, conn: ConnId, name: String, resume: Option<Resume>) {
-        let key = name_key(&name);
-        let look = look_key(&name);
-        let elsewhere = self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.remote.contains_key(&key));
-        if self.names.contains_key(&key) || elsewhere {
-            let message = format!("The name '{name}' is already taken; choose another.");
-            return self.refuse(conn, ErrorCode::NameTaken, message);
-        }
-        let other = match self.looks.get(&look).and_then(|&id| self.name_of(id)) {
-            Some(other) => Some(other.to_owned()),
-            None => self
-                .cluster
-                .as_ref()
-                .and_then(|c| c.looks_like(&look))
-                .map(str::to_owned),
-        };
-        if let Some(other) = other {
-            let message = format!(
-                "The name '{name}' looks too much like '{other}', who is online; choose another."
-            );
-            return self.refuse(conn, ErrorCode::NameConfusable, message);
+        let (key, look) = (name_key(&name), look_key(&name));
+        if let Some((code, message)) = self.name_refusal(&name, &key, &look) {
+            return self.refuse(conn, code, message);
         }
         self.admit(conn, name, key, look, resume);
     }
@@ -306,8 +286,7 @@ impl Room {
             name: name.clone(),
             reason: LeaveReason::Lost,
         }));
-        let message = format!("The name '{name}' is already taken; choose another.");
-        self.refuse(conn, ErrorCode::NameTaken, message);
+        self.refuse(conn, ErrorCode::NameTaken, super::taken(&name));
         self.schedule(conn);
     }
 }

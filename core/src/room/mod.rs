@@ -506,25 +506,9 @@ impl Room {
             Ok(name) => name,
             Err(err) => return self.refuse(conn, ErrorCode::NameInvalid, err.to_string()),
         };
-        let key = name_key(&name);
-        let elsewhere = self
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.remote.contains_key(&key));
-        if self.names.contains_key(&key) || elsewhere {
-            let message = format!("The name '{name}' is already taken; choose another.");
-            return self.refuse(conn, ErrorCode::NameTaken, message);
-        }
-        let look = look_key(&name);
-        let other = match self.looks.get(&look).and_then(|&id| self.name_of(id)) {
-            Some(other) => Some(other),
-            None => self.cluster.as_ref().and_then(|c| c.looks_like(&look)),
-        };
-        if let Some(other) = other {
-            let message = format!(
-                "The name '{name}' looks too much like '{other}', who is online; choose another."
-            );
-            return self.refuse(conn, ErrorCode::NameConfusable, message);
+        let (key, look) = (name_key(&name), look_key(&name));
+        if let Some((code, message)) = self.name_refusal(&name, &key, &look) {
+            return self.refuse(conn, code, message);
         }
         if let Err(wait) = self.charge_join(conn) {
             // Rounded up, so that trying again then succeeds.
@@ -547,6 +531,23 @@ impl Room {
             return self.outputs.push_back(Output::Publish(claim));
         }
         self.admit(conn, name, key, look, resume);
+    }
+
+    /// Why `name` (with its name and look keys) cannot be given out now, as far as this room
+    /// knows: held here or (cluster mode) by a user of another node, or too like one online.
+    fn name_refusal(&self, name: &str, key: &str, look: &str) -> Option<(ErrorCode, String)> {
+        let elsewhere = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.remote.contains_key(key));
+        if self.names.contains_key(key) || elsewhere {
+            return Some((ErrorCode::NameTaken, taken(name)));
+        }
+        let other = match self.looks.get(look).and_then(|&id| self.name_of(id)) {
+            Some(other) => Some(other),
+            None => self.cluster.as_ref().and_then(|c| c.looks_like(look)),
+        }?;
+        Some((ErrorCode::NameConfusable, looks_like(name, other)))
     }
 
     /// `conn` is in, as `name`: it is welcomed and replayed the history, and everyone else
@@ -864,6 +865,16 @@ impl Room {
             }
         }
     }
+}
+
+/// The refusal of a name someone holds.
+fn taken(name: &str) -> String {
+    format!("The name '{name}' is already taken; choose another.")
+}
+
+/// The refusal of a name too like `other`'s, who is online.
+fn looks_like(name: &str, other: &str) -> String {
+    format!("The name '{name}' looks too much like '{other}', who is online; choose another.")
 }
 
 fn parse_error_event(err: ParseError) -> Event {
