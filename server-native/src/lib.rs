@@ -72,7 +72,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    server::run(
+    run_when_ready(
         config,
         listeners,
         shutdown,
@@ -91,7 +91,7 @@ pub async fn run_with_reopen(
     shutdown: impl Future<Output = ()>,
     reopen: impl Stream<Item = ()>,
 ) -> io::Result<()> {
-    server::run(config, listeners, shutdown, reopen, || {}).await
+    run_when_ready(config, listeners, shutdown, reopen, || {}).await
 }
 
 /// [`run_with_reopen`], calling `ready` once the server is about to accept connections: at

@@ -5,23 +5,12 @@
 
 use std::path::Path;
 
+use super::servers::OURS_FLAGS;
 use super::terminal;
 use super::workload::{self, Endpoint, Fanout, FanoutReport, Flavor};
 use crate::load::Target;
 use crate::redis::RedisServer;
 use crate::server::{Server, ServerCommand};
-
-/// The flags every node runs with (as the node alone in `servers.rs`).
-const FLAGS: [&str; 8] = [
-    "--max-users",
-    "20000",
-    "--flood",
-    "off",
-    "--idle-timeout",
-    "0",
-    "--max-queue",
-    "16777216",
-];
 
 /// One configuration's figures.
 #[derive(Clone, Debug)]
@@ -92,7 +81,7 @@ pub async fn run_one(
     let redis = (count > 0).then(RedisServer::start);
     let mut servers = Vec::new();
     for i in 0..count.max(1) {
-        let mut command = ServerCommand::of(binary).args(FLAGS).log("warn");
+        let mut command = ServerCommand::of(binary).args(OURS_FLAGS).log("warn");
         if let Some(redis) = &redis {
             let id = format!("bench{i}");
             command = command.args(["--redis", &redis.url(), "--node-id", &id]);

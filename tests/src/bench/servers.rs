@@ -16,7 +16,7 @@ use crate::server::{Server, ServerCommand};
 
 /// The flags chat-server is measured with: room for every client, and nothing that would
 /// drop one (flood control, the idle timeout, a queue smaller than a burst).
-const OURS_FLAGS: [&str; 8] = [
+pub(crate) const OURS_FLAGS: [&str; 8] = [
     "--max-users",
     "20000",
     "--flood",
