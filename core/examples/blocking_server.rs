@@ -208,8 +208,11 @@ fn route_outputs(room: &mut Room, peers: &mut HashMap<ConnId, Peer>, now: Timest
                 eprintln!("{record:?}");
             }
             Output::Log(LogRecord::Message(_) | LogRecord::Local { .. }) => {}
+            Output::Log(LogRecord::Moderation { .. } | LogRecord::OpRefused { .. }) => {}
             // A room alone (no `Config::cluster`) never publishes.
             Output::Publish(_) => {}
+            // This example keeps no bans across a restart.
+            Output::Sanctions(_) => {}
         }
     }
 }

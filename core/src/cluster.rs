@@ -18,6 +18,8 @@
 //!   hold `key` for `conn` ([`Refusal::NotMember`]); a `(node, origin)` seen before appends
 //!   nothing (a retry after an ambiguous timeout).
 //! - `Release` appends `Left` if `key` is held by that node and connection, else nothing.
+//! - `Moderate` appends `Moderated` as it is; a ban or mute is also kept (replacing the one
+//!   of that kind on that name key), and a lift drops it, for the snapshot.
 //! - `Tell` reaches the room of `node` as `Room::handle_told`, and the sender's room learns
 //!   whether anyone was there to hear it (`Room::handle_tell_result`). It is never logged.
 //! - A node whose lease runs out has each of its members written out as `Left` with
@@ -26,6 +28,7 @@
 //!   messages; the entries after it are read from where it was taken.
 
 use crate::event::ChatMessage;
+use crate::moderation::{Moderation, Sanction};
 use crate::room::conn::ConnId;
 use crate::room::reason::LeaveReason;
 
@@ -68,6 +71,15 @@ pub enum Publish {
         /// Why.
         reason: LeaveReason,
     },
+    /// An operator's action, for every node to apply in the log's order. A ban, mute or
+    /// lift is also kept with the log (its [`Snapshot::sanctions`]) until it ends.
+    Moderate {
+        /// The operator's connection on this node, told if it cannot be sent (`None` for
+        /// the admin API's and the room's own).
+        conn: Option<ConnId>,
+        /// What it does.
+        moderation: Moderation,
+    },
     /// A private message to a user on another node.
     Tell {
         /// The recipient's node.
@@ -88,6 +100,8 @@ pub enum Publish {
 /// One entry of the shared log, as every node applies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Logged {
+    /// An operator's action ([`Publish::Moderate`]).
+    Moderated(Moderation),
     /// A public message, numbered.
     Message {
         /// Its place in the room's order.
@@ -149,6 +163,8 @@ pub struct Snapshot {
     pub members: Vec<Member>,
     /// The recent messages, oldest first, the last one numbered `seq` (when any are held).
     pub recent: Vec<ChatMessage>,
+    /// The bans and mutes the log keeps (those over may be among them).
+    pub sanctions: Vec<Sanction>,
 }
 
 /// Why the log refused a [`Publish`].

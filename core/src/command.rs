@@ -41,6 +41,67 @@ pub enum Request {
     Help,
     /// `/quit`: say goodbye and leave.
     Quit,
+    /// `/op TOKEN`: become an operator (with `--op-token-file`).
+    Op {
+        /// The secret as typed.
+        token: String,
+    },
+    /// `/kick NAME [REASON]` (operators).
+    Kick {
+        /// Whom.
+        name: String,
+        /// Why; `no reason given` when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// `/ban NAME [MINUTES] [REASON]` (operators).
+    Ban {
+        /// Whom.
+        name: String,
+        /// How long; 60 when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        minutes: Option<u64>,
+        /// Why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// `/mute NAME [MINUTES]` (operators).
+    Mute {
+        /// Whom.
+        name: String,
+        /// How long; 60 when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        minutes: Option<u64>,
+    },
+    /// `/unban NAME` (operators).
+    Unban {
+        /// Whose ban.
+        name: String,
+    },
+    /// `/unmute NAME` (operators).
+    Unmute {
+        /// Whose mute.
+        name: String,
+    },
+    /// `/bans`: the bans and mutes in force (operators).
+    Bans,
+}
+
+impl Request {
+    /// The command word of an operator's request (`kick` for `/kick`), `None` for the others:
+    /// what the room names when nobody can be an operator.
+    pub fn operator_word(&self) -> Option<&'static str> {
+        Some(match self {
+            Request::Op { .. } => "op",
+            Request::Kick { .. } => "kick",
+            Request::Ban { .. } => "ban",
+            Request::Mute { .. } => "mute",
+            Request::Unban { .. } => "unban",
+            Request::Unmute { .. } => "unmute",
+            Request::Bans => "bans",
+            _ => return None,
+        })
+    }
 }
 
 /// The last public message a client saw, named by the room's numbering: the `epoch` of the
@@ -63,6 +124,22 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// The operator command's word when this is one's usage (`kick` for `/kick`'s): a room
+    /// where nobody can be an operator answers it as an unknown command.
+    pub fn operator_word(&self) -> Option<&'static str> {
+        let ParseError::Usage(usage) = self else {
+            return None;
+        };
+        ["op", "kick", "ban", "mute", "unban", "unmute"]
+            .into_iter()
+            .find(|w| {
+                usage
+                    .strip_prefix('/')
+                    .and_then(|u| u.strip_prefix(w))
+                    .is_some_and(|r| r.starts_with(' '))
+            })
+    }
+
     /// The kind of refusal, as the `error` event's code names it.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -94,6 +171,22 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/help", "show this list"),
     ("/quit", "leave the chat"),
 ];
+
+/// The operators' commands, which `/help` lists to operators only.
+pub const OPERATOR_COMMANDS: &[(&str, &str)] = &[
+    ("/kick NAME [REASON]", "put NAME out of the room"),
+    (
+        BAN_USAGE,
+        "keep NAME (and its address) out, 60 minutes by default",
+    ),
+    (MUTE_USAGE, "make NAME's public lines reach nobody"),
+    ("/unban NAME", "lift the ban on NAME"),
+    ("/unmute NAME", "lift the mute on NAME"),
+    ("/bans", "list the bans and mutes in force"),
+];
+
+const BAN_USAGE: &str = "/ban NAME [MINUTES] [REASON]";
+const MUTE_USAGE: &str = "/mute NAME [MINUTES]";
 
 /// The usage line of `/msg`.
 pub const MSG_USAGE: &str = "/msg NAME TEXT";
@@ -138,11 +231,84 @@ pub fn parse_line(line: &str) -> Result<Option<Request>, ParseError> {
                 text: text.to_owned(),
             }))
         }
+        "op" if !args.is_empty() => Ok(Some(Request::Op {
+            token: args.to_owned(),
+        })),
+        "op" => Err(ParseError::Usage("/op TOKEN")),
+        "kick" => {
+            let (name, reason) = first_word(args);
+            if name.is_empty() {
+                return Err(ParseError::Usage("/kick NAME [REASON]"));
+            }
+            Ok(Some(Request::Kick { name, reason }))
+        }
+        "ban" => {
+            let (name, rest) = first_word(args);
+            if name.is_empty() {
+                return Err(ParseError::Usage(BAN_USAGE));
+            }
+            let (minutes, reason) = match rest.as_deref().map(first_word) {
+                Some((word, after)) if word.bytes().all(|b| b.is_ascii_digit()) => {
+                    (Some(minutes(&word, BAN_USAGE)?), after)
+                }
+                _ => (None, rest),
+            };
+            Ok(Some(Request::Ban {
+                name,
+                minutes,
+                reason,
+            }))
+        }
+        "mute" => {
+            let (name, rest) = first_word(args);
+            let minutes = match rest.as_deref() {
+                None => None,
+                Some(word) if word.bytes().all(|b| b.is_ascii_digit()) => {
+                    Some(minutes(word, MUTE_USAGE)?)
+                }
+                Some(_) => return Err(ParseError::Usage(MUTE_USAGE)),
+            };
+            if name.is_empty() {
+                return Err(ParseError::Usage(MUTE_USAGE));
+            }
+            Ok(Some(Request::Mute { name, minutes }))
+        }
+        "unban" | "unmute" => {
+            let (name, rest) = first_word(args);
+            let unban = word.eq_ignore_ascii_case("unban");
+            if name.is_empty() || rest.is_some() {
+                let usage = if unban { "/unban NAME" } else { "/unmute NAME" };
+                return Err(ParseError::Usage(usage));
+            }
+            Ok(Some(if unban {
+                Request::Unban { name }
+            } else {
+                Request::Unmute { name }
+            }))
+        }
+        "bans" => Ok(Some(Request::Bans)),
         "who" => Ok(Some(Request::Who)),
         "help" => Ok(Some(Request::Help)),
         "quit" => Ok(Some(Request::Quit)),
         _ => Err(ParseError::UnknownCommand(format!("/{word}"))),
     }
+}
+
+/// The first word of `args` and the rest, trimmed (`None` when nothing is left).
+fn first_word(args: &str) -> (String, Option<String>) {
+    let (word, rest) = args
+        .split_once(char::is_whitespace)
+        .map(|(w, r)| (w, r.trim()))
+        .unwrap_or((args, ""));
+    (word.to_owned(), (!rest.is_empty()).then(|| rest.to_owned()))
+}
+
+/// A count of minutes as typed: 1 to ten years' worth, else the usage.
+fn minutes(word: &str, usage: &'static str) -> Result<u64, ParseError> {
+    word.parse::<u64>()
+        .ok()
+        .filter(|m| (1..=crate::moderation::MAX_MINUTES).contains(m))
+        .ok_or(ParseError::Usage(usage))
 }
 
 #[cfg(test)]
@@ -207,5 +373,68 @@ mod tests {
             Err(ParseError::UnknownCommand("/dance".into()))
         );
         assert_eq!(parse_line("/"), Err(ParseError::UnknownCommand("/".into())));
+    }
+
+    #[test]
+    fn operator_commands_take_their_arguments() {
+        let kick = |name: &str, reason: Option<&str>| {
+            Ok(Some(Request::Kick {
+                name: name.into(),
+                reason: reason.map(Into::into),
+            }))
+        };
+        assert_eq!(parse_line("/kick bob"), kick("bob", None));
+        assert_eq!(
+            parse_line("/KICK bob  go away "),
+            kick("bob", Some("go away"))
+        );
+        let ban = |minutes: Option<u64>, reason: Option<&str>| {
+            Ok(Some(Request::Ban {
+                name: "bob".into(),
+                minutes,
+                reason: reason.map(Into::into),
+            }))
+        };
+        assert_eq!(parse_line("/ban bob"), ban(None, None));
+        assert_eq!(parse_line("/ban bob 5"), ban(Some(5), None));
+        assert_eq!(parse_line("/ban bob 5 spam"), ban(Some(5), Some("spam")));
+        assert_eq!(parse_line("/ban bob spam 5"), ban(None, Some("spam 5")));
+        assert_eq!(parse_line("/ban bob 0"), Err(ParseError::Usage(BAN_USAGE)));
+        assert_eq!(
+            parse_line("/ban bob 99999999999999999999999"),
+            Err(ParseError::Usage(BAN_USAGE))
+        );
+        assert_eq!(
+            parse_line("/mute bob 3"),
+            Ok(Some(Request::Mute {
+                name: "bob".into(),
+                minutes: Some(3)
+            }))
+        );
+        assert_eq!(
+            parse_line("/mute bob x"),
+            Err(ParseError::Usage(MUTE_USAGE))
+        );
+        assert_eq!(
+            parse_line("/unban bob"),
+            Ok(Some(Request::Unban { name: "bob".into() }))
+        );
+        assert_eq!(
+            parse_line("/unmute"),
+            Err(ParseError::Usage("/unmute NAME"))
+        );
+        assert_eq!(parse_line("/bans"), Ok(Some(Request::Bans)));
+        assert_eq!(
+            parse_line("/op  s3cret "),
+            Ok(Some(Request::Op {
+                token: "s3cret".into()
+            }))
+        );
+        assert_eq!(parse_line("/op").unwrap_err().operator_word(), Some("op"));
+        assert_eq!(
+            parse_line("/kick").unwrap_err().operator_word(),
+            Some("kick")
+        );
+        assert_eq!(parse_line("/msg").unwrap_err().operator_word(), None);
     }
 }

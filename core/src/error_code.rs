@@ -39,4 +39,14 @@ pub enum ErrorCode {
     TooManyConnections,
     /// Cluster mode: the queue to the shared log is full; nothing was sent, try again.
     Busy,
+    /// `/op` with a token that is not the operator secret.
+    WrongToken,
+    /// `/op` tried too often from one address; wait a minute.
+    TooManyTries,
+    /// An operator's command from someone who is not one.
+    NotOperator,
+    /// You are muted: your public line reached nobody.
+    Muted,
+    /// `/unban` or `/unmute` of a name with no ban or mute.
+    NoSuchSanction,
 }

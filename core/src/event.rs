@@ -100,6 +100,9 @@ pub enum Event {
     Who {
         /// Everyone online, sorted.
         online: Vec<String>,
+        /// Those of them who are operators (the line wire marks them `@`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        operators: Vec<String>,
     },
     /// The answer to `/help`.
     Help {
@@ -131,6 +134,113 @@ pub enum Event {
         /// seen before mean nothing in it); otherwise the welcome's.
         epoch: u64,
     },
+    /// The answer to a right `/op`: you are an operator until you leave.
+    Operator,
+    /// `name` was put out of the room by an operator (a kick or a ban), told to everyone
+    /// else; it stands for the `left` event.
+    Sanctioned {
+        /// Kick or ban.
+        action: Action,
+        /// Who was put out.
+        name: String,
+        /// The operator.
+        by: String,
+        /// Why, when the operator said (`no reason given` on the line wire otherwise).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An operator kicked, banned or muted you. After a kick or a ban the connection is
+    /// closed.
+    YouWere {
+        /// Kick, ban or mute.
+        action: Action,
+        /// The operator.
+        by: String,
+        /// Why, when the operator said (never shown for a mute).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// This address or name is banned for `minutes` more; the connection is closed after this.
+    Banned {
+        /// Whole minutes left, rounded up.
+        minutes: u64,
+    },
+    /// The operator's confirmation of a ban, mute, unban or unmute.
+    Moderated {
+        /// What now holds.
+        change: Change,
+        /// Whose.
+        name: String,
+        /// For how many minutes (a ban or mute).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        minutes: Option<u64>,
+    },
+    /// The answer to `/bans`: the bans and mutes in force.
+    Bans {
+        /// Each one, bans first.
+        bans: Vec<BanEntry>,
+    },
+    /// A notice to everyone from the operators (the admin API).
+    Notice {
+        /// The text.
+        text: String,
+    },
+}
+
+/// What an operator did to someone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Put out, free to come back.
+    Kick,
+    /// Put out and kept out.
+    Ban,
+    /// Kept from being heard.
+    Mute,
+}
+
+impl Action {
+    /// The participle the lines use: `kicked`, `banned`, `muted`.
+    pub fn done(self) -> &'static str {
+        match self {
+            Action::Kick => "kicked",
+            Action::Ban => "banned",
+            Action::Mute => "muted",
+        }
+    }
+}
+
+/// What an operator's ban, mute, unban or unmute made hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// The name is banned.
+    Banned,
+    /// The name is muted.
+    Muted,
+    /// The ban is lifted.
+    Unbanned,
+    /// The mute is lifted.
+    Unmuted,
+}
+
+/// One ban or mute in force, as `/bans` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanEntry {
+    /// Ban or mute.
+    pub kind: crate::moderation::SanctionKind,
+    /// The name it holds.
+    pub name: String,
+    /// The address a ban also holds (IPv4, or an IPv6 /64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Whole minutes left, rounded up.
+    pub minutes: u64,
+    /// The operator who made it.
+    pub by: String,
+    /// Why, when said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// How many names the welcome lists before saying "and N more".
@@ -158,16 +268,28 @@ impl Event {
         }
     }
 
-    /// The `/help` answer, from [`crate::command::COMMANDS`].
-    pub fn help() -> Event {
+    /// The `/help` answer, from [`crate::command::COMMANDS`], and for an operator
+    /// [`crate::command::OPERATOR_COMMANDS`] after them.
+    pub fn help_for(operator: bool) -> Event {
+        let extra: &[(&str, &str)] = if operator {
+            crate::command::OPERATOR_COMMANDS
+        } else {
+            &[]
+        };
         Event::Help {
             commands: crate::command::COMMANDS
                 .iter()
+                .chain(extra)
                 .map(|(usage, description)| HelpEntry {
                     usage: (*usage).to_owned(),
                     description: (*description).to_owned(),
                 })
                 .collect(),
         }
+    }
+
+    /// The `/help` answer of someone who is not an operator.
+    pub fn help() -> Event {
+        Event::help_for(false)
     }
 }

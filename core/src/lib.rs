@@ -27,6 +27,8 @@
 //!   connection.
 //! - [`proxy`]: the addresses trusted to speak for their clients (`--trusted-proxy`), and the
 //!   parsers of what they say: the PROXY protocol (v1, v2), `X-Forwarded-For` and `Forwarded`.
+//! - [`moderation`]: operators' rules as data: the bans and mutes in force, the bound on
+//!   guessing the operator token, what an operator does, the admin API's requests and answers.
 //! - [`lobby`]: [`Lobby`], the connections not in yet (a TLS handshake, an HTTP connection
 //!   before its request, the name prompt): their share per address, and who makes room.
 
@@ -39,6 +41,7 @@ pub mod command;
 pub mod error_code;
 pub mod event;
 pub mod lobby;
+pub mod moderation;
 pub mod name;
 pub mod proxy;
 pub mod room;

@@ -23,7 +23,8 @@ use crate::name::name_key;
 /// });
 /// assert_eq!((roster.names(), roster.count()), (&["ann".to_owned(), "Bob".to_owned()][..], 3));
 /// assert!(!roster.is_complete(), "the welcome was cut short: ask `who`");
-/// roster.apply(&Event::Who { online: vec!["ann".into(), "Bob".into(), "cy".into()] });
+/// let online = vec!["ann".into(), "Bob".into(), "cy".into()];
+/// roster.apply(&Event::Who { online, operators: Vec::new() });
 /// assert!(roster.is_complete());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -67,7 +68,7 @@ impl Roster {
                 self.complete = *count <= online.len();
                 self.replace(online, (*count).max(online.len()))
             }
-            Event::Who { online } => {
+            Event::Who { online, .. } => {
                 self.complete = true;
                 self.replace(online, online.len())
             }
@@ -78,7 +79,7 @@ impl Roster {
                 }
                 inserted
             }
-            Event::Left { name } => {
+            Event::Left { name } | Event::Sanctioned { name, .. } => {
                 let removed = !self.remove(&name_key(name)).is_empty();
                 // Someone not listed (a welcome cut short) may leave too: the count drops.
                 if removed || self.count > self.names.len() {
@@ -213,7 +214,8 @@ mod tests {
         assert_eq!((roster.names().len(), roster.count()), (3, 301));
         assert!(!roster.is_complete());
         assert!(roster.apply(&Event::Who {
-            online: names(&["ann", "bob", "cy", "dee"])
+            online: names(&["ann", "bob", "cy", "dee"]),
+            operators: Vec::new()
         }));
         assert_eq!(roster.names(), ["ann", "bob", "cy", "dee"]);
         assert_eq!(roster.count(), 4);

@@ -7,8 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chat_core::cluster::{Logged, Member, Publish, Refusal, Snapshot};
+use chat_core::moderation::{Moderation, Sanction, SanctionKind};
 use chat_core::{
     ChatMessage, Config, ConnId, LeaveReason, Line, Output, Room, Timestamp, Wire, look_key,
+    name_key,
 };
 
 const PROMPT: &str = "Enter your name: ";
@@ -30,6 +32,8 @@ struct Cluster {
     epoch: u64,
     seq: u64,
     now: Timestamp,
+    /// The bans and mutes the log keeps, by kind and name key.
+    sanctions: BTreeMap<(SanctionKind, String), Sanction>,
 }
 
 fn node(i: usize) -> String {
@@ -61,6 +65,7 @@ impl Cluster {
             epoch: 1,
             seq: 0,
             now: Timestamp::ZERO,
+            sanctions: BTreeMap::new(),
         };
         for n in 0..nodes {
             cluster.heal(n);
@@ -99,6 +104,7 @@ impl Cluster {
             seq: self.seq,
             members,
             recent,
+            sanctions: self.sanctions.values().cloned().collect(),
         }
     }
 
@@ -183,6 +189,7 @@ impl Cluster {
                 }
                 Output::Publish(p) => self.pending.push((n, p)),
                 Output::Close { .. } | Output::Log(_) => {}
+                Output::Sanctions(all) => panic!("node {n} in cluster mode stored {all:?}"),
             }
         }
     }
@@ -279,6 +286,19 @@ impl Cluster {
                     self.members.remove(&key);
                     self.log.push(Logged::Left { key, name, reason });
                 }
+            }
+            Publish::Moderate { moderation, .. } => {
+                match &moderation {
+                    Moderation::Sanction(s) => {
+                        self.sanctions
+                            .insert((s.kind, name_key(&s.name)), s.clone());
+                    }
+                    Moderation::Lift { kind, name, .. } => {
+                        self.sanctions.remove(&(*kind, name_key(name)));
+                    }
+                    _ => {}
+                }
+                self.log.push(Logged::Moderated(moderation));
             }
             Publish::Tell {
                 node: to_node,

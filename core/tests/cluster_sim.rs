@@ -572,6 +572,7 @@ impl Engine {
             seq: self.seq,
             members,
             recent,
+            sanctions: Vec::new(),
         }
     }
 
@@ -1435,6 +1436,10 @@ impl<'t> Sim<'t> {
                 self.engine.release(now, &node, conn, &key, reason);
                 Reply::Ok
             }
+            Publish::Moderate { moderation, .. } => {
+                self.engine.log.push(Logged::Moderated(moderation));
+                Reply::Ok
+            }
             Publish::Tell {
                 node: to_node,
                 from_conn,
@@ -1775,6 +1780,7 @@ impl<'t> Sim<'t> {
                     self.gone(n, conn);
                 }
                 Output::Log(record) => self.record(n, record),
+                Output::Sanctions(all) => panic!("node {n} in cluster mode stored {all:?}"),
                 Output::Publish(p) => {
                     let node = &mut self.nodes[n];
                     if let Publish::Say { conn, origin, .. } = &p {
@@ -1815,7 +1821,10 @@ impl<'t> Sim<'t> {
                 !self.nodes[n].session,
                 "node {n} logged {from}'s {text} as local while in contact"
             ),
-            LogRecord::Join { .. } | LogRecord::Leave { .. } => {}
+            LogRecord::Join { .. }
+            | LogRecord::Leave { .. }
+            | LogRecord::Moderation { .. }
+            | LogRecord::OpRefused { .. } => {}
         }
     }
 

@@ -1117,6 +1117,7 @@ impl<'t> Sim<'t> {
             Ask::Help => only(vec![Event::help()]),
             Ask::Who => only(vec![Event::Who {
                 online: self.online(),
+                operators: Vec::new(),
             }]),
             Ask::Quit => {
                 let mut o = Observed::only(actor, [Event::Goodbye]);
@@ -1508,7 +1509,10 @@ impl<'t> Sim<'t> {
                         let (n, list) = rest.split_once("): ").expect(l);
                         let online: Vec<String> = list.split(", ").map(String::from).collect();
                         assert_eq!(n.parse::<usize>().ok(), Some(online.len()), "{l}");
-                        Event::Who { online }
+                        Event::Who {
+                            online,
+                            operators: Vec::new(),
+                        }
                     } else if let Some(code) = line_error_code(l) {
                         Event::error(code, l)
                     } else {

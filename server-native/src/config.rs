@@ -308,6 +308,9 @@ impl Config {
             limit_loopback: self.limit_loopback,
             cluster: None,
             cluster_grace: Duration::from_secs(self.node_timeout),
+            // TODO(operators): the secret from --op-token-file, the clock's wall time at zero.
+            op_token: None,
+            wall_clock: 0,
         }
     }
 

@@ -236,6 +236,8 @@ impl Router<'_> {
                         room.handle_refused(now, publish, Refusal::Busy);
                     }
                 }
+                // TODO(persistence): stored beside the log.
+                Output::Sanctions(_) => {}
                 Output::Log(record) => {
                     self.metrics.logged(&record);
                     if let Some(log) = self.log {

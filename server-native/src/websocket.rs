@@ -475,6 +475,8 @@ fn close_frame(end: &End) -> Option<CloseFrame> {
         End::Room(Some(CloseReason::IdleTimeout)) => (CloseCode::Normal, "idle timeout"),
         End::Room(Some(CloseReason::NameTimeout)) => (CloseCode::Normal, "no name given in time"),
         End::Room(Some(CloseReason::Full)) => (CloseCode::Again, "the server is full"),
+        End::Room(Some(CloseReason::Kicked)) => (CloseCode::Policy, "kicked"),
+        End::Room(Some(CloseReason::Banned)) => (CloseCode::Policy, "banned"),
         End::Room(Some(CloseReason::Shutdown) | None) | End::Read(ReadEnd::RoomGone) => {
             (CloseCode::Away, "the server is shutting down")
         }

@@ -544,6 +544,14 @@ impl ClientState {
             event @ Event::Help { .. } => {
                 fx.push(Effect::Append(Entry::system(line::render(&event))))
             }
+            // TODO(page): operators' events each shown in their own way.
+            event @ (Event::Operator
+            | Event::Sanctioned { .. }
+            | Event::YouWere { .. }
+            | Event::Banned { .. }
+            | Event::Moderated { .. }
+            | Event::Bans { .. }
+            | Event::Notice { .. }) => fx.push(Effect::Append(Entry::system(line::render(&event)))),
             Event::Error { code, message } => self.error(&mut fx, code, message),
             event @ (Event::Goodbye | Event::IdleTimeout | Event::NameTimeout) => {
                 if self.show_chat() {

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use crate::event::{Event, PRESENCE_NAMES};
+use crate::event::{Action, Change, Event, PRESENCE_NAMES};
+use crate::moderation::SanctionKind;
 
 /// The name prompt, sent without a newline so the cursor waits after it.
 pub const PROMPT: &str = "Enter your name: ";
@@ -200,8 +201,13 @@ pub fn render(event: &Event) -> String {
         Event::PrivateSent { to, text } => {
             let _ = write!(out, "[private to {to}] {text}");
         }
-        Event::Who { online } => {
-            let _ = write!(out, "Online ({}): {}", online.len(), online.join(", "));
+        Event::Who { online, operators } => {
+            let _ = write!(out, "Online ({}):", online.len());
+            for (i, name) in online.iter().enumerate() {
+                let sep = if i == 0 { " " } else { ", " };
+                let op = if operators.contains(name) { "@" } else { "" };
+                let _ = write!(out, "{sep}{op}{name}");
+            }
         }
         Event::Help { commands } => {
             out.push_str("Commands:");
@@ -218,8 +224,86 @@ pub fn render(event: &Event) -> String {
             "*** Lost contact with the other servers; only people on this server can hear you now ***",
         ),
         Event::Restored { .. } => out.push_str("*** Back in contact with the other servers ***"),
+        Event::Operator => out.push_str("You are now an operator."),
+        Event::Sanctioned {
+            action,
+            name,
+            by,
+            reason,
+        } => {
+            let reason = reason.as_deref().unwrap_or(NO_REASON);
+            let _ = write!(out, "*** {name} was {} by {by}: {reason} ***", action.done());
+        }
+        Event::YouWere { action, by, reason } => {
+            let _ = write!(out, "*** You were {} by {by}", action.done());
+            if *action != Action::Mute {
+                let _ = write!(out, ": {}", reason.as_deref().unwrap_or(NO_REASON));
+            }
+            out.push_str(" ***");
+        }
+        Event::Banned { minutes } => {
+            let _ = write!(
+                out,
+                "You are banned from this room for {minutes} more minutes."
+            );
+        }
+        Event::Moderated {
+            change,
+            name,
+            minutes,
+        } => {
+            let _ = match change {
+                Change::Banned => write!(out, "{name} is banned"),
+                Change::Muted => write!(out, "{name} is muted"),
+                Change::Unbanned => write!(out, "{name} is no longer banned"),
+                Change::Unmuted => write!(out, "{name} is no longer muted"),
+            };
+            if let Some(minutes) = minutes {
+                let _ = write!(out, " for {minutes} {}", plural(*minutes, "minute"));
+            }
+            out.push('.');
+        }
+        Event::Bans { bans } if bans.is_empty() => out.push_str("No bans or mutes in force."),
+        Event::Bans { bans } => {
+            let _ = write!(out, "Bans and mutes in force ({}):", bans.len());
+            for b in bans {
+                let kind = match b.kind {
+                    SanctionKind::Ban => "ban",
+                    SanctionKind::Mute => "mute",
+                };
+                let _ = write!(out, "\n  {kind} {}", b.name);
+                if let Some(address) = &b.address {
+                    let _ = write!(out, " and {address}");
+                }
+                let _ = write!(
+                    out,
+                    " by {}, {} more {}",
+                    b.by,
+                    b.minutes,
+                    plural(b.minutes, "minute")
+                );
+                if let Some(reason) = &b.reason {
+                    let _ = write!(out, ": {reason}");
+                }
+            }
+        }
+        Event::Notice { text } => {
+            let _ = write!(out, "*** Notice: {text} ***");
+        }
     }
     out
+}
+
+/// What the kick and ban lines say after the colon when the operator gave no reason.
+pub const NO_REASON: &str = "no reason given";
+
+/// `unit`, or its plural unless `n` is 1.
+fn plural(n: u64, unit: &str) -> String {
+    if n == 1 {
+        unit.to_owned()
+    } else {
+        format!("{unit}s")
+    }
 }
 
 /// `3 joined: ann, bob, cy`, at most [`PRESENCE_NAMES`] names and then `and N others`: a
@@ -337,7 +421,8 @@ mod tests {
         );
         assert_eq!(
             e(Event::Who {
-                online: vec!["a".into(), "b".into()]
+                online: vec!["a".into(), "b".into()],
+                operators: Vec::new()
             }),
             "Online (2): a, b\n"
         );

@@ -1,7 +1,7 @@
 //! The room in cluster mode: its replica of the users of other nodes, and what it waits for
 //! from the shared log ([`crate::cluster`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Room;
 use super::conn::{ConnId, Wire};
@@ -35,6 +35,8 @@ pub(super) struct Cluster {
     /// Users of other nodes that a log begun afresh does not hold (yet): listed until their
     /// node claims them again, or until the deadline, when they leave. By name key.
     pub(super) doubtful: BTreeMap<String, Timestamp>,
+    /// The operators among `remote`, by name key.
+    pub(super) remote_ops: BTreeSet<String>,
 }
 
 impl Cluster {
@@ -49,6 +51,7 @@ impl Cluster {
             down: true,
             told_down: false,
             doubtful: BTreeMap::new(),
+            remote_ops: BTreeSet::new(),
         }
     }
 
@@ -61,6 +64,7 @@ impl Cluster {
     /// Forgets the user held elsewhere under `key`, if any.
     pub(super) fn remove(&mut self, key: &str, look: &str) -> Option<Member> {
         let member = self.remote.remove(key)?;
+        self.remote_ops.remove(key);
         if self.remote_looks.get(look).is_some_and(|k| k == key) {
             self.remote_looks.remove(look);
         }
@@ -83,6 +87,7 @@ impl Room {
             return;
         };
         match entry {
+            Logged::Moderated(moderation) => self.apply_moderation(moderation),
             Logged::Message {
                 seq,
                 from,
@@ -206,7 +211,10 @@ impl Room {
                 if let Some(cluster) = &mut self.cluster {
                     cluster.remove(&key, &look_key(&name));
                 }
-                self.announce(gathered, Some(name.clone()), None);
+                if gathered || !reason.put_out() {
+                    // A kick or ban was told everyone by its own line.
+                    self.announce(gathered, Some(name.clone()), None);
+                }
                 self.outputs
                     .push_back(Output::Log(LogRecord::Leave { name, reason }));
             }
@@ -264,6 +272,11 @@ impl Room {
                 self.send(conn, &busy());
             }
             Publish::Tell { from_conn, .. } => self.send(from_conn, &busy()),
+            Publish::Moderate { conn, .. } => {
+                if let Some(conn) = conn {
+                    self.send(conn, &busy());
+                }
+            }
             // A leave is never refused for want of room; a member gone already is gone.
             Publish::Release { .. } => {}
         }

@@ -55,6 +55,12 @@ pub struct Config {
     /// without them (its engine came back empty), for their nodes to claim them again; those
     /// not claimed by then leave. The driver's node timeout.
     pub cluster_grace: Duration,
+    /// The operator secret (`--op-token-file`): `/op` with it makes an operator. `None`:
+    /// nobody is one, and the operators' commands are unknown.
+    pub op_token: Option<String>,
+    /// Unix time, in milliseconds, at the driver's `Timestamp::ZERO`: bans and mutes end at
+    /// wall-clock times, so that they outlive a restart and mean the same on every node.
+    pub wall_clock: u64,
 }
 
 impl Config {
@@ -86,6 +92,8 @@ impl Default for Config {
             limit_loopback: false,
             cluster: None,
             cluster_grace: Duration::from_secs(10),
+            op_token: None,
+            wall_clock: 0,
         }
     }
 }

@@ -42,6 +42,10 @@ pub(super) struct Conn {
     /// Cluster mode: the name it asked the shared log for, and its resume point, while the
     /// claim is pending.
     pub(super) claim: Option<(String, Option<Resume>)>,
+    /// It gave the operator secret.
+    pub(super) operator: bool,
+    /// When it joined.
+    pub(super) joined: Timestamp,
 }
 
 impl Conn {
@@ -57,6 +61,8 @@ impl Conn {
             flood: Bucket::new(now),
             waiting: None,
             claim: None,
+            operator: false,
+            joined: now,
         }
     }
 }

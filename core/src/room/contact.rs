@@ -87,7 +87,11 @@ impl Room {
             seq,
             members,
             recent,
+            sanctions,
         } = snapshot;
+        let now_ms = self.wall_ms();
+        self.sanctions.replace(sanctions, now_ms);
+        self.announce_operators();
         // Also when the epoch changed under a room that never lost contact (the log was
         // emptied): its users must learn the new numbering.
         if told_down || epoch != self.config.epoch {

@@ -15,6 +15,7 @@
 //! - `history.rs`: the public messages' numbering and the ring replayed to newcomers.
 //! - `digest.rs`: the digest of joins and leaves above `announce_limit`.
 //! - `joins.rs`: how often one address may join (`joins_per_minute`).
+//! - `moderate.rs`: operators, their commands and the admin API's, bans and mutes.
 //! - `cluster.rs`: cluster mode's replica of the other nodes' users ([`crate::cluster`]).
 //! - `contact.rs`: cluster mode losing contact with the log, and regaining it from a snapshot.
 
@@ -26,6 +27,7 @@ mod digest;
 mod flood;
 mod history;
 mod joins;
+mod moderate;
 mod output;
 pub(crate) mod reason;
 mod timers;
@@ -54,6 +56,7 @@ use crate::command::{ParseError, Request, Resume, parse_line};
 use crate::error_code::ErrorCode;
 use crate::event::{ChatMessage, Event, WELCOME_NAMES};
 use crate::lobby::Lobby;
+use crate::moderation::{OpTries, Sanctions};
 use crate::name::{look_key, name_key, validate_name};
 use crate::stats::Stats;
 use crate::text::{clean_message, clean_text};
@@ -133,6 +136,10 @@ pub struct Room {
     stats: Stats,
     /// Cluster mode (`Config::cluster`): the users of other nodes, and the log's pending work.
     cluster: Option<Cluster>,
+    /// The bans and mutes, in force or over but not yet dropped.
+    sanctions: Sanctions,
+    /// The `/op` tries of each address of late.
+    op_tries: OpTries,
 }
 
 impl Room {
@@ -152,6 +159,8 @@ impl Room {
             outputs: VecDeque::new(),
             now: Timestamp::ZERO,
             stats: Stats::default(),
+            sanctions: Sanctions::default(),
+            op_tries: OpTries::default(),
         }
     }
 
@@ -245,10 +254,15 @@ impl Room {
     /// When [`Room::handle_timeout`] should next be called; `None` when nothing waits.
     #[must_use = "a driver that does not wake the room at this deadline misses its timeouts"]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        [self.timers.next(), self.presence_due(), self.doubt_due()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timers.next(),
+            self.presence_due(),
+            self.doubt_due(),
+            self.sanction_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// When the join and leave digest being gathered goes out; `None` when none is.
@@ -266,6 +280,15 @@ impl Room {
         self.advance(now);
         if self.conns.contains_key(&conn) {
             return; // A driver bug; the open connection keeps its state.
+        }
+        let now_ms = self.wall_ms();
+        if let Some(ban) = self.sanctions.ban_on_address(peer, now_ms) {
+            let minutes = ban.minutes_left(now_ms);
+            self.send_to_wire(conn, wire, &Event::Banned { minutes });
+            return self.outputs.push_back(Output::Close {
+                conn,
+                reason: CloseReason::Banned,
+            });
         }
         let full = self.conns.len() >= self.config.max_users;
         let key = peer
@@ -337,7 +360,8 @@ impl Room {
                 }
                 Err(err) => {
                     if self.flood_allows(conn) {
-                        self.send(conn, &parse_error_event(err));
+                        let refusal = self.parse_refusal(err);
+                        self.send(conn, &refusal);
                     }
                     return;
                 }
@@ -429,6 +453,9 @@ impl Room {
         if self.doubt_due().is_some_and(|due| due <= self.now) {
             self.expire_doubts();
         }
+        if self.sanction_due().is_some_and(|due| due <= self.now) {
+            self.expire_sanctions();
+        }
         if self.presence_due().is_some_and(|due| due <= self.now) {
             self.flush_presence();
         }
@@ -490,14 +517,28 @@ impl Room {
                 conn,
                 &Event::error(ErrorCode::NotJoined, "Error: choose a name first."),
             ),
-            (Request::Say { text }, Some(from)) => self.say(conn, from, text),
-            (Request::Msg { to, text }, Some(from)) => self.private(conn, from, &to, text),
+            (Request::Say { text }, Some(from)) => {
+                if self.unmuted(conn, &from) {
+                    self.say(conn, from, text);
+                }
+            }
+            (Request::Msg { to, text }, Some(from)) => {
+                // A muted user may still ask an operator why.
+                if self.is_operator(&name_key(&to)) || self.unmuted(conn, &from) {
+                    self.private(conn, from, &to, text);
+                }
+            }
             (Request::Who, Some(_)) => {
                 let online = self.online();
-                self.send(conn, &Event::Who { online });
+                let operators = self.operators_among(&online);
+                self.send(conn, &Event::Who { online, operators });
                 self.digest.seen(conn);
             }
-            (Request::Help, Some(_)) => self.send(conn, &Event::help()),
+            (Request::Help, Some(_)) => {
+                let operator = self.conns.get(&conn).is_some_and(|c| c.operator);
+                self.send(conn, &Event::help_for(operator));
+            }
+            (request, Some(name)) => self.operator_request(conn, name, request),
         }
     }
 
@@ -506,6 +547,14 @@ impl Room {
             Ok(name) => name,
             Err(err) => return self.refuse(conn, ErrorCode::NameInvalid, err.to_string()),
         };
+        let now_ms = self.wall_ms();
+        if let Some(minutes) = self
+            .ban_on(conn, Some(&name))
+            .map(|b| b.minutes_left(now_ms))
+        {
+            let wire = self.conns.get(&conn).map_or(Wire::Line, |c| c.wire);
+            return self.turn_away_banned(conn, wire, minutes);
+        }
         let (key, look) = (name_key(&name), look_key(&name));
         if let Some((code, message)) = self.name_refusal(&name, &key, &look) {
             return self.refuse(conn, code, message);
@@ -568,6 +617,7 @@ impl Room {
         let mut peer = None;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.name = Some(name.clone());
+            c.joined = self.now;
             peer = c.peer;
             // In: no longer one of its address's connections at the prompt.
             if let Some(ticket) = c.waiting.take() {
@@ -795,7 +845,8 @@ impl Room {
             self.looks.remove(&look);
             if gathered {
                 self.digest.left(self.digest_due(), conn, name.clone());
-            } else {
+            } else if !reason.put_out() {
+                // A kick or ban is told everyone by its own line.
                 self.broadcast(&Event::Left { name: name.clone() }, |_, _| true);
             }
             self.outputs

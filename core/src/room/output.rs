@@ -31,6 +31,20 @@ pub enum LogRecord {
     },
     /// A public message.
     Message(ChatMessage),
+    /// Something an operator did (from a chat connection or the admin API), or a `/op` try.
+    Moderation {
+        /// What was done.
+        #[serde(flatten)]
+        action: crate::moderation::Moderation,
+    },
+    /// A `/op` that was refused (a wrong token, or too many tries).
+    OpRefused {
+        /// The name of who tried.
+        name: String,
+        /// From where, when the driver knows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<IpAddr>,
+    },
     /// Cluster mode, out of contact with the other nodes: a public message only this node's
     /// users got, outside the room's order.
     Local {
@@ -66,6 +80,9 @@ pub enum Output {
     /// Cluster mode: ask the shared log to record this ([`crate::cluster`]); what it records
     /// comes back through `Room::handle_logged`, a refusal through `Room::handle_refused`.
     Publish(crate::cluster::Publish),
+    /// The bans and mutes changed (a room alone): store them all, replacing what was stored,
+    /// and hand them back with `Room::restore_sanctions` at the next start.
+    Sanctions(Vec<crate::moderation::Sanction>),
 }
 
 /// One event encoded at most once per wire, however many it goes to: the recipients of a

@@ -16,6 +16,10 @@ pub enum CloseReason {
     Full,
     /// The server is stopping.
     Shutdown,
+    /// An operator kicked the user.
+    Kicked,
+    /// Banned: by an operator just now, or turned away because a ban holds.
+    Banned,
 }
 
 /// Why a connection went away without the room asking, as the driver reports it.
@@ -44,4 +48,16 @@ pub enum LeaveReason {
     Shutdown,
     /// Its server stopped answering the others (cluster mode): it is gone from the room.
     Lost,
+    /// Kicked by an operator.
+    Kicked,
+    /// Banned by an operator.
+    Banned,
+}
+
+impl LeaveReason {
+    /// Put out by an operator: everyone was told by the kick or ban line, which stands for
+    /// the leave.
+    pub fn put_out(self) -> bool {
+        matches!(self, LeaveReason::Kicked | LeaveReason::Banned)
+    }
 }

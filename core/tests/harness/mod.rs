@@ -41,6 +41,8 @@ pub struct Harness {
     /// Every connection ever opened; `ConnId(n)` is at index `n - 1`.
     conns: Vec<Peer>,
     log: Vec<LogRecord>,
+    /// The bans and mutes as the room last asked for them to be stored.
+    stored: Option<Vec<chat_core::moderation::Sanction>>,
 }
 
 /// The driver's side of one connection.
@@ -74,7 +76,13 @@ impl Harness {
             now: Timestamp::ZERO,
             conns: Vec::new(),
             log: Vec::new(),
+            stored: None,
         }
+    }
+
+    /// The bans and mutes as the room last asked for them to be stored (`None`: never).
+    pub fn stored(&self) -> Option<&[chat_core::moderation::Sanction]> {
+        self.stored.as_deref()
     }
 
     /// The room, for its getters.
@@ -366,6 +374,8 @@ impl Harness {
                         }
                         LogRecord::Message(m) => [m.from.as_str(), m.text.as_str()],
                         LogRecord::Local { from, text } => [from.as_str(), text.as_str()],
+                        LogRecord::OpRefused { name, .. } => [name.as_str(), ""],
+                        LogRecord::Moderation { .. } => ["", ""],
                     };
                     assert!(
                         !texts.iter().any(|t| t.chars().any(is_forbidden)),
@@ -376,6 +386,7 @@ impl Harness {
                 Output::Publish(publish) => {
                     panic!("a room without `cluster` published {publish:?}")
                 }
+                Output::Sanctions(all) => self.stored = Some(all),
             }
         }
         if let Some(deadline) = self.room.poll_timeout() {

@@ -261,6 +261,7 @@ pub fn snapshot(value: &Value) -> Option<Taken> {
         seq,
         members,
         recent,
+        sanctions: Vec::new(),
     };
     Some(Taken { snapshot, top })
 }

@@ -36,7 +36,10 @@ pub(super) fn queued_size(record: &LogRecord) -> usize {
         + match record {
             LogRecord::Message(message) => message.from.len() + message.text.len(),
             LogRecord::Local { from, text } => from.len() + text.len(),
-            LogRecord::Join { name, .. } | LogRecord::Leave { name, .. } => name.len(),
+            LogRecord::Join { name, .. }
+            | LogRecord::Leave { name, .. }
+            | LogRecord::OpRefused { name, .. } => name.len(),
+            LogRecord::Moderation { .. } => 256,
         }
 }
 

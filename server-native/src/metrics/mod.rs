@@ -69,7 +69,7 @@ struct Inner {
     refused_out_of_fds: Counter,
     joins: Counter,
     /// By [`LeaveReason`], in [`leave_index`]'s order.
-    leaves: [Counter; 6],
+    leaves: [Counter; 8],
     public_messages: Counter,
     private_messages: Counter,
     flood_rejections: Counter,
@@ -107,13 +107,15 @@ impl From<&Refusal> for Refused {
 }
 
 /// The labels of `chat_leaves_total`, in [`leave_index`]'s order.
-const LEAVE_REASONS: [&str; 6] = [
+const LEAVE_REASONS: [&str; 8] = [
     "quit",
     "idle_timeout",
     "dropped",
     "too_slow",
     "shutdown",
     "lost",
+    "kicked",
+    "banned",
 ];
 
 fn leave_index(reason: LeaveReason) -> usize {
@@ -124,6 +126,8 @@ fn leave_index(reason: LeaveReason) -> usize {
         LeaveReason::TooSlow => 3,
         LeaveReason::Shutdown => 4,
         LeaveReason::Lost => 5,
+        LeaveReason::Kicked => 6,
+        LeaveReason::Banned => 7,
     }
 }
 
@@ -343,6 +347,7 @@ impl Metrics {
                 LogRecord::Join { .. } => m.joins.inc(),
                 LogRecord::Leave { reason, .. } => m.leaves[leave_index(*reason)].inc(),
                 LogRecord::Message(_) | LogRecord::Local { .. } => m.public_messages.inc(),
+                LogRecord::Moderation { .. } | LogRecord::OpRefused { .. } => 0,
             };
         }
     }

@@ -1,0 +1,589 @@
+//! Operators and moderation in the room: `/op` and the operators' commands, the admin API's
+//! requests (`handle_admin`), bans at the door and the prompt, mutes, and the bans' ends.
+//!
+//! An operator's request is resolved here into a [`Moderation`] (whom it names, as the room
+//! spells them, and until when), then enacted: at once in a room alone (and while a cluster
+//! node is out of contact), through the shared log in cluster mode, so that every node applies
+//! it in the log's order (`apply_moderation`).
+
+use super::Room;
+use super::conn::{ConnId, Wire};
+use super::output::{LogRecord, Output};
+use super::reason::{CloseReason, LeaveReason};
+use crate::admission::AddrKey;
+use crate::cluster::Publish;
+use crate::command::{ParseError, Request};
+use crate::error_code::ErrorCode;
+use crate::event::{Action, BanEntry, Change, Event};
+use crate::moderation::{
+    API_OPERATOR, AdminReply, AdminRequest, DEFAULT_MINUTES, MAX_MINUTES, Moderation, OnlineUser,
+    Sanction, SanctionKind, TryKey, ban_address, token_matches,
+};
+use crate::name::{name_key, validate_name};
+use crate::text::{clean_message, clean_text};
+use crate::time::Timestamp;
+
+/// A request refused: its code and sentence.
+type Refused = (ErrorCode, String);
+
+impl Room {
+    /// Whether anyone can be an operator (`Config::op_token`).
+    pub(super) fn operators_enabled(&self) -> bool {
+        self.config.op_token.is_some()
+    }
+
+    /// Now as Unix milliseconds.
+    pub(super) fn wall_ms(&self) -> u64 {
+        let since = u64::try_from(self.now.as_duration().as_millis()).unwrap_or(u64::MAX);
+        self.config.wall_clock.saturating_add(since)
+    }
+
+    /// Seeds the bans and mutes with those of an earlier run (as the driver stored them from
+    /// [`Output::Sanctions`]); those already over are dropped. Meant for a room alone at start.
+    pub fn restore_sanctions(&mut self, all: impl IntoIterator<Item = Sanction>) {
+        let now = self.wall_ms();
+        let all = all.into_iter().map(|s| Sanction {
+            name: clean_text(&s.name).into_owned(),
+            reason: s.reason.map(clean_message).filter(|r| !r.is_empty()),
+            ..s
+        });
+        self.sanctions.replace(all, now);
+    }
+
+    /// The bans and mutes in force now.
+    pub fn sanctions(&self) -> Vec<Sanction> {
+        self.sanctions.in_force(self.wall_ms()).cloned().collect()
+    }
+
+    /// When the next ban or mute ends, as the room's time.
+    pub(super) fn sanction_due(&self) -> Option<Timestamp> {
+        let end = self.sanctions.next_end()?;
+        let after = end.saturating_sub(self.config.wall_clock);
+        Some(Timestamp::from_millis(after))
+    }
+
+    /// Drops the bans and mutes that are over; a room alone asks for them to be stored again.
+    pub(super) fn expire_sanctions(&mut self) {
+        if self.sanctions.expire(self.wall_ms()) {
+            self.store_sanctions();
+        }
+    }
+
+    fn store_sanctions(&mut self) {
+        if self.cluster.is_none() {
+            self.outputs
+                .push_back(Output::Sanctions(self.sanctions.all()));
+        }
+    }
+
+    /// The ban holding `conn` out, by its address (or, given, by `name`), if any.
+    pub(super) fn ban_on(&self, conn: ConnId, name: Option<&str>) -> Option<&Sanction> {
+        let now = self.wall_ms();
+        let peer = self.conns.get(&conn).and_then(|c| c.peer);
+        name.and_then(|name| self.sanctions.ban_on_name(name, now))
+            .or_else(|| self.sanctions.ban_on_address(peer, now))
+    }
+
+    /// Turns `conn` away because `ban` holds: told for how long, then closed.
+    pub(super) fn turn_away_banned(&mut self, conn: ConnId, wire: Wire, minutes: u64) {
+        self.send_to_wire(conn, wire, &Event::Banned { minutes });
+        self.outputs.push_back(Output::Close {
+            conn,
+            reason: CloseReason::Banned,
+        });
+        // Never joined: nobody is told, nothing is logged.
+        self.remove(conn, LeaveReason::Banned);
+    }
+
+    /// Whether `conn` may say something in public; a muted user is told not.
+    pub(super) fn unmuted(&mut self, conn: ConnId, name: &str) -> bool {
+        if self.sanctions.mute_on(name, self.wall_ms()).is_none() {
+            return true;
+        }
+        self.send(conn, &Event::error(ErrorCode::Muted, "You are muted."));
+        false
+    }
+
+    /// Whether `key` names an operator, here or (cluster mode) on another node.
+    pub(super) fn is_operator(&self, key: &str) -> bool {
+        let here = self
+            .names
+            .get(key)
+            .and_then(|id| self.conns.get(id))
+            .is_some_and(|c| c.operator);
+        here || self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.remote_ops.contains(key))
+    }
+
+    /// The operators among `online`, for `/who`.
+    pub(super) fn operators_among(&self, online: &[String]) -> Vec<String> {
+        online
+            .iter()
+            .filter(|name| self.is_operator(&name_key(name)))
+            .cloned()
+            .collect()
+    }
+
+    /// A parse error of a joined user's line: an operator's command where nobody can be one
+    /// is unknown.
+    pub(super) fn parse_refusal(&self, err: ParseError) -> Event {
+        let err = match err.operator_word() {
+            Some(word) if !self.operators_enabled() => {
+                ParseError::UnknownCommand(format!("/{word}"))
+            }
+            _ => err,
+        };
+        super::parse_error_event(err)
+    }
+
+    /// An operator's request (or `/op`) from `conn`, joined as `name`.
+    pub(super) fn operator_request(&mut self, conn: ConnId, name: String, request: Request) {
+        let Some(word) = request.operator_word() else {
+            return;
+        };
+        if !self.operators_enabled() {
+            let err = ParseError::UnknownCommand(format!("/{word}"));
+            return self.send(conn, &super::parse_error_event(err));
+        }
+        if let Request::Op { token } = request {
+            return self.try_op(conn, name, &token);
+        }
+        if !self.conns.get(&conn).is_some_and(|c| c.operator) {
+            let refusal = Event::error(ErrorCode::NotOperator, "You are not an operator.");
+            return self.send(conn, &refusal);
+        }
+        let resolved = match request {
+            Request::Kick {
+                name: target,
+                reason,
+            } => self.resolve_kick(&target, name, reason),
+            Request::Ban {
+                name: target,
+                minutes,
+                reason,
+            } => self.resolve_sanction(SanctionKind::Ban, &target, minutes, name, reason),
+            Request::Mute {
+                name: target,
+                minutes,
+            } => self.resolve_sanction(SanctionKind::Mute, &target, minutes, name, None),
+            Request::Unban { name: target } => self.resolve_lift(SanctionKind::Ban, &target, name),
+            Request::Unmute { name: target } => {
+                self.resolve_lift(SanctionKind::Mute, &target, name)
+            }
+            _ => {
+                let bans = self.ban_entries();
+                return self.send(conn, &Event::Bans { bans });
+            }
+        };
+        match resolved {
+            Ok((moderation, confirm)) => {
+                self.enact(Some(conn), moderation);
+                if let Some(confirm) = confirm {
+                    self.send(conn, &confirm);
+                }
+            }
+            Err((code, message)) => self.send(conn, &Event::error(code, message)),
+        }
+    }
+
+    /// `/op TOKEN` from `conn`: counted against its address first.
+    fn try_op(&mut self, conn: ConnId, name: String, token: &str) {
+        let peer = self.conns.get(&conn).and_then(|c| c.peer);
+        let key = peer.map_or(TryKey::Conn(conn.0), |ip| TryKey::Addr(AddrKey::of(ip)));
+        let now = self.now;
+        let refused = if !self.op_tries.charge(key, now) {
+            Some((ErrorCode::TooManyTries, "Too many tries; wait a minute."))
+        } else if !self
+            .config
+            .op_token
+            .as_deref()
+            .is_some_and(|secret| token_matches(secret, token))
+        {
+            Some((ErrorCode::WrongToken, "Wrong operator token."))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refused {
+            self.outputs
+                .push_back(Output::Log(LogRecord::OpRefused { name, peer }));
+            return self.send(conn, &Event::error(code, message));
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.operator = true;
+        }
+        self.send(conn, &Event::Operator);
+        self.enact(Some(conn), Moderation::Operator { name });
+    }
+
+    /// The admin API's `request`, at `now`: answered at once; what it does is done as an
+    /// operator's command is (in cluster mode, through the shared log).
+    pub fn handle_admin(&mut self, now: Timestamp, request: AdminRequest) -> AdminReply {
+        self.advance(now);
+        let by = |by: Option<String>| {
+            by.map(|b| clean_text(b.trim()).into_owned())
+                .filter(|b| !b.is_empty())
+                .unwrap_or_else(|| API_OPERATOR.to_owned())
+        };
+        let resolved = match request {
+            AdminRequest::Online => {
+                return AdminReply::Online {
+                    users: self.online_users(),
+                };
+            }
+            AdminRequest::Sanctions => {
+                return AdminReply::Sanctions {
+                    sanctions: self.sanctions(),
+                };
+            }
+            AdminRequest::Kick {
+                name,
+                reason,
+                by: who,
+            } => self.resolve_kick(&name, by(who), reason),
+            AdminRequest::Ban {
+                name,
+                minutes,
+                reason,
+                by: who,
+            } => self.resolve_sanction(SanctionKind::Ban, &name, minutes, by(who), reason),
+            AdminRequest::Mute {
+                name,
+                minutes,
+                by: who,
+            } => self.resolve_sanction(SanctionKind::Mute, &name, minutes, by(who), None),
+            AdminRequest::Unban { name, by: who } => {
+                self.resolve_lift(SanctionKind::Ban, &name, by(who))
+            }
+            AdminRequest::Unmute { name, by: who } => {
+                self.resolve_lift(SanctionKind::Mute, &name, by(who))
+            }
+            AdminRequest::Notice { text, by: who } => {
+                let text = clean_message(text);
+                if text.is_empty() {
+                    return AdminReply::Invalid {
+                        message: "A notice needs some text.".into(),
+                    };
+                }
+                Ok((Moderation::Notice { text, by: by(who) }, None))
+            }
+        };
+        match resolved {
+            Ok((moderation, _)) => {
+                self.enact(None, moderation);
+                AdminReply::Done
+            }
+            Err((ErrorCode::NoSuchUser | ErrorCode::NoSuchSanction, message)) => {
+                AdminReply::NotFound { message }
+            }
+            Err((_, message)) => AdminReply::Invalid { message },
+        }
+    }
+
+    /// Everyone online, for the admin API: those here with their wire, address and join time;
+    /// those of other nodes (cluster mode) with their node.
+    fn online_users(&self) -> Vec<OnlineUser> {
+        let node = self.cluster.as_ref().map(|c| c.node.clone());
+        let wall = |t: Timestamp| {
+            let ms = u64::try_from(t.as_duration().as_millis()).unwrap_or(u64::MAX);
+            self.config.wall_clock.saturating_add(ms)
+        };
+        let mut users: Vec<(String, OnlineUser)> = self
+            .names
+            .iter()
+            .filter_map(|(key, id)| {
+                let c = self.conns.get(id)?;
+                let user = OnlineUser {
+                    name: c.name.clone()?,
+                    wire: Some(match c.wire {
+                        Wire::Line => "line".into(),
+                        Wire::Json => "json".into(),
+                    }),
+                    node: node.clone(),
+                    address: c.peer,
+                    since: Some(wall(c.joined)),
+                    operator: c.operator,
+                };
+                Some((key.clone(), user))
+            })
+            .collect();
+        if let Some(cluster) = &self.cluster {
+            let mine = &cluster.node;
+            for (key, m) in cluster.remote.iter().filter(|(_, m)| &m.node != mine) {
+                let user = OnlineUser {
+                    name: m.name.clone(),
+                    wire: None,
+                    node: Some(m.node.clone()),
+                    address: None,
+                    since: None,
+                    operator: cluster.remote_ops.contains(key),
+                };
+                users.push((key.clone(), user));
+            }
+        }
+        users.sort_by(|a, b| a.0.cmp(&b.0));
+        users.into_iter().map(|(_, u)| u).collect()
+    }
+
+    /// The bans and mutes in force, as `/bans` lists them.
+    fn ban_entries(&self) -> Vec<BanEntry> {
+        let now = self.wall_ms();
+        self.sanctions
+            .in_force(now)
+            .map(|s| BanEntry {
+                kind: s.kind,
+                name: s.name.clone(),
+                address: s.address.clone(),
+                minutes: s.minutes_left(now),
+                by: s.by.clone(),
+                reason: s.reason.clone(),
+            })
+            .collect()
+    }
+
+    /// The user online as `typed` (cleaned, compared by name key): its spelling, connection
+    /// here (if here) and address (if known here).
+    fn find_online(&self, typed: &str) -> Option<(String, Option<ConnId>)> {
+        let key = name_key(typed);
+        if let Some(&id) = self.names.get(&key) {
+            return Some((self.conns.get(&id)?.name.clone()?, Some(id)));
+        }
+        let cluster = self.cluster.as_ref()?;
+        let m = cluster
+            .remote
+            .get(&key)
+            .filter(|m| m.node != cluster.node)?;
+        Some((m.name.clone(), None))
+    }
+
+    fn resolve_kick(
+        &self,
+        typed: &str,
+        by: String,
+        reason: Option<String>,
+    ) -> Result<(Moderation, Option<Event>), Refused> {
+        let typed = clean_text(typed.trim()).into_owned();
+        let Some((name, _)) = self.find_online(&typed) else {
+            return Err(no_such_user(&typed));
+        };
+        let reason = reason.map(clean_message).filter(|r| !r.is_empty());
+        Ok((Moderation::Kick { name, by, reason }, None))
+    }
+
+    fn resolve_sanction(
+        &self,
+        kind: SanctionKind,
+        typed: &str,
+        minutes: Option<u64>,
+        by: String,
+        reason: Option<String>,
+    ) -> Result<(Moderation, Option<Event>), Refused> {
+        let minutes = minutes.unwrap_or(DEFAULT_MINUTES);
+        if !(1..=MAX_MINUTES).contains(&minutes) {
+            let message = format!("Minutes must be between 1 and {MAX_MINUTES}.");
+            return Err((ErrorCode::Usage, message));
+        }
+        let typed = clean_text(typed.trim()).into_owned();
+        let (name, conn) = match self.find_online(&typed) {
+            Some(found) => found,
+            // Nobody online by that name: held for when they come back, if it is a name.
+            None => match validate_name(&typed) {
+                Ok(name) => (name, None),
+                Err(err) => return Err((ErrorCode::NameInvalid, err.to_string())),
+            },
+        };
+        let address = match kind {
+            SanctionKind::Ban => {
+                ban_address(conn.and_then(|id| self.conns.get(&id)).and_then(|c| c.peer))
+            }
+            SanctionKind::Mute => None,
+        };
+        let until = self
+            .wall_ms()
+            .saturating_add(minutes.saturating_mul(60_000));
+        let reason = reason.map(clean_message).filter(|r| !r.is_empty());
+        let change = match kind {
+            SanctionKind::Ban => Change::Banned,
+            SanctionKind::Mute => Change::Muted,
+        };
+        let confirm = Event::Moderated {
+            change,
+            name: name.clone(),
+            minutes: Some(minutes),
+        };
+        let sanction = Sanction {
+            kind,
+            name,
+            address,
+            until,
+            by,
+            reason,
+        };
+        Ok((Moderation::Sanction(sanction), Some(confirm)))
+    }
+
+    fn resolve_lift(
+        &self,
+        kind: SanctionKind,
+        typed: &str,
+        by: String,
+    ) -> Result<(Moderation, Option<Event>), Refused> {
+        let typed = clean_text(typed.trim()).into_owned();
+        let key = name_key(&typed);
+        let now = self.wall_ms();
+        let held = self
+            .sanctions
+            .in_force(now)
+            .find(|s| s.kind == kind && name_key(&s.name) == key);
+        let (what, change) = match kind {
+            SanctionKind::Ban => ("ban", Change::Unbanned),
+            SanctionKind::Mute => ("mute", Change::Unmuted),
+        };
+        let Some(held) = held else {
+            let message = format!("No {what} on '{typed}'.");
+            return Err((ErrorCode::NoSuchSanction, message));
+        };
+        let name = held.name.clone();
+        let confirm = Event::Moderated {
+            change,
+            name: name.clone(),
+            minutes: None,
+        };
+        Ok((Moderation::Lift { kind, name, by }, Some(confirm)))
+    }
+
+    /// Does `moderation`: here at once when alone or out of contact, else through the log.
+    /// `conn` is the operator's connection, told if the log cannot take it.
+    fn enact(&mut self, conn: Option<ConnId>, moderation: Moderation) {
+        if self.cluster.as_ref().is_some_and(|c| !c.down) {
+            let publish = Publish::Moderate { conn, moderation };
+            return self.outputs.push_back(Output::Publish(publish));
+        }
+        self.apply_moderation(moderation);
+    }
+
+    /// Applies `moderation`, logged: the same on every node (cluster mode), in the log's order.
+    pub(super) fn apply_moderation(&mut self, moderation: Moderation) {
+        self.outputs.push_back(Output::Log(LogRecord::Moderation {
+            action: moderation.clone(),
+        }));
+        match moderation {
+            Moderation::Operator { name } => {
+                let key = name_key(&name);
+                let here = self.names.contains_key(&key);
+                if let Some(cluster) = self.cluster.as_mut().filter(|_| !here) {
+                    cluster.remote_ops.insert(key);
+                }
+            }
+            Moderation::Kick { name, by, reason } => {
+                self.put_out_by(Action::Kick, &name, by, reason);
+            }
+            Moderation::Sanction(sanction) => {
+                let kind = sanction.kind;
+                let (name, by, reason) = (
+                    sanction.name.clone(),
+                    sanction.by.clone(),
+                    sanction.reason.clone(),
+                );
+                let mut sanction = sanction;
+                let here = self.names.get(&name_key(&name)).copied();
+                let peer = here.and_then(|id| self.conns.get(&id)).and_then(|c| c.peer);
+                let refine = sanction.address.is_none() && ban_address(peer).is_some();
+                if kind == SanctionKind::Ban && refine {
+                    // Banned from another node, which could not know the address: this node
+                    // can, and tells every node.
+                    sanction.address = ban_address(peer);
+                    if self.cluster.as_ref().is_some_and(|c| !c.down) {
+                        let publish = Publish::Moderate {
+                            conn: None,
+                            moderation: Moderation::Sanction(sanction.clone()),
+                        };
+                        self.outputs.push_back(Output::Publish(publish));
+                    }
+                }
+                self.sanctions.insert(sanction);
+                self.store_sanctions();
+                match kind {
+                    SanctionKind::Ban => self.put_out_by(Action::Ban, &name, by, reason),
+                    SanctionKind::Mute => {
+                        if let Some(id) = here {
+                            let event = Event::YouWere {
+                                action: Action::Mute,
+                                by,
+                                reason: None,
+                            };
+                            self.send(id, &event);
+                        }
+                    }
+                }
+            }
+            Moderation::Lift { kind, name, .. } => {
+                self.sanctions.remove(kind, &name);
+                self.store_sanctions();
+            }
+            Moderation::Notice { text, .. } => {
+                self.broadcast(&Event::Notice { text }, |_, _| true);
+            }
+        }
+    }
+
+    /// `name`, if online, is kicked or banned by `by`: told why and closed if here, and
+    /// everyone else here told.
+    fn put_out_by(&mut self, action: Action, name: &str, by: String, reason: Option<String>) {
+        let key = name_key(name);
+        let here = self.names.get(&key).copied();
+        let elsewhere = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.remote.get(&key).filter(|m| m.node != c.node));
+        let Some(name) = here
+            .and_then(|id| self.name_of(id).map(str::to_owned))
+            .or_else(|| elsewhere.map(|m| m.name.clone()))
+        else {
+            return; // Not online (a ban held for when they come back).
+        };
+        if let Some(id) = here {
+            let told = Event::YouWere {
+                action,
+                by: by.clone(),
+                reason: reason.clone(),
+            };
+            self.send(id, &told);
+            let (close, leave) = match action {
+                Action::Ban => (CloseReason::Banned, LeaveReason::Banned),
+                _ => (CloseReason::Kicked, LeaveReason::Kicked),
+            };
+            self.close(id, close, leave);
+        }
+        let event = Event::Sanctioned {
+            action,
+            name,
+            by,
+            reason,
+        };
+        self.broadcast(&event, |_, _| true);
+    }
+
+    /// Cluster mode: once contact is back, this node's operators are told to the others again
+    /// (the log keeps no operators: they are this node's connections).
+    pub(super) fn announce_operators(&mut self) {
+        let ops: Vec<String> = self
+            .conns
+            .values()
+            .filter(|c| c.operator)
+            .filter_map(|c| c.name.clone())
+            .collect();
+        for name in ops {
+            let publish = Publish::Moderate {
+                conn: None,
+                moderation: Moderation::Operator { name },
+            };
+            self.outputs.push_back(Output::Publish(publish));
+        }
+    }
+}
+
+fn no_such_user(name: &str) -> Refused {
+    (ErrorCode::NoSuchUser, format!("No user named '{name}'."))
+}
