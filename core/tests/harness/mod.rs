@@ -85,6 +85,22 @@ impl Harness {
         self.stored.as_deref()
     }
 
+    /// The admin API's `request`, answered by the room at the harness's time; its outputs
+    /// are carried out.
+    pub fn admin(
+        &mut self,
+        request: chat_core::moderation::AdminRequest,
+    ) -> chat_core::moderation::AdminReply {
+        let reply = self.room.handle_admin(self.now, request);
+        self.drain();
+        reply
+    }
+
+    /// The names in the roster JSON client `conn` keeps from what it was told.
+    pub fn roster(&self, conn: ConnId) -> Vec<String> {
+        self.get(conn).roster.names().to_vec()
+    }
+
     /// The room, for its getters.
     pub fn room(&self) -> &Room {
         &self.room
