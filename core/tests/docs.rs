@@ -46,10 +46,10 @@ fn every_json_example_in_the_protocol_doc_is_exact() {
     }
     assert_eq!(
         requests.len(),
-        6,
+        13,
         "an example of every request: {requests:?}"
     );
-    assert_eq!(events.len(), 20, "an example of every event: {events:?}");
+    assert_eq!(events.len(), 27, "an example of every event: {events:?}");
 }
 
 #[test]

@@ -162,13 +162,15 @@ fn who_marks_operators_and_help_lists_their_commands_to_them_only() {
     assert!(!plain.iter().any(|l| l.contains("/kick")), "{plain:?}");
     h.line(op, "/help");
     let full = h.take(op);
-    assert_eq!(full[..plain.len()], plain[..]);
-    let extra: Vec<&str> = full[plain.len()..]
-        .iter()
-        .map(|l| l.split_whitespace().next().unwrap_or(""))
-        .collect();
+    let words = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(words(&full[..plain.len()]), words(&plain));
     assert_eq!(
-        extra,
+        words(&full[plain.len()..]),
         ["/kick", "/ban", "/mute", "/unban", "/unmute", "/bans"]
     );
     // On the JSON wire, the operators come as their own list.
@@ -698,5 +700,41 @@ fn moderation_texts_are_cleaned_like_any_other() {
     assert_eq!(
         h.take(conns[0]),
         ["*** You were kicked by op: [31mredevil ***"]
+    );
+}
+
+#[test]
+fn the_operators_help_is_the_one_in_the_protocol_doc() {
+    let (mut h, op, _) = room_with(&[]);
+    h.line(op, "/help");
+    let shown = h.take(op).join("\n");
+    let doc = include_str!("../../docs/protocol.md");
+    let indented: Vec<String> = shown.lines().map(|l| format!("  {l}")).collect();
+    assert!(doc.contains(&indented.join("\n")), "{shown}");
+}
+
+#[test]
+fn the_bans_list_is_the_one_in_the_protocol_doc_in_form() {
+    let mut h = Harness::new(config());
+    let op = h.join("op");
+    h.line(op, &format!("/op {SECRET}"));
+    let _bob = join_from(&mut h, "bob", "203.0.113.7");
+    h.line(op, "/ban bob 30 spam");
+    let mute = AdminRequest::Mute {
+        name: "carol".into(),
+        minutes: Some(5),
+        by: None,
+    };
+    h.admin(mute);
+    h.advance(secs(30));
+    h.take(op);
+    h.line(op, "/bans");
+    assert_eq!(
+        h.take(op),
+        [
+            "Bans and mutes in force (2):",
+            "  ban bob and 203.0.113.7 by op, 30 more minutes: spam",
+            "  mute carol by admin, 5 more minutes",
+        ]
     );
 }

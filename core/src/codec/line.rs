@@ -211,8 +211,15 @@ pub fn render(event: &Event) -> String {
         }
         Event::Help { commands } => {
             out.push_str("Commands:");
+            // One column for the usages, as wide as the longest (an operator's are longer).
+            let width = commands
+                .iter()
+                .map(|c| c.usage.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(16);
             for c in commands {
-                let _ = write!(out, "\n  {:<16} {}", c.usage, c.description);
+                let _ = write!(out, "\n  {:<width$} {}", c.usage, c.description);
             }
         }
         Event::Error { message, .. } => out.push_str(message),
