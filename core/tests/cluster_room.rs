@@ -170,6 +170,14 @@ impl Cluster {
         conn
     }
 
+    fn open_from(&mut self, n: usize, conn: u64, peer: &str) -> ConnId {
+        let conn = ConnId(conn);
+        let peer = peer.parse().ok();
+        self.rooms[n].handle_open(self.now, conn, Wire::Line, peer);
+        self.drain(n);
+        conn
+    }
+
     fn line(&mut self, n: usize, conn: ConnId, text: &str) {
         self.rooms[n].handle_line(self.now, conn, Line::Text(text.into()));
         self.drain(n);
@@ -848,4 +856,165 @@ fn a_user_who_left_elsewhere_while_out_of_contact_is_told_gone_when_the_name_is_
     assert!(!c.members.contains_key("trent"));
     c.line(0, alice, "/who");
     assert_eq!(c.take(0, alice), ["Online (2): alice, bob\n"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators across nodes.
+
+const SECRET: &str = "a secret long enough";
+
+/// Three nodes with operators; `op` on node 0 is one, bob and carol are on node 1 (bob from
+/// 198.51.100.7), and everyone's screen is cleared.
+fn moderated() -> (Cluster, ConnId, ConnId, ConnId) {
+    let mut c = Cluster::with(
+        3,
+        Config {
+            op_token: Some(SECRET.into()),
+            ..Config::default()
+        },
+    );
+    let op = c.open(0, 1);
+    c.line(0, op, "op");
+    c.settle();
+    let bob = c.open_from(1, 1, "198.51.100.7");
+    c.line(1, bob, "bob");
+    c.settle();
+    let carol = c.open(1, 2);
+    c.line(1, carol, "carol");
+    c.settle();
+    c.line(0, op, &format!("/op {SECRET}"));
+    c.settle();
+    assert_eq!(
+        c.take(0, op).last().map(String::as_str),
+        Some("You are now an operator.\n")
+    );
+    c.take(1, bob);
+    c.take(1, carol);
+    (c, op, bob, carol)
+}
+
+#[test]
+fn a_kick_on_one_node_puts_out_a_user_of_another_and_everyone_hears_it_once() {
+    let (mut c, op, bob, carol) = moderated();
+    c.line(0, op, "/kick bob spam");
+    assert!(c.take(1, bob).is_empty(), "not before the log has it");
+    c.settle();
+    assert_eq!(c.take(1, bob), ["*** You were kicked by op: spam ***\n"]);
+    assert_eq!(c.take(1, carol), ["*** bob was kicked by op: spam ***\n"]);
+    assert_eq!(c.take(0, op), ["*** bob was kicked by op: spam ***\n"]);
+    c.line(1, carol, "/who");
+    assert_eq!(c.take(1, carol), ["Online (2): carol, @op\n"]);
+    c.line(0, op, "/who");
+    assert_eq!(c.take(0, op), ["Online (2): carol, @op\n"]);
+}
+
+#[test]
+fn a_ban_on_one_node_holds_the_name_and_the_address_on_every_node() {
+    let (mut c, op, bob, carol) = moderated();
+    c.line(0, op, "/ban bob 30 flood");
+    c.settle();
+    assert_eq!(c.take(1, bob), ["*** You were banned by op: flood ***\n"]);
+    assert_eq!(c.take(1, carol), ["*** bob was banned by op: flood ***\n"]);
+    // Confirmed when handed to the log; the ban line comes with the log's entry.
+    assert_eq!(
+        c.take(0, op),
+        [
+            "bob is banned for 30 minutes.\n",
+            "*** bob was banned by op: flood ***\n"
+        ]
+    );
+    // The name, on every node.
+    for n in 0..3 {
+        let again = c.open(n, 10);
+        c.line(n, again, "Bob");
+        assert_eq!(
+            c.take(n, again),
+            [
+                PROMPT,
+                "You are banned from this room for 30 more minutes.\n"
+            ],
+            "node {n}"
+        );
+    }
+    // The address, which only bob's node knew, on every node too.
+    for n in 0..3 {
+        let from = c.open_from(n, 11, "198.51.100.7");
+        assert_eq!(
+            c.take(n, from),
+            ["You are banned from this room for 30 more minutes.\n"],
+            "node {n}"
+        );
+    }
+    // A node that comes back into contact gets the bans with the snapshot.
+    c.cut(2);
+    c.line(0, op, "/ban mallory 5");
+    c.settle();
+    c.heal(2);
+    let m = c.open(2, 12);
+    c.line(2, m, "mallory");
+    assert_eq!(
+        c.take(2, m),
+        [
+            PROMPT,
+            "You are banned from this room for 5 more minutes.\n"
+        ]
+    );
+    c.line(0, op, "/unban bob");
+    c.settle();
+    let back = c.open_from(2, 13, "198.51.100.7");
+    c.line(2, back, "bob");
+    c.settle();
+    assert!(c.take(2, back)[1].starts_with("Welcome, bob!"));
+}
+
+#[test]
+fn a_mute_on_one_node_silences_a_user_of_another() {
+    let (mut c, op, _bob, carol) = moderated();
+    c.line(0, op, "/mute carol");
+    c.settle();
+    assert_eq!(c.take(1, carol), ["*** You were muted by op ***\n"]);
+    assert_eq!(c.take(0, op), ["carol is muted for 60 minutes.\n"]);
+    c.line(1, carol, "hello?");
+    c.settle();
+    assert_eq!(c.take(1, carol), ["You are muted.\n"]);
+    assert!(c.take(0, op).is_empty());
+}
+
+#[test]
+fn a_node_whose_first_user_joins_after_an_operator_became_one_learns_of_it() {
+    let (mut c, op, _bob, _carol) = moderated();
+    // Node 2 was out of contact when op became one, and comes back knowing nobody's rank.
+    c.cut(2);
+    c.line(0, op, "/quit");
+    c.settle();
+    let op = c.open(0, 5);
+    c.line(0, op, "op");
+    c.settle();
+    c.line(0, op, &format!("/op {SECRET}"));
+    c.settle();
+    c.heal(2);
+    let dave = c.open(2, 1);
+    c.line(2, dave, "dave");
+    c.settle();
+    c.take(2, dave);
+    c.line(2, dave, "/who");
+    assert_eq!(c.take(2, dave), ["Online (4): bob, carol, dave, @op\n"]);
+}
+
+#[test]
+fn out_of_contact_an_operator_acts_on_its_own_node_only() {
+    let (mut c, op, bob, _carol) = moderated();
+    let erin = c.open(0, 2);
+    c.line(0, erin, "erin");
+    c.settle();
+    c.take(0, erin);
+    c.take(0, op);
+    c.take(1, bob);
+    c.cut(0);
+    c.take(0, op);
+    c.take(0, erin);
+    c.line(0, op, "/kick erin bye");
+    assert_eq!(c.take(0, erin), ["*** You were kicked by op: bye ***\n"]);
+    assert_eq!(c.take(0, op), ["*** erin was kicked by op: bye ***\n"]);
+    assert!(c.take(1, bob).is_empty(), "not told elsewhere");
 }

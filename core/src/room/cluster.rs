@@ -37,6 +37,10 @@ pub(super) struct Cluster {
     pub(super) doubtful: BTreeMap<String, Timestamp>,
     /// The operators among `remote`, by name key.
     pub(super) remote_ops: BTreeSet<String>,
+    /// The other nodes whose users this node has seen: a user of one not seen before means a
+    /// node that may not know this node's operators (the log keeps none), so they are told
+    /// again.
+    pub(super) nodes_seen: BTreeSet<String>,
 }
 
 impl Cluster {
@@ -52,6 +56,7 @@ impl Cluster {
             told_down: false,
             doubtful: BTreeMap::new(),
             remote_ops: BTreeSet::new(),
+            nodes_seen: BTreeSet::new(),
         }
     }
 
@@ -114,6 +119,12 @@ impl Room {
             } => {
                 let look = look_key(&name);
                 let mine = node == cluster.node;
+                if !mine && cluster.nodes_seen.insert(node.clone()) {
+                    self.announce_operators();
+                }
+                let Some(cluster) = &mut self.cluster else {
+                    return;
+                };
                 let waiting = mine
                     && self.conns.get(&conn).is_some_and(|c| {
                         c.name.is_none()

@@ -211,6 +211,8 @@ impl Room {
     fn theirs_in_log(&mut self, member: Member) {
         if let Some(cluster) = &mut self.cluster {
             cluster.doubtful.remove(&member.key);
+            // Told of this node's operators just now, with the snapshot.
+            cluster.nodes_seen.insert(member.node.clone());
         }
         let look = look_key(&member.name);
         let clash = [self.names.get(&member.key), self.looks.get(&look)]

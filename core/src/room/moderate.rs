@@ -453,10 +453,15 @@ impl Room {
         Ok((Moderation::Lift { kind, name, by }, Some(confirm)))
     }
 
+    /// Cluster mode, in contact with the shared log.
+    fn in_contact(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| !c.down)
+    }
+
     /// Does `moderation`: here at once when alone or out of contact, else through the log.
     /// `conn` is the operator's connection, told if the log cannot take it.
     fn enact(&mut self, conn: Option<ConnId>, moderation: Moderation) {
-        if self.cluster.as_ref().is_some_and(|c| !c.down) {
+        if self.in_contact() {
             let publish = Publish::Moderate { conn, moderation };
             return self.outputs.push_back(Output::Publish(publish));
         }
@@ -489,23 +494,32 @@ impl Room {
                 let mut sanction = sanction;
                 let here = self.names.get(&name_key(&name)).copied();
                 let peer = here.and_then(|id| self.conns.get(&id)).and_then(|c| c.peer);
-                let refine = sanction.address.is_none() && ban_address(peer).is_some();
-                if kind == SanctionKind::Ban && refine {
-                    // Banned from another node, which could not know the address: this node
-                    // can, and tells every node.
-                    sanction.address = ban_address(peer);
-                    if self.cluster.as_ref().is_some_and(|c| !c.down) {
-                        let publish = Publish::Moderate {
-                            conn: None,
-                            moderation: Moderation::Sanction(sanction.clone()),
-                        };
-                        self.outputs.push_back(Output::Publish(publish));
-                    }
+                // Banned from another node, which could not know the address: this node can,
+                // and tells every node, once the user's leave is on its way (so that nobody
+                // hears of the ban twice).
+                let refined = (kind == SanctionKind::Ban && sanction.address.is_none())
+                    .then(|| ban_address(peer))
+                    .flatten()
+                    .map(|address| Sanction {
+                        address: Some(address),
+                        ..sanction.clone()
+                    });
+                if let Some(refined) = &refined {
+                    sanction = refined.clone();
                 }
                 self.sanctions.insert(sanction);
                 self.store_sanctions();
                 match kind {
-                    SanctionKind::Ban => self.put_out_by(Action::Ban, &name, by, reason),
+                    SanctionKind::Ban => {
+                        self.put_out_by(Action::Ban, &name, by, reason);
+                        if let Some(refined) = refined.filter(|_| self.in_contact()) {
+                            let publish = Publish::Moderate {
+                                conn: None,
+                                moderation: Moderation::Sanction(refined),
+                            };
+                            self.outputs.push_back(Output::Publish(publish));
+                        }
+                    }
                     SanctionKind::Mute => {
                         if let Some(id) = here {
                             let event = Event::YouWere {
