@@ -218,9 +218,9 @@ impl OpTries {
 }
 
 /// What an operator does, as the room applies it, and (cluster mode) as the shared log
-/// carries it to every node.
+/// carries it to every node. Tagged `action` (the message log's record is tagged `type`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "action", rename_all = "snake_case")]
 pub enum Moderation {
     /// `name` became an operator.
     Operator {
@@ -447,5 +447,23 @@ mod tests {
         assert!(!tries.charge(a, t + Duration::from_secs(59)));
         assert!(tries.charge(b, t), "another address has its own");
         assert!(tries.charge(a, t + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_moderation_record_is_one_flat_object() {
+        let record = crate::LogRecord::Moderation {
+            action: Moderation::Kick {
+                name: "bob".into(),
+                by: "op".into(),
+                reason: None,
+            },
+        };
+        let line = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            line,
+            r#"{"type":"moderation","action":"kick","name":"bob","by":"op"}"#
+        );
+        let back: crate::LogRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, record);
     }
 }
