@@ -251,6 +251,35 @@ pub struct Config {
     /// line listener's port and the start time.
     #[arg(long, env = "CHAT_NODE_ID", value_name = "NAME", value_parser = plain_name)]
     pub node_id: Option<String>,
+
+    /// Operators: the secret that `/op SECRET` must match is this file's first line (trimmed);
+    /// a file, so that it never shows in `ps`. Without it nobody is an operator.
+    #[arg(long, env = "CHAT_OP_TOKEN_FILE", value_name = "PATH", value_parser = op_token_file)]
+    pub op_token_file: Option<OpToken>,
+}
+
+/// The operators' secret, read from `--op-token-file` when the flags are parsed; never
+/// printed, not even in `Debug`.
+#[derive(Clone)]
+pub struct OpToken(String);
+
+impl std::fmt::Debug for OpToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpToken(..)")
+    }
+}
+
+/// The first line of the file at `path`, trimmed: the operators' secret.
+fn op_token_file(path: &str) -> Result<OpToken, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the operator token file {path:?}: {e}"))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(format!(
+            "the operator token file {path:?} has no secret on its first line"
+        ));
+    }
+    Ok(OpToken(token.to_owned()))
 }
 
 /// `on` or `off`.
@@ -308,8 +337,8 @@ impl Config {
             limit_loopback: self.limit_loopback,
             cluster: None,
             cluster_grace: Duration::from_secs(self.node_timeout),
-            // TODO(operators): the secret from --op-token-file, the clock's wall time at zero.
-            op_token: None,
+            op_token: self.op_token_file.as_ref().map(|token| token.0.clone()),
+            // TODO(operators): the clock's wall time at zero.
             wall_clock: 0,
         }
     }
@@ -465,6 +494,30 @@ mod tests {
         assert_eq!(room.announce_limit, 200);
         assert_eq!(room.announce_interval, Duration::from_secs(10));
         assert_eq!(c.metrics, Switch::On);
+    }
+
+    #[test]
+    fn the_operator_token_is_the_first_line_of_its_file_and_never_printed() {
+        let none = Config::from_args_only(["chat-server"]).unwrap();
+        assert_eq!(none.room_config().op_token, None, "no operators without it");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("op-token");
+        std::fs::write(&file, "  s3cret word \nsecond line\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = Config::from_args_only(["chat-server", "--op-token-file", path]).unwrap();
+        assert_eq!(c.room_config().op_token.as_deref(), Some("s3cret word"));
+        assert!(!format!("{c:?}").contains("s3cret"), "not in Debug");
+        std::fs::write(&file, "\n").unwrap();
+        let err = Config::from_args_only(["chat-server", "--op-token-file", path]).unwrap_err();
+        assert!(err.to_string().contains("no secret"), "{err}");
+        let missing = dir.path().join("missing");
+        let missing = missing.to_str().unwrap();
+        let err = Config::from_args_only(["chat-server", "--op-token-file", missing]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot read the operator token file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Headless Chromium drives the real page served by the real server, together with real `nc`
 //! users: chatting in every direction, names refused with the reason, a server restart, a
-//! short disconnect that loses nothing, and the page over HTTPS and WSS with an
-//! `openssl s_client` user. Each scenario leaves a screenshot in `target/e2e/`.
+//! short disconnect that loses nothing, the page over HTTPS and WSS with an
+//! `openssl s_client` user, a kicked page that stays out, and an operator in the page. Each
+//! scenario leaves a screenshot in `target/e2e/`.
 //!
 //! The scenarios run one at a time (a Chromium is heavy for a small machine), whatever
 //! `--test-threads` says.
@@ -554,6 +555,198 @@ async fn the_page_over_https_chats_over_wss_with_an_openssl_user() {
         );
         check_public_order(&shown);
         page.screenshot(test).await;
+        page.close().await;
+    })
+    .await;
+}
+
+/// The operators' secret of the moderation scenarios, written to a file for
+/// `--op-token-file`.
+const OP_SECRET: &str = "correct horse battery";
+
+/// A directory holding the token file, and the flags that start the server with it.
+fn operators_enabled(test: &str) -> (chat_tests::TempDir, String) {
+    let dir = chat_tests::TempDir::new(test);
+    let file = dir.join("op-token");
+    // The first line is the secret, trimmed; what follows it is not.
+    std::fs::write(&file, format!("  {OP_SECRET}  \nnot part of it\n")).expect("write the token");
+    let path = file.to_str().expect("UTF-8 path").to_owned();
+    (dir, path)
+}
+
+/// Whether `#join-form` and `#operator-badge` are shown, and `body[data-operator]`.
+const FORMS: &str = "return { joinForm: !document.getElementById('join-form').hidden, \
+    operatorBadge: !document.getElementById('operator-badge').hidden, \
+    operator: document.body.dataset.operator ?? null };";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kicked_page_says_why_returns_to_the_name_form_and_does_not_come_back() {
+    let test = "a_kicked_page_says_why_returns_to_the_name_form_and_does_not_come_back";
+    let root = require!(prerequisites(test));
+    let _serial = SERIAL.lock().await;
+    bounded(test, async {
+        let (_dir, token_file) = operators_enabled(test);
+        let server = Server::with_page(&root, &["--op-token-file", &token_file]).await;
+        let page = Browser::start(test).await;
+        page.open_and_join(&server.url(), "bob").await;
+        page.say("hello, I am about to misbehave").await;
+
+        let (mut op, _) = server.nc_join("op").await;
+        op.type_line(&format!("/op {OP_SECRET}"));
+        op.expect("You are now an operator.\n").await;
+        op.type_line("/kick bob spamming links");
+        op.expect("*** bob was kicked by op: spamming links ***\n")
+            .await;
+
+        let kicked = "*** You were kicked by op: spamming links ***";
+        let shown = page
+            .wait_until("the kick said in the log and on the name form", |s| {
+                s.has("sanction", &[kicked]) && s.name_error == kicked && !s.is_joined()
+            })
+            .await;
+        assert!(
+            shown.users.is_empty(),
+            "who is online is no longer known:\n{shown}"
+        );
+        let forms = page.evaluate(FORMS).await;
+        assert_eq!(forms["joinForm"], true, "back at the name form: {forms}");
+        page.screenshot("kick").await;
+
+        // Several reconnect back-offs later (250 ms doubling to 4 s), the page has not come
+        // back by itself: the room never saw bob again.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        op.type_line("/who");
+        let who = op
+            .line_where("answering /who", |l| l.starts_with("Online ("))
+            .await;
+        assert_eq!(who, "Online (1): @op", "bob did not rejoin");
+        let after = page.state().await;
+        assert!(
+            !after.is_joined() && after.status_is("closed") && after.name_error == kicked,
+            "the page stays out, closed, saying why:\n{after}"
+        );
+        assert_eq!(
+            after.count("sanction", &[kicked]),
+            1,
+            "said once, not again by a rejoin turned away:\n{after}"
+        );
+
+        // Coming back is the user's own call (a kick is not a ban).
+        page.submit_name("bob").await;
+        page.wait_until("bob joined again by hand", |s| s.is_joined())
+            .await;
+        op.expect("*** bob has joined the chat ***\n").await;
+        page.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_in_the_page_kicks_bans_and_sees_the_bans_in_force() {
+    let test = "an_operator_in_the_page_kicks_bans_and_sees_the_bans_in_force";
+    let root = require!(prerequisites(test));
+    let _serial = SERIAL.lock().await;
+    bounded(test, async {
+        let (_dir, token_file) = operators_enabled(test);
+        let server = Server::with_page(&root, &["--op-token-file", &token_file]).await;
+        let page = Browser::start(test).await;
+        page.open_and_join(&server.url(), "alice").await;
+        let (mut carol, _) = server.nc_join("carol").await;
+        let (mut dave, _) = server.nc_join("dave").await;
+        let (mut erin, _) = server.nc_join("erin").await;
+
+        // A wrong secret, then the right one, typed in the page's message box.
+        page.say("/op guess").await;
+        page.wait_until("the wrong token refused", |s| {
+            s.has("system", &["Wrong operator token."])
+        })
+        .await;
+        page.say(&format!("/op {OP_SECRET}")).await;
+        let shown = page
+            .wait_until("alice an operator, marked in the list", |s| {
+                s.has("operator", &["You are now an operator."])
+                    && s.users.iter().any(|u| u == "@alice")
+            })
+            .await;
+        assert!(
+            !shown.mentions(OP_SECRET),
+            "the secret is never shown:\n{shown}"
+        );
+        let forms = page.evaluate(FORMS).await;
+        assert_eq!(
+            (&forms["operatorBadge"], &forms["operator"]),
+            (&serde_json::json!(true), &serde_json::json!("true")),
+            "{forms}"
+        );
+
+        // Another operator becomes known to the page when it asks /who.
+        erin.type_line(&format!("/op {OP_SECRET}"));
+        erin.expect("You are now an operator.\n").await;
+        page.say("/who").await;
+        page.wait_until("both operators marked in /who and in the list", |s| {
+            s.has("system", &["Online (4): @alice, carol, dave, @erin"])
+                && s.users == ["@alice", "carol", "dave", "@erin"]
+        })
+        .await;
+
+        // A kick: carol is told why and closed; everyone else sees the line.
+        page.say("/kick carol flooding").await;
+        carol
+            .expect("*** You were kicked by alice: flooding ***\n")
+            .await;
+        // nc ends once both its input and the connection have: the server closed it.
+        carol.close_stdin();
+        let (rest, _) = carol.finished().await;
+        assert_eq!(rest, "", "nothing after the kick line, then the close");
+        dave.expect("*** carol was kicked by alice: flooding ***\n")
+            .await;
+        page.wait_until("the kick line, and carol gone from the list", |s| {
+            s.has("removed", &["*** carol was kicked by alice: flooding ***"])
+                && !s.users.iter().any(|u| u == "carol")
+        })
+        .await;
+
+        // A ban, confirmed to the operator, and listed by /bans.
+        page.say("/ban dave 10 rude").await;
+        dave.expect("*** You were banned by alice: rude ***\n")
+            .await;
+        erin.expect("*** dave was banned by alice: rude ***\n")
+            .await;
+        page.wait_until("the ban's line and its confirmation", |s| {
+            s.has("removed", &["*** dave was banned by alice: rude ***"])
+                && s.has("operator", &["dave is banned for 10 minutes."])
+        })
+        .await;
+        page.say("/bans").await;
+        page.wait_until("the bans in force", |s| {
+            s.has(
+                "bans",
+                &["Bans and mutes in force (1):\n  ban dave by alice, 10 more minutes: rude"],
+            )
+        })
+        .await;
+        // The ban holds: dave, back with nc, is turned away after the name.
+        let mut again = chat_tests::Nc::connect(server.tcp, "dave again");
+        again.expect("Enter your name: ").await;
+        again.type_line("Dave");
+        again
+            .expect("You are banned from this room for 10 more minutes.\n")
+            .await;
+        again.close_stdin();
+        let (rest, _) = again.finished().await;
+        assert_eq!(rest, "", "closed after the refusal");
+
+        let shown = page
+            .wait_until("the list of alice and erin", |s| {
+                s.users == ["@alice", "@erin"]
+            })
+            .await;
+        page.screenshot("operator").await;
+        assert_eq!(
+            shown.count("sanction", &[]),
+            0,
+            "nothing was done to alice:\n{shown}"
+        );
         page.close().await;
     })
     .await;

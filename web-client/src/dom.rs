@@ -89,6 +89,7 @@ fn socket_url(window: &Window) -> String {
 struct Page {
     body: HtmlElement,
     status: HtmlElement,
+    operator_badge: HtmlElement,
     join_form: HtmlElement,
     name_input: HtmlInputElement,
     name_error: HtmlElement,
@@ -112,6 +113,7 @@ impl Page {
         Ok(Page {
             body: doc.body().ok_or("the page has no body")?,
             status: by_id(doc, "status")?,
+            operator_badge: by_id(doc, "operator-badge")?,
             join_form: by_id(doc, "join-form")?,
             name_input: by_id(doc, "name-input")?,
             name_error: by_id(doc, "name-error")?,
@@ -158,7 +160,7 @@ impl Page {
                 .target()
                 .and_then(|t| t.dyn_into::<Element>().ok())
                 .and_then(|e| e.closest("button.user").ok().flatten());
-            if let Some(name) = button.and_then(|b| b.text_content()) {
+            if let Some(name) = button.and_then(|b| b.get_attribute("data-name")) {
                 message_input.set_value(&private_prefix(&name));
                 let _ = message_input.focus();
             }
@@ -231,6 +233,7 @@ impl SocketHandlers {
 struct Shown {
     status: Option<(String, &'static str)>,
     joined: Option<bool>,
+    operator: Option<bool>,
     join_form: Option<bool>,
     chat: Option<bool>,
     name_error: Option<String>,
@@ -369,6 +372,12 @@ impl App {
             let _ = page.body.set_attribute("data-joined", joined);
             self.shown.joined = Some(s.joined());
         }
+        if self.shown.operator != Some(s.operator()) {
+            let operator = if s.operator() { "true" } else { "false" };
+            let _ = page.body.set_attribute("data-operator", operator);
+            page.operator_badge.set_hidden(!s.operator());
+            self.shown.operator = Some(s.operator());
+        }
         if self.shown.join_form != Some(s.show_join_form()) {
             page.join_form.set_hidden(!s.show_join_form());
             self.shown.join_form = Some(s.show_join_form());
@@ -400,7 +409,7 @@ impl App {
             .doc
             .active_element()
             .filter(|e| users.contains(Some(e)))
-            .and_then(|e| e.text_content());
+            .and_then(|e| e.get_attribute("data-name"));
         users.set_text_content(None);
         let me = self.state.name().map(chat_core::name_key);
         for name in self.state.roster() {
@@ -411,12 +420,32 @@ impl App {
                 return;
             };
             let _ = button.set_attribute("type", "button");
+            let _ = button.set_attribute("data-name", name);
             let is_me = me.as_deref() == Some(chat_core::name_key(name).as_str());
-            button.set_class_name(if is_me { "user me" } else { "user" });
+            let operator = self.state.is_operator(name);
+            let class = match (is_me, operator) {
+                (true, true) => "user me operator",
+                (true, false) => "user me",
+                (false, true) => "user operator",
+                (false, false) => "user",
+            };
+            button.set_class_name(class);
+            let title = if operator {
+                format!("{name}, an operator: send a private message")
+            } else {
+                format!("Send {name} a private message")
+            };
+            let _ = button.set_attribute("title", &title);
             // A right-to-left name keeps its own direction and reorders nothing around it.
             let _ = button.set_attribute("dir", "auto");
-            let _ = button.set_attribute("title", &format!("Send {name} a private message"));
             button.set_text_content(Some(name));
+            if operator && let Ok(mark) = self.doc.create_element("span") {
+                // Marked `@` as /who marks operators; the mark is no part of the name, which
+                // the button keeps in `data-name`.
+                mark.set_class_name("op-mark");
+                mark.set_text_content(Some("@"));
+                let _ = button.prepend_with_node_1(&mark);
+            }
             let _ = item.append_child(&button);
             let _ = users.append_child(&item);
             if focused.as_deref() == Some(name.as_str())

@@ -6,11 +6,15 @@
 //! sans-IO shape as `chat-core`'s room.
 //!
 //! It keeps the message numbering (`epoch` and the last public `seq`) so that a reconnect
-//! resumes where it left off and a duplicate is dropped, the roster (the core's [`Roster`]),
-//! and the connection's life as one `Session` value (`state/session.rs`): connect, join,
-//! rejoin after a drop with back-off, or stop after `/quit`.
+//! resumes where it left off and a duplicate is dropped, the roster (the core's [`Roster`])
+//! with the operators among it, and the connection's life as one `Session` value
+//! (`state/session.rs`): connect, join, rejoin after a drop with back-off, or stop after
+//! `/quit`, a kick, a ban or a full room.
+
+use std::collections::BTreeSet;
 
 use chat_core::codec::line;
+use chat_core::event::Action;
 use chat_core::{ChatMessage, ErrorCode, Event, Request, Resume, Roster, name_key, validate_name};
 
 use crate::input;
@@ -66,7 +70,19 @@ pub enum Kind {
     Private,
     /// Your private message, delivered.
     PrivateSent,
-    /// Anything else: answers to `/who` and `/help`, refusals, notices.
+    /// Someone else was put out of the room by an operator (kicked or banned).
+    Removed,
+    /// What an operator did to you: kicked, banned or muted you, a ban turning you away, a
+    /// line of yours that reached nobody because you are muted.
+    Sanction,
+    /// A notice to everyone from the operators.
+    Notice,
+    /// An operator's own lines: becoming one, and the confirmation of a ban, mute, unban or
+    /// unmute.
+    Operator,
+    /// The answer to `/bans`: the bans and mutes in force, one a line.
+    Bans,
+    /// Anything else: answers to `/who` and `/help`, refusals, the client's own notices.
     System,
 }
 
@@ -80,6 +96,11 @@ impl Kind {
             Kind::Left => "left",
             Kind::Private => "private",
             Kind::PrivateSent => "private-sent",
+            Kind::Removed => "removed",
+            Kind::Sanction => "sanction",
+            Kind::Notice => "notice",
+            Kind::Operator => "operator",
+            Kind::Bans => "bans",
             Kind::System => "system",
         }
     }
@@ -88,7 +109,7 @@ impl Kind {
 /// A run of an entry's text, with the class of the element it goes in (none: plain text).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Part {
-    /// `from`, `to`, `name` or `text`; `None` for the words in between.
+    /// `from`, `to`, `name`, `by` (an operator) or `text`; `None` for the words in between.
     pub class: Option<&'static str>,
     /// The text, shown as text, never as markup.
     pub text: String,
@@ -100,7 +121,7 @@ impl Part {
     /// name or message reads right to left) and cannot reorder the rest of the line.
     pub fn element(&self) -> Option<&'static str> {
         match self.class? {
-            "from" | "to" | "name" => Some("bdi"),
+            "from" | "to" | "name" | "by" => Some("bdi"),
             _ => Some("span"),
         }
     }
@@ -135,6 +156,45 @@ impl Entry {
     pub fn text(&self) -> String {
         self.parts.iter().map(|p| p.text.as_str()).collect()
     }
+}
+
+/// An entry in the core's own words, each of `fields`' values in a run of its class: `event`
+/// is built with a marker in place of each value (a character of Unicode's private use area,
+/// which the core's sentences never hold), its sentence rendered by `line::render`, and each
+/// marker replaced by its value's run. The entry reads as the rendered event does, with every
+/// name and reason isolated from the words around it.
+fn worded(
+    kind: Kind,
+    fields: Vec<(&'static str, String)>,
+    event: impl FnOnce(&[String]) -> Event,
+) -> Entry {
+    let markers: Vec<char> = (0..fields.len() as u32)
+        .filter_map(|i| char::from_u32(0xE000 + i))
+        .collect();
+    let stand_ins: Vec<String> = markers.iter().map(|&m| String::from(m)).collect();
+    let sentence = line::render(&event(&stand_ins));
+    let mut fields: Vec<Option<(&'static str, String)>> = fields.into_iter().map(Some).collect();
+    let mut parts = Vec::new();
+    let mut between = String::new();
+    for c in sentence.chars() {
+        let field = markers
+            .iter()
+            .position(|&m| m == c)
+            .and_then(|i| fields[i].take());
+        match field {
+            Some((class, value)) => {
+                if !between.is_empty() {
+                    parts.push(words(&std::mem::take(&mut between)));
+                }
+                parts.push(span(class, value));
+            }
+            None => between.push(c),
+        }
+    }
+    if !between.is_empty() {
+        parts.push(words(&between));
+    }
+    Entry::new(kind, parts)
 }
 
 fn span(class: &'static str, text: impl Into<String>) -> Part {
@@ -205,7 +265,11 @@ pub struct ClientState {
     shutdown_seen: bool,
     /// Who is online, kept by the core's rule.
     roster: Roster,
-    /// One more each time the roster changes.
+    /// The operators among the roster, by [`name_key`]: yourself from the `operator` answer
+    /// to your `/op`, the others from the last `who` answer (the room tells nobody when
+    /// someone else becomes one). Whoever leaves is no longer one.
+    operators: BTreeSet<String>,
+    /// One more each time the roster, or who among it is an operator, changes.
     roster_version: u64,
     /// `who` answers still expected for the client's own silent asking.
     silent_who: u32,
@@ -233,6 +297,7 @@ impl ClientState {
             last_shown: None,
             shutdown_seen: false,
             roster: Roster::new(),
+            operators: BTreeSet::new(),
             roster_version: 0,
             silent_who: 0,
             timer_token: 0,
@@ -299,6 +364,16 @@ impl ClientState {
     /// Who is online, in the room's order (case-insensitive).
     pub fn roster(&self) -> &[String] {
         self.roster.names()
+    }
+
+    /// Whether `name`, online, is known to be an operator (the list marks them `@`).
+    pub fn is_operator(&self, name: &str) -> bool {
+        self.operators.contains(&name_key(name))
+    }
+
+    /// You are an operator: your `/op` was answered so on this connection.
+    pub fn operator(&self) -> bool {
+        self.joined() && self.name.as_deref().is_some_and(|me| self.is_operator(me))
     }
 
     /// How many are online; more than [`roster`](Self::roster) lists while the full list is
@@ -416,7 +491,13 @@ impl ClientState {
                 return effects;
             }
             Session::Joined { .. } => {
-                // Rejoin with the same name and pick up where the log stopped.
+                // Rejoin with the same name and pick up where the log stopped; an operator
+                // was one on the lost connection only.
+                if let Some(me) = &self.name
+                    && self.operators.remove(&name_key(me))
+                {
+                    self.roster_version += 1;
+                }
                 effects.push(Effect::Append(Entry::system(LOST_NOTICE)));
                 Some(Join::Rejoin { retries: 0 })
             }
@@ -457,6 +538,7 @@ impl ClientState {
         if self.roster.apply(&event) {
             self.roster_version += 1;
         }
+        self.track_operators(&event);
         match event {
             Event::Prompt => {}
             Event::Full => {
@@ -544,14 +626,80 @@ impl ClientState {
             event @ Event::Help { .. } => {
                 fx.push(Effect::Append(Entry::system(line::render(&event))))
             }
-            // TODO(page): operators' events each shown in their own way.
-            event @ (Event::Operator
-            | Event::Sanctioned { .. }
-            | Event::YouWere { .. }
-            | Event::Banned { .. }
-            | Event::Moderated { .. }
-            | Event::Bans { .. }
-            | Event::Notice { .. }) => fx.push(Effect::Append(Entry::system(line::render(&event)))),
+            event @ Event::Operator => fx.push(Effect::Append(Entry::new(
+                Kind::Operator,
+                vec![span("text", line::render(&event))],
+            ))),
+            Event::Sanctioned {
+                action,
+                name,
+                by,
+                reason,
+            } => {
+                // In place of the `left` line: who, by whom and why, in the core's words.
+                let said = reason.is_some();
+                let mut fields = vec![("name", name), ("by", by)];
+                fields.extend(reason.map(|reason| ("text", reason)));
+                let entry = worded(Kind::Removed, fields, |m| Event::Sanctioned {
+                    action,
+                    name: m[0].clone(),
+                    by: m[1].clone(),
+                    reason: said.then(|| m[2].clone()),
+                });
+                fx.push(Effect::Append(entry));
+            }
+            Event::YouWere { action, by, reason } => {
+                let sentence = line::render(&Event::YouWere {
+                    action,
+                    by: by.clone(),
+                    reason: reason.clone(),
+                });
+                let said = reason.is_some();
+                let mut fields = vec![("by", by)];
+                fields.extend(reason.map(|reason| ("text", reason)));
+                let entry = worded(Kind::Sanction, fields, |m| Event::YouWere {
+                    action,
+                    by: m[0].clone(),
+                    reason: said.then(|| m[1].clone()),
+                });
+                match action {
+                    // Still in, unheard: said, and nothing else changes.
+                    Action::Mute => fx.push(Effect::Append(entry)),
+                    // Put out: back to the name form with the sentence, and never back in
+                    // by itself, or a kick would be undone at once.
+                    Action::Kick | Action::Ban => self.sent_away(&mut fx, entry, sentence),
+                }
+            }
+            event @ Event::Banned { .. } => {
+                // Turned away at the door or at the name: the form says for how long, and
+                // nothing is tried again by itself.
+                let sentence = line::render(&event);
+                let entry = Entry::new(Kind::Sanction, vec![span("text", sentence.clone())]);
+                self.sent_away(&mut fx, entry, sentence);
+            }
+            Event::Moderated {
+                change,
+                name,
+                minutes,
+            } => {
+                let entry = worded(Kind::Operator, vec![("name", name)], |m| Event::Moderated {
+                    change,
+                    name: m[0].clone(),
+                    minutes,
+                });
+                fx.push(Effect::Append(entry));
+            }
+            // One line for the heading, one for each ban or mute, as nc shows them.
+            event @ Event::Bans { .. } => fx.push(Effect::Append(Entry::new(
+                Kind::Bans,
+                vec![span("text", line::render(&event))],
+            ))),
+            Event::Notice { text } => {
+                let entry = worded(Kind::Notice, vec![("text", text)], |m| Event::Notice {
+                    text: m[0].clone(),
+                });
+                fx.push(Effect::Append(entry));
+            }
             Event::Error { code, message } => self.error(&mut fx, code, message),
             event @ (Event::Goodbye | Event::IdleTimeout | Event::NameTimeout) => {
                 if self.show_chat() {
@@ -691,7 +839,16 @@ impl ClientState {
     fn error(&mut self, fx: &mut Vec<Effect>, code: ErrorCode, message: String) {
         let join = match self.session {
             Session::Joined { .. } => {
-                fx.push(Effect::Append(Entry::system(message)));
+                let kind = if code == ErrorCode::Muted {
+                    // Your line reached nobody: said where it cannot be missed.
+                    Kind::Sanction
+                } else {
+                    Kind::System
+                };
+                fx.push(Effect::Append(Entry::new(
+                    kind,
+                    vec![span("text", message)],
+                )));
                 return;
             }
             ref session => session.join(),
@@ -726,9 +883,66 @@ impl ClientState {
         }
     }
 
+    /// The server put this client out (a kick, a ban) or turned it away (a ban) and closes
+    /// the connection: `entry` goes in the log (once the chat is shown), `sentence` on the
+    /// name form, and when the socket closes the client stays closed until the user joins
+    /// again.
+    fn sent_away(&mut self, fx: &mut Vec<Effect>, entry: Entry, sentence: String) {
+        self.name_error = sentence;
+        self.session = Session::Ending { join_sent: false };
+        self.forget_roster();
+        if self.show_chat() {
+            fx.push(Effect::Append(entry));
+            fx.push(Effect::Focus(Field::Name));
+        }
+    }
+
     /// Out of the room for good: who is in it is no longer known.
     fn forget_roster(&mut self) {
-        if self.roster.clear() {
+        let knew_operators = !self.operators.is_empty();
+        self.operators.clear();
+        if self.roster.clear() || knew_operators {
+            self.roster_version += 1;
+        }
+    }
+
+    /// Keeps the operators among the roster with what `event` says: a `who` answer names
+    /// them all, `operator` makes you one, and whoever leaves (or joins anew, you included)
+    /// is none.
+    fn track_operators(&mut self, event: &Event) {
+        let before = self.operators.len();
+        let mut changed = false;
+        match event {
+            Event::Who { operators, .. } => {
+                let now: BTreeSet<String> = operators.iter().map(|n| name_key(n)).collect();
+                changed = now != self.operators;
+                self.operators = now;
+            }
+            Event::Operator => {
+                if let Some(me) = &self.name {
+                    self.operators.insert(name_key(me));
+                }
+            }
+            Event::Welcome { name, online, .. } => {
+                // A welcome is a new connection, never an operator's; of the others, those
+                // still listed keep their mark.
+                self.operators.remove(&name_key(name));
+                if !self.operators.is_empty() {
+                    let listed: BTreeSet<String> = online.iter().map(|n| name_key(n)).collect();
+                    self.operators.retain(|key| listed.contains(key));
+                }
+            }
+            Event::Left { name } | Event::Sanctioned { name, .. } => {
+                self.operators.remove(&name_key(name));
+            }
+            Event::Presence { left, .. } => {
+                for name in left {
+                    self.operators.remove(&name_key(name));
+                }
+            }
+            _ => {}
+        }
+        if changed || self.operators.len() != before {
             self.roster_version += 1;
         }
     }

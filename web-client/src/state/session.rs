@@ -30,7 +30,7 @@ pub enum Connection {
 pub(super) enum Session {
     /// No socket, and none until the user joins: before `start`, and once the server has
     /// closed a connection after saying why (`goodbye`, `idle_timeout`, `name_timeout`,
-    /// `full`).
+    /// `full`, a kick or a ban: `you_were`, `banned`).
     Closed,
     /// A socket is opening; `join`, if any, is sent as soon as it is open.
     Connecting {
@@ -53,7 +53,9 @@ pub(super) enum Session {
         replay: Option<Replay>,
     },
     /// Open, but the server has said it closes this connection (`goodbye`, `idle_timeout`,
-    /// `name_timeout`, `full`): when it does, the client stays closed.
+    /// `name_timeout`, `full`, `you_were` kicked or banned, `banned`): when it does, the
+    /// client stays closed. A kicked or banned user who came back by itself would undo the
+    /// operator's kick at once, and be turned away again and again.
     Ending {
         /// The user submitted a name in the moment before the close, and it was sent on this
         /// socket: a second submit sends nothing more.

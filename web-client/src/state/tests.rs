@@ -805,3 +805,357 @@ fn look_alike_and_invisible_names_are_refused_in_the_rooms_words() {
     );
     assert!(c.show_join_form());
 }
+
+// ----- operators and moderation -----
+
+/// The entry of an event that appends exactly one, checked to read as `line::render` words it.
+fn one_entry(c: &mut ClientState, json: &str) -> Entry {
+    let event = chat_core::codec::json::decode_event(json).expect("real server JSON");
+    let fx = c.received(json);
+    let entries: Vec<&Entry> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Append(entry) => Some(entry),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(entries.len(), 1, "{json}: {fx:?}");
+    assert_eq!(entries[0].text(), line::render(&event), "the core's words");
+    entries[0].clone()
+}
+
+#[test]
+fn typed_operator_commands_go_out_as_json_requests() {
+    let mut c = joined_alice();
+    for (typed, json) in [
+        ("/op s3cret word", r#"{"type":"op","token":"s3cret word"}"#),
+        ("/kick bob", r#"{"type":"kick","name":"bob"}"#),
+        (
+            "/kick bob spamming links",
+            r#"{"type":"kick","name":"bob","reason":"spamming links"}"#,
+        ),
+        (
+            "/ban bob 10 flood",
+            r#"{"type":"ban","name":"bob","minutes":10,"reason":"flood"}"#,
+        ),
+        ("/ban bob", r#"{"type":"ban","name":"bob"}"#),
+        ("/mute bob 5", r#"{"type":"mute","name":"bob","minutes":5}"#),
+        ("/unban bob", r#"{"type":"unban","name":"bob"}"#),
+        ("/UNMUTE bob", r#"{"type":"unmute","name":"bob"}"#),
+        ("/bans", r#"{"type":"bans"}"#),
+    ] {
+        let fx = c.submit_message(typed);
+        let requests = sent(&fx);
+        assert_eq!(requests.len(), 1, "{typed}: {fx:?}");
+        assert_eq!(
+            chat_core::codec::json::encode_request(&requests[0]),
+            json,
+            "{typed}"
+        );
+        assert!(fx.contains(&Effect::ClearMessage), "{typed}");
+    }
+    // A malformed one is refused in the room's words and sends nothing.
+    assert_eq!(
+        lines(&c.submit_message("/mute bob soon")),
+        vec![system("Usage: /mute NAME [MINUTES]")]
+    );
+}
+
+#[test]
+fn a_kicked_user_is_back_at_the_name_form_with_the_reason_and_does_not_rejoin() {
+    let mut c = joined_alice();
+    let fx = c.received(r#"{"type":"you_were","action":"kick","by":"op","reason":"spam"}"#);
+    assert_eq!(
+        lines(&fx),
+        vec![(Kind::Sanction, "*** You were kicked by op: spam ***".into())]
+    );
+    assert!(fx.contains(&Effect::Focus(Field::Name)));
+    assert!(sent(&fx).is_empty() && timer(&fx).is_none());
+    assert_eq!(c.name_error(), "*** You were kicked by op: spam ***");
+    assert!(!c.joined() && c.show_join_form() && c.show_chat());
+    assert_eq!((c.roster().len(), c.count()), (0, 0));
+    // The close that follows: no reconnect, no rejoin, no notice.
+    let fx = c.closed(0.0);
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(
+        (c.status_text().as_str(), c.status_state()),
+        ("Disconnected", "closed")
+    );
+    for token in 0..4 {
+        assert!(c.timer_fired(token).is_empty(), "no timer brings it back");
+    }
+    assert!(c.show_join_form() && !c.joined());
+    // Coming back is the user's own call (a kick is not a ban).
+    assert_eq!(c.submit_name("alice"), vec![Effect::Connect]);
+}
+
+#[test]
+fn a_ban_puts_you_out_like_a_kick_and_says_so() {
+    let mut c = joined_alice();
+    let fx = c.received(r#"{"type":"you_were","action":"ban","by":"op"}"#);
+    assert_eq!(
+        lines(&fx),
+        vec![(
+            Kind::Sanction,
+            "*** You were banned by op: no reason given ***".into()
+        )]
+    );
+    assert_eq!(
+        c.name_error(),
+        "*** You were banned by op: no reason given ***"
+    );
+    assert!(c.closed(0.7).is_empty());
+    assert!(c.show_join_form() && c.connection() == Connection::Closed);
+}
+
+#[test]
+fn banned_at_the_door_or_at_the_name_the_form_says_for_how_long_and_nothing_retries() {
+    // At the door: the page connects on load and is turned away instead of the prompt.
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    let fx = c.received(r#"{"type":"banned","minutes":42}"#);
+    assert!(lines(&fx).is_empty(), "no chat to log it in yet: {fx:?}");
+    assert_eq!(
+        c.name_error(),
+        "You are banned from this room for 42 more minutes."
+    );
+    assert!(c.closed(0.0).is_empty(), "not retried by itself");
+    assert!(c.show_join_form() && c.connection() == Connection::Closed);
+
+    // At the name: the join is answered with the ban, and not sent again.
+    let mut c = ClientState::new();
+    c.start();
+    c.opened();
+    assert_eq!(sent(&c.submit_name("bob")), vec![join("bob", None)]);
+    let fx = c.received(r#"{"type":"banned","minutes":1}"#);
+    assert!(sent(&fx).is_empty() && timer(&fx).is_none());
+    assert_eq!(
+        c.name_error(),
+        "You are banned from this room for 1 more minutes."
+    );
+    assert!(c.closed(0.0).is_empty());
+    assert!(c.show_join_form() && !c.joined());
+    // Pressing Join again is a new try, on a new connection.
+    assert_eq!(c.submit_name("bob"), vec![Effect::Connect]);
+}
+
+#[test]
+fn a_rejoin_after_a_drop_turned_away_by_a_ban_stops_at_the_form() {
+    let mut c = joined_alice();
+    let (_, token) = timer(&c.closed(0.0)).expect("a reconnect");
+    assert_eq!(c.timer_fired(token), vec![Effect::Connect]);
+    assert_eq!(
+        sent(&c.opened()),
+        vec![join(
+            "alice",
+            Some(Resume {
+                epoch: EPOCH,
+                seq: 0
+            })
+        )]
+    );
+    assert!(!c.show_join_form(), "rejoining by itself");
+    let fx = c.received(r#"{"type":"banned","minutes":59}"#);
+    assert_eq!(
+        lines(&fx),
+        vec![(
+            Kind::Sanction,
+            "You are banned from this room for 59 more minutes.".into()
+        )]
+    );
+    assert!(fx.contains(&Effect::Focus(Field::Name)));
+    assert_eq!(
+        c.name_error(),
+        "You are banned from this room for 59 more minutes."
+    );
+    assert!(c.closed(0.0).is_empty(), "the ban is not retried");
+    assert!(c.show_join_form());
+}
+
+#[test]
+fn someone_else_put_out_is_a_line_of_its_own_and_leaves_the_roster() {
+    let mut c = joined_alice();
+    let version = c.roster_version();
+    let entry = one_entry(
+        &mut c,
+        r#"{"type":"sanctioned","action":"kick","name":"bob","by":"op","reason":"spam"}"#,
+    );
+    assert_eq!(entry.kind, Kind::Removed);
+    assert_eq!(entry.text(), "*** bob was kicked by op: spam ***");
+    assert_eq!(c.roster(), ["alice"]);
+    assert_eq!(c.count(), 1);
+    assert!(c.roster_version() > version);
+    assert!(c.joined(), "the others stay");
+    // Who, by whom and why, each a run of its own.
+    let runs: Vec<(Option<&str>, &str)> = entry
+        .parts
+        .iter()
+        .map(|p| (p.class, p.text.as_str()))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            (None, "*** "),
+            (Some("name"), "bob"),
+            (None, " was kicked by "),
+            (Some("by"), "op"),
+            (None, ": "),
+            (Some("text"), "spam"),
+            (None, " ***"),
+        ]
+    );
+    c.received(r#"{"type":"joined","name":"cy"}"#);
+    let entry = one_entry(
+        &mut c,
+        r#"{"type":"sanctioned","action":"ban","name":"cy","by":"op"}"#,
+    );
+    assert_eq!(
+        (entry.kind, entry.text().as_str()),
+        (
+            Kind::Removed,
+            "*** cy was banned by op: no reason given ***"
+        )
+    );
+    assert_eq!(c.roster(), ["alice"]);
+}
+
+#[test]
+fn a_muted_user_is_told_and_told_again_when_a_line_reaches_nobody() {
+    let mut c = joined_alice();
+    let entry = one_entry(&mut c, r#"{"type":"you_were","action":"mute","by":"op"}"#);
+    assert_eq!(
+        (entry.kind, entry.text().as_str()),
+        (Kind::Sanction, "*** You were muted by op ***")
+    );
+    assert!(c.joined(), "a mute keeps you in");
+    assert_eq!(sent(&c.submit_message("hello?")).len(), 1);
+    let entry = one_entry(
+        &mut c,
+        r#"{"type":"error","code":"muted","message":"You are muted."}"#,
+    );
+    assert_eq!(
+        (entry.kind, entry.text().as_str()),
+        (Kind::Sanction, "You are muted.")
+    );
+    // Other refusals stay plain.
+    let entry = one_entry(
+        &mut c,
+        r#"{"type":"error","code":"not_operator","message":"You are not an operator."}"#,
+    );
+    assert_eq!(entry.kind, Kind::System);
+}
+
+#[test]
+fn an_operator_is_marked_and_sees_confirmations_and_the_bans_in_force() {
+    let mut c = joined_alice();
+    assert!(!c.operator() && !c.is_operator("alice"));
+    let version = c.roster_version();
+    let entry = one_entry(&mut c, r#"{"type":"operator"}"#);
+    assert_eq!(
+        (entry.kind, entry.text().as_str()),
+        (Kind::Operator, "You are now an operator.")
+    );
+    assert!(c.operator() && c.is_operator("Alice"));
+    assert!(!c.is_operator("bob"), "nobody told us about bob");
+    assert!(c.roster_version() > version, "the list is drawn again");
+
+    let entry = one_entry(
+        &mut c,
+        r#"{"type":"moderated","change":"banned","name":"bob","minutes":60}"#,
+    );
+    assert_eq!(
+        (entry.kind, entry.text().as_str()),
+        (Kind::Operator, "bob is banned for 60 minutes.")
+    );
+    let entry = one_entry(
+        &mut c,
+        r#"{"type":"moderated","change":"unmuted","name":"bob"}"#,
+    );
+    assert_eq!(entry.text(), "bob is no longer muted.");
+
+    let entry = one_entry(
+        &mut c,
+        r#"{"type":"bans","bans":[{"kind":"ban","name":"bob","address":"203.0.113.7","minutes":60,"by":"alice","reason":"flood"},{"kind":"mute","name":"cy","minutes":1,"by":"alice"}]}"#,
+    );
+    assert_eq!(entry.kind, Kind::Bans);
+    assert_eq!(
+        entry.text(),
+        "Bans and mutes in force (2):\n  ban bob and 203.0.113.7 by alice, 60 more minutes: flood\n  mute cy by alice, 1 more minute"
+    );
+    let entry = one_entry(&mut c, r#"{"type":"bans","bans":[]}"#);
+    assert_eq!(
+        (entry.kind, entry.text().as_str()),
+        (Kind::Bans, "No bans or mutes in force.")
+    );
+
+    // Operators' notice to everyone.
+    let entry = one_entry(&mut c, r#"{"type":"notice","text":"back in 5"}"#);
+    assert_eq!(
+        (entry.kind, entry.text().as_str()),
+        (Kind::Notice, "*** Notice: back in 5 ***")
+    );
+}
+
+#[test]
+fn the_operators_are_known_from_who_and_lose_the_mark_when_they_leave() {
+    let mut c = joined_alice();
+    c.received(r#"{"type":"joined","name":"Cy"}"#);
+    let version = c.roster_version();
+    let entry = one_entry(
+        &mut c,
+        r#"{"type":"who","online":["alice","bob","Cy"],"operators":["bob","Cy"]}"#,
+    );
+    assert_eq!(entry.text(), "Online (3): alice, @bob, @Cy");
+    assert!(c.is_operator("bob") && c.is_operator("cy") && !c.is_operator("alice"));
+    assert!(c.roster_version() > version, "the list shows the marks");
+    c.received(r#"{"type":"left","name":"bob"}"#);
+    assert!(!c.is_operator("bob"), "gone, and no operator if back");
+    c.received(r#"{"type":"joined","name":"bob"}"#);
+    assert!(!c.is_operator("bob"));
+    // A later answer is the whole truth.
+    c.received(r#"{"type":"who","online":["alice","bob","Cy"]}"#);
+    assert!(!c.is_operator("cy"));
+
+    // Your own mark is this connection's: a drop takes it, the rejoin does not bring it back.
+    c.received(r#"{"type":"operator"}"#);
+    assert!(c.operator());
+    c.closed(0.0);
+    assert!(!c.is_operator("alice"));
+    let mut c = joined_alice();
+    c.received(r#"{"type":"operator"}"#);
+    c.received(r#"{"type":"you_were","action":"kick","by":"op2"}"#);
+    assert!(!c.operator() && !c.is_operator("alice"));
+}
+
+#[test]
+fn moderation_lines_isolate_names_and_reasons() {
+    let mut c = joined_alice();
+    for (json, isolated) in [
+        (
+            r#"{"type":"sanctioned","action":"kick","name":"דני","by":"אופ","reason":"שלום 123"}"#,
+            &["name", "by", "text"][..],
+        ),
+        (
+            r#"{"type":"moderated","change":"muted","name":"דני","minutes":5}"#,
+            &["name"][..],
+        ),
+        (r#"{"type":"notice","text":"שלום 123"}"#, &["text"][..]),
+        (
+            r#"{"type":"you_were","action":"mute","by":"אופ"}"#,
+            &["by"][..],
+        ),
+    ] {
+        let entry = one_entry(&mut c, json);
+        let classes: Vec<&str> = entry.parts.iter().filter_map(|p| p.class).collect();
+        assert_eq!(classes, isolated, "{json}");
+        for part in &entry.parts {
+            let expected = match part.class {
+                Some("name" | "by") => Some("bdi"),
+                Some(_) => Some("span"),
+                None => None,
+            };
+            assert_eq!(part.element(), expected, "{json}: {part:?}");
+        }
+    }
+}
