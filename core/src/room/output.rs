@@ -31,10 +31,11 @@ pub enum LogRecord {
     },
     /// A public message.
     Message(ChatMessage),
-    /// Something an operator did (from a chat connection or the admin API), or a `/op` try.
+    /// Something an operator did (from a chat connection or the admin API). The action is
+    /// an object of its own (`"action":{"type":"kick",...}`): flattened, its `type` would
+    /// collide with the record's.
     Moderation {
         /// What was done.
-        #[serde(flatten)]
         action: crate::moderation::Moderation,
     },
     /// A `/op` that was refused (a wrong token, or too many tries).
