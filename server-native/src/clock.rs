@@ -28,7 +28,9 @@ impl Clock {
         let epoch = Instant::now();
         let wall_at_zero = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
         Clock {
             epoch,
             wall_at_zero,

@@ -755,7 +755,10 @@ mod tests {
             c.op_token().unwrap().as_deref(),
             Some("0123456789abcdef-secret")
         );
-        assert_eq!(Config::from_args_only(["x"]).unwrap().op_token().unwrap(), None);
+        assert_eq!(
+            Config::from_args_only(["x"]).unwrap().op_token().unwrap(),
+            None
+        );
         for (name, content, why) in [
             ("empty", &b""[..], "empty"),
             ("blank", b"\nsecret-on-line-two-is-not-read\n", "empty"),
@@ -770,8 +773,8 @@ mod tests {
         let long = file("long", &[b'a'; MAX_OP_TOKEN + 1]);
         assert!(read_op_token(&long).unwrap_err().contains("longer than"));
         let missing = dir.path().join("missing");
-        let c = Config::from_args_only(["x", "--op-token-file", missing.to_str().unwrap()])
-            .unwrap();
+        let c =
+            Config::from_args_only(["x", "--op-token-file", missing.to_str().unwrap()]).unwrap();
         let err = c.op_token().unwrap_err().to_string();
         assert!(err.starts_with("--op-token-file "), "{err}");
         assert!(err.contains("missing: cannot open it"), "{err}");

@@ -40,7 +40,10 @@ pub fn load(path: &Path) -> io::Result<Vec<Sanction>> {
         Err(err) => {
             return Err(io::Error::new(
                 err.kind(),
-                format!("cannot read the bans and mutes in {}: {err}", path.display()),
+                format!(
+                    "cannot read the bans and mutes in {}: {err}",
+                    path.display()
+                ),
             ));
         }
     };
@@ -153,7 +156,10 @@ async fn write_lists(path: PathBuf, mut lists: watch::Receiver<Vec<Sanction>>) -
                 if !more {
                     return Err(io::Error::new(
                         err.kind(),
-                        format!("cannot store the bans and mutes in {}: {err}", path.display()),
+                        format!(
+                            "cannot store the bans and mutes in {}: {err}",
+                            path.display()
+                        ),
                     ));
                 }
                 failing = true;
@@ -199,7 +205,10 @@ mod tests {
         assert_eq!(load(&path).unwrap(), first);
         store(&path, &first[1..]).unwrap();
         assert_eq!(load(&path).unwrap(), first[1..]);
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["chat.jsonl.bans.json"], "no temporary file left");
         #[cfg(unix)]
         {
@@ -213,14 +222,26 @@ mod tests {
     fn a_file_that_is_not_a_list_of_sanctions_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("chat.jsonl.bans.json");
-        for bad in ["", "[{\"kind\":\"ban\"", "{\"kind\":\"ban\"}", "[{\"kind\":\"exile\"}]"] {
+        for bad in [
+            "",
+            "[{\"kind\":\"ban\"",
+            "{\"kind\":\"ban\"}",
+            "[{\"kind\":\"exile\"}]",
+        ] {
             fs::write(&path, bad).unwrap();
             let err = load(&path).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{bad:?}");
-            assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+            assert!(
+                err.to_string().contains(&path.display().to_string()),
+                "{err}"
+            );
         }
         let unreadable = load(dir.path()).unwrap_err();
-        assert!(unreadable.to_string().starts_with("cannot read the bans and mutes in "));
+        assert!(
+            unreadable
+                .to_string()
+                .starts_with("cannot read the bans and mutes in ")
+        );
     }
 
     #[tokio::test]
@@ -253,6 +274,10 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap_err();
-        assert!(err.to_string().starts_with("cannot store the bans and mutes in "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot store the bans and mutes in "),
+            "{err}"
+        );
     }
 }

@@ -298,8 +298,10 @@ pub async fn run(
             tracing::info!("with --redis the history comes from the room's log, not from --log");
         }
         if bans_path.as_deref().is_some_and(std::path::Path::exists) {
-            tracing::info!("with --redis the bans and mutes are the room's in Redis; the file \
-                beside --log is neither read nor written");
+            tracing::info!(
+                "with --redis the bans and mutes are the room's in Redis; the file \
+                beside --log is neither read nor written"
+            );
         }
     }
     let (keeper, sanctions_task) = keeper.unzip();
@@ -340,7 +342,8 @@ pub async fn run(
     };
 
     let handshake_timeout = Duration::from_secs(config.handshake_timeout);
-    let admin = op_token.map(|secret| Admin::new(secret, room_tx.clone(), clock, handshake_timeout));
+    let admin =
+        op_token.map(|secret| Admin::new(secret, room_tx.clone(), clock, handshake_timeout));
     let server = Arc::new(Server {
         room: room_tx,
         admitted: admitted.clone(),

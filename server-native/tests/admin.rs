@@ -51,7 +51,14 @@ impl Admin {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         let auth = format!("Bearer {SECRET}");
         let body = body.map(|b| b.to_string());
-        request(self.server.http, method, path, &[("Authorization", &auth)], body.as_deref()).await
+        request(
+            self.server.http,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.as_deref(),
+        )
+        .await
     }
 }
 
@@ -73,13 +80,19 @@ impl Answer {
 
     /// The status, and that it is JSON never cached.
     fn json(&self) -> u16 {
-        assert_eq!(self.header("content-type"), Some("application/json"), "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
         assert_eq!(self.header("cache-control"), Some("no-store"), "{self:?}");
         self.status
     }
 
     fn error(&self) -> &str {
-        self.body["error"].as_str().unwrap_or_else(|| panic!("no error in {self:?}"))
+        self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {self:?}"))
     }
 }
 
@@ -108,7 +121,10 @@ async fn request_over(
     }
     let body = body.unwrap_or_default();
     if !body.is_empty() || method == "POST" {
-        head += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+        head += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
     }
     head += "\r\n";
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -180,7 +196,14 @@ async fn without_an_op_token_file_admin_paths_are_unknown_paths() {
     assert_eq!((unknown.status, admin.status), (404, 404));
     assert_eq!(admin.body, unknown.body);
     assert_eq!(admin.header("content-type"), unknown.header("content-type"));
-    let post = request(server.http, "POST", "/admin/kick", &auth, Some("{\"name\":\"bob\"}")).await;
+    let post = request(
+        server.http,
+        "POST",
+        "/admin/kick",
+        &auth,
+        Some("{\"name\":\"bob\"}"),
+    )
+    .await;
     let post_unknown = request(server.http, "POST", "/nope", &auth, Some("{}")).await;
     assert_eq!((post.status, post_unknown.status), (405, 405));
 }
@@ -195,14 +218,23 @@ async fn every_route_wants_the_bearer_token_and_wrong_ones_are_bounded() {
         let body = (method == "POST").then_some("{\"name\":\"bob\",\"text\":\"x\"}");
         let answer = request(http, method, path, &[], body).await;
         assert_eq!(answer.json(), 401, "{method} {path}: {answer:?}");
-        assert_eq!(answer.header("www-authenticate"), Some("Bearer realm=\"chat-server\""));
-        assert!(answer.error().contains("Authorization: Bearer"), "{answer:?}");
+        assert_eq!(
+            answer.header("www-authenticate"),
+            Some("Bearer realm=\"chat-server\"")
+        );
+        assert!(
+            answer.error().contains("Authorization: Bearer"),
+            "{answer:?}"
+        );
     }
     // Wrong tokens, from 127.0.0.2: five a minute are answered 401 ...
     let wrong = [
         ("Authorization", "Bearer correct-horse-battery-stapl"),
         ("Authorization", "Bearer correct-horse-battery-staplE"),
-        ("Authorization", "Basic Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5LXN0YXBsZQ=="),
+        (
+            "Authorization",
+            "Basic Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5LXN0YXBsZQ==",
+        ),
         ("Authorization", SECRET),
         ("Authorization", "Bearer "),
     ];
@@ -220,9 +252,19 @@ async fn every_route_wants_the_bearer_token_and_wrong_ones_are_bounded() {
     }
     // ... the sixth gets 429, and so does the right token from there for a minute.
     let auth = format!("Bearer {SECRET}");
-    for header in [("Authorization", "Bearer guess-number-six"), ("Authorization", &auth)] {
+    for header in [
+        ("Authorization", "Bearer guess-number-six"),
+        ("Authorization", &auth),
+    ] {
         let stream = connect_from("127.0.0.2", http).await;
-        let answer = request_over(stream, "POST", "/admin/kick", &[header], Some("{\"name\":\"bob\"}")).await;
+        let answer = request_over(
+            stream,
+            "POST",
+            "/admin/kick",
+            &[header],
+            Some("{\"name\":\"bob\"}"),
+        )
+        .await;
         assert_eq!(answer.json(), 429, "{answer:?}");
         assert_eq!(answer.header("retry-after"), Some("60"));
         assert_eq!(answer.error(), "Too many tries; wait a minute.");
@@ -285,7 +327,11 @@ async fn kick_puts_the_user_out_with_the_reason_and_tells_everyone() {
     bob.line_eq("*** carol has joined the chat ***").await;
 
     let kicked = admin
-        .call("POST", "/admin/kick", Some(json!({"name": "BOB", "reason": "spam"})))
+        .call(
+            "POST",
+            "/admin/kick",
+            Some(json!({"name": "BOB", "reason": "spam"})),
+        )
         .await;
     assert_eq!(kicked.json(), 200, "{kicked:?}");
     assert_eq!(kicked.body, json!({"ok": true}));
@@ -297,13 +343,25 @@ async fn kick_puts_the_user_out_with_the_reason_and_tells_everyone() {
     let mut dave = admin.server.join("dave").await;
     carol.line_eq("*** dave has joined the chat ***").await;
     let kicked = admin
-        .call("POST", "/admin/kick", Some(json!({"name": "dave", "by": "host"})))
+        .call(
+            "POST",
+            "/admin/kick",
+            Some(json!({"name": "dave", "by": "host"})),
+        )
         .await;
     assert_eq!(kicked.json(), 200);
-    assert_eq!(dave.line().await, "*** You were kicked by host: no reason given ***");
-    assert_eq!(carol.line().await, "*** dave was kicked by host: no reason given ***");
+    assert_eq!(
+        dave.line().await,
+        "*** You were kicked by host: no reason given ***"
+    );
+    assert_eq!(
+        carol.line().await,
+        "*** dave was kicked by host: no reason given ***"
+    );
 
-    let nobody = admin.call("POST", "/admin/kick", Some(json!({"name": "zed"}))).await;
+    let nobody = admin
+        .call("POST", "/admin/kick", Some(json!({"name": "zed"})))
+        .await;
     assert_eq!(nobody.json(), 404, "{nobody:?}");
     assert_eq!(nobody.error(), "No user named 'zed'.");
     carol.silent_for(Duration::from_millis(200)).await;
@@ -317,14 +375,25 @@ async fn a_ban_turns_the_name_away_until_it_is_lifted() {
     bob.line_eq("*** carol has joined the chat ***").await;
 
     let zero = admin
-        .call("POST", "/admin/ban", Some(json!({"name": "bob", "minutes": 0})))
+        .call(
+            "POST",
+            "/admin/ban",
+            Some(json!({"name": "bob", "minutes": 0})),
+        )
         .await;
     assert_eq!(zero.json(), 400, "{zero:?}");
-    assert!(zero.error().starts_with("Minutes must be between 1 and "), "{zero:?}");
+    assert!(
+        zero.error().starts_with("Minutes must be between 1 and "),
+        "{zero:?}"
+    );
 
     let before = unix_ms();
     let banned = admin
-        .call("POST", "/admin/ban", Some(json!({"name": "bob", "minutes": 60, "reason": "spam"})))
+        .call(
+            "POST",
+            "/admin/ban",
+            Some(json!({"name": "bob", "minutes": 60, "reason": "spam"})),
+        )
         .await;
     assert_eq!(banned.json(), 200, "{banned:?}");
     assert_eq!(bob.line().await, "*** You were banned by admin: spam ***");
@@ -346,18 +415,31 @@ async fn a_ban_turns_the_name_away_until_it_is_lifted() {
     let sanctions = bans.body["sanctions"].as_array().expect("sanctions");
     assert_eq!(sanctions.len(), 1, "{bans:?}");
     let ban = &sanctions[0];
-    assert_eq!((&ban["kind"], &ban["name"], &ban["by"]), (&json!("ban"), &json!("bob"), &json!("admin")));
+    assert_eq!(
+        (&ban["kind"], &ban["name"], &ban["by"]),
+        (&json!("ban"), &json!("bob"), &json!("admin"))
+    );
     assert_eq!(ban["reason"], "spam");
-    assert!(ban.get("address").is_none(), "loopback is never banned: {ban}");
+    assert!(
+        ban.get("address").is_none(),
+        "loopback is never banned: {ban}"
+    );
     let until = ban["until"].as_u64().unwrap();
     let hour = 60 * 60 * 1000;
-    assert!((before + hour - 2000..=unix_ms() + hour + 2000).contains(&until), "{until}");
+    assert!(
+        (before + hour - 2000..=unix_ms() + hour + 2000).contains(&until),
+        "{until}"
+    );
 
-    let lifted = admin.call("POST", "/admin/unban", Some(json!({"name": "Bob"}))).await;
+    let lifted = admin
+        .call("POST", "/admin/unban", Some(json!({"name": "Bob"})))
+        .await;
     assert_eq!(lifted.json(), 200, "{lifted:?}");
     let _bob = admin.server.join("bob").await;
     carol.line_eq("*** bob has joined the chat ***").await;
-    let again = admin.call("POST", "/admin/unban", Some(json!({"name": "bob"}))).await;
+    let again = admin
+        .call("POST", "/admin/unban", Some(json!({"name": "bob"})))
+        .await;
     assert_eq!(again.json(), 404);
     assert_eq!(again.error(), "No ban on 'bob'.");
     let none = admin.call("GET", "/admin/bans", None).await;
@@ -372,7 +454,11 @@ async fn a_mute_silences_public_lines_until_it_is_lifted() {
     bob.line_eq("*** carol has joined the chat ***").await;
 
     let muted = admin
-        .call("POST", "/admin/mute", Some(json!({"name": "carol", "minutes": 5})))
+        .call(
+            "POST",
+            "/admin/mute",
+            Some(json!({"name": "carol", "minutes": 5})),
+        )
         .await;
     assert_eq!(muted.json(), 200, "{muted:?}");
     assert_eq!(carol.line().await, "*** You were muted by admin ***");
@@ -380,11 +466,15 @@ async fn a_mute_silences_public_lines_until_it_is_lifted() {
     assert_eq!(carol.line().await, "You are muted.");
     bob.silent_for(Duration::from_millis(200)).await;
 
-    let unmuted = admin.call("POST", "/admin/unmute", Some(json!({"name": "carol"}))).await;
+    let unmuted = admin
+        .call("POST", "/admin/unmute", Some(json!({"name": "carol"})))
+        .await;
     assert_eq!(unmuted.json(), 200);
     carol.send("and now?").await;
     assert_eq!(bob.line().await, "carol: and now?");
-    let again = admin.call("POST", "/admin/unmute", Some(json!({"name": "carol"}))).await;
+    let again = admin
+        .call("POST", "/admin/unmute", Some(json!({"name": "carol"})))
+        .await;
     assert_eq!(again.json(), 404);
     assert_eq!(again.error(), "No mute on 'carol'.");
 }
@@ -396,13 +486,19 @@ async fn a_notice_reaches_everyone() {
     let mut carol = admin.server.join("carol").await;
     bob.line_eq("*** carol has joined the chat ***").await;
     let posted = admin
-        .call("POST", "/admin/notice", Some(json!({"text": "restarting at noon"})))
+        .call(
+            "POST",
+            "/admin/notice",
+            Some(json!({"text": "restarting at noon"})),
+        )
         .await;
     assert_eq!(posted.json(), 200, "{posted:?}");
     for user in [&mut bob, &mut carol] {
         assert_eq!(user.line().await, "*** Notice: restarting at noon ***");
     }
-    let empty = admin.call("POST", "/admin/notice", Some(json!({"text": "  "}))).await;
+    let empty = admin
+        .call("POST", "/admin/notice", Some(json!({"text": "  "})))
+        .await;
     assert_eq!(empty.json(), 400);
     assert_eq!(empty.error(), "A notice needs some text.");
 }
@@ -415,17 +511,31 @@ async fn bad_requests_are_refused_in_json_saying_why() {
     let auth = [("Authorization", auth.as_str())];
     let bad_json = request(http, "POST", "/admin/kick", &auth, Some("{\"name\": bob}")).await;
     assert_eq!(bad_json.json(), 400);
-    assert!(bad_json.error().starts_with("The body is not JSON"), "{bad_json:?}");
+    assert!(
+        bad_json.error().starts_with("The body is not JSON"),
+        "{bad_json:?}"
+    );
     let not_object = admin.call("POST", "/admin/ban", Some(json!(["bob"]))).await;
     assert_eq!(not_object.json(), 400);
     let typo = admin
-        .call("POST", "/admin/ban", Some(json!({"name": "bob", "minuts": 5})))
+        .call(
+            "POST",
+            "/admin/ban",
+            Some(json!({"name": "bob", "minuts": 5})),
+        )
         .await;
     assert_eq!(typo.json(), 400);
-    assert!(typo.error().starts_with("Unknown field \"minuts\""), "{typo:?}");
-    let no_name = admin.call("POST", "/admin/kick", Some(json!({"reason": "x"}))).await;
+    assert!(
+        typo.error().starts_with("Unknown field \"minuts\""),
+        "{typo:?}"
+    );
+    let no_name = admin
+        .call("POST", "/admin/kick", Some(json!({"reason": "x"})))
+        .await;
     assert_eq!(no_name.json(), 400);
-    let bad_name = admin.call("POST", "/admin/ban", Some(json!({"name": "no spaces"}))).await;
+    let bad_name = admin
+        .call("POST", "/admin/ban", Some(json!({"name": "no spaces"})))
+        .await;
     assert_eq!(bad_name.json(), 400, "{bad_name:?}");
 
     let big = format!("{{\"text\":\"{}\"}}", "x".repeat(17 * 1024));
@@ -444,7 +554,14 @@ async fn bad_requests_are_refused_in_json_saying_why() {
     // A page of another site is refused before its token is looked at.
     let mut from_page = auth.to_vec();
     from_page.push(("Origin", "http://evil.example"));
-    let page = request(http, "POST", "/admin/notice", &from_page, Some("{\"text\":\"hi\"}")).await;
+    let page = request(
+        http,
+        "POST",
+        "/admin/notice",
+        &from_page,
+        Some("{\"text\":\"hi\"}"),
+    )
+    .await;
     assert_eq!(page.json(), 403);
     // So is a name the server does not go by (DNS rebinding), as for every path.
     let stream = TcpStream::connect(http).await.unwrap();
@@ -470,7 +587,10 @@ async fn every_action_of_the_api_is_a_record_of_the_message_log() {
     let mut carol = admin.server.join("carol").await;
     bob.line_eq("*** carol has joined the chat ***").await;
     let calls = [
-        ("/admin/mute", json!({"name": "carol", "minutes": 5, "by": "host"})),
+        (
+            "/admin/mute",
+            json!({"name": "carol", "minutes": 5, "by": "host"}),
+        ),
         ("/admin/unmute", json!({"name": "carol"})),
         ("/admin/notice", json!({"text": "behave"})),
         ("/admin/kick", json!({"name": "carol", "reason": "noise"})),
@@ -487,7 +607,12 @@ async fn every_action_of_the_api_is_a_record_of_the_message_log() {
     let records = moderation_records(&admin.log());
     let kinds: Vec<(&str, &str)> = records
         .iter()
-        .map(|r| (r["type"].as_str().unwrap(), r["name"].as_str().unwrap_or("")))
+        .map(|r| {
+            (
+                r["type"].as_str().unwrap(),
+                r["name"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert_eq!(
         kinds,
@@ -505,9 +630,18 @@ async fn every_action_of_the_api_is_a_record_of_the_message_log() {
     assert_eq!(records[0]["by"], "host");
     assert_eq!(records[2]["text"], "behave");
     assert_eq!(records[3]["reason"], "noise");
-    assert_eq!((&records[4]["kind"], &records[4]["by"]), (&json!("ban"), &json!("admin")));
+    assert_eq!(
+        (&records[4]["kind"], &records[4]["by"]),
+        (&json!("ban"), &json!("admin"))
+    );
     // The kicked and banned leave as such.
     let content = std::fs::read_to_string(admin.log()).unwrap();
-    assert!(content.contains("\"type\":\"leave\",\"name\":\"carol\",\"reason\":\"kicked\""), "{content}");
-    assert!(content.contains("\"type\":\"leave\",\"name\":\"bob\",\"reason\":\"banned\""), "{content}");
+    assert!(
+        content.contains("\"type\":\"leave\",\"name\":\"carol\",\"reason\":\"kicked\""),
+        "{content}"
+    );
+    assert!(
+        content.contains("\"type\":\"leave\",\"name\":\"bob\",\"reason\":\"banned\""),
+        "{content}"
+    );
 }

@@ -15,11 +15,11 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chat_core::Timestamp;
 use chat_core::admission::AddrKey;
 use chat_core::moderation::{
-    AdminReply, AdminRequest, OP_WINDOW, OpTries, TryKey, token_matches,
+    AdminReply, AdminRequest, OP_WINDOW, OnlineUser, OpTries, Sanction, TryKey, token_matches,
 };
-use chat_core::Timestamp;
 use hyper::header::{
     ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, HOST, HeaderValue, ORIGIN, RETRY_AFTER,
     WWW_AUTHENTICATE,
@@ -141,11 +141,33 @@ impl Tries {
     }
 }
 
-/// What a request gets past the checks: an answer, status and JSON body.
-struct Answer(StatusCode, Value);
+/// What a request gets past the checks: its status, and its body as JSON text.
+struct Answer(StatusCode, String);
+
+impl Answer {
+    /// `value` as the body, its fields in the order they are declared.
+    fn of(status: StatusCode, value: &impl Serialize) -> Answer {
+        Answer(
+            status,
+            serde_json::to_string(value).unwrap_or_else(|_| "{}".into()),
+        )
+    }
+}
 
 fn error(status: StatusCode, message: impl Into<String>) -> Answer {
-    Answer(status, json!({ "error": message.into() }))
+    Answer::of(status, &json!({ "error": message.into() }))
+}
+
+/// `GET /admin/online`'s body.
+#[derive(Serialize)]
+struct Online {
+    users: Vec<OnlineUser>,
+}
+
+/// `GET /admin/bans`'s body.
+#[derive(Serialize)]
+struct Bans {
+    sanctions: Vec<Sanction>,
 }
 
 impl Admin {
@@ -171,13 +193,22 @@ impl Admin {
 
     /// Answers one request for a path under `/admin/` from `client`, whose `Host` has been
     /// found to be one of the server's names; `https`: the server's own page is `https://`.
-    pub async fn answer<B>(&self, head: &Parts, body: B, client: IpAddr, https: bool) -> Response<Body>
+    pub async fn answer<B>(
+        &self,
+        head: &Parts,
+        body: B,
+        client: IpAddr,
+        https: bool,
+    ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::fmt::Display,
     {
         let Some(route) = Route::of(head.uri.path()) else {
-            return reply(error(StatusCode::NOT_FOUND, "No such admin route; see docs/admin.md."));
+            return reply(error(
+                StatusCode::NOT_FOUND,
+                "No such admin route; see docs/admin.md.",
+            ));
         };
         if head.method != route.method() {
             let method = route.method();
@@ -196,8 +227,8 @@ impl Admin {
                 page of another site, refused");
             return reply(refused);
         }
-        if let Err(response) = self.authorize(head, client) {
-            return response;
+        if let Some(refused) = self.refusal(head, client) {
+            return refused;
         }
         let request = match route.method() {
             Method::GET => None,
@@ -215,17 +246,17 @@ impl Admin {
         reply(answer)
     }
 
-    /// `Ok` when the request carries the secret as its bearer token. Otherwise the answer:
-    /// `401` (none, or a wrong one: counted against the address), `429` past the tries.
-    fn authorize(&self, head: &Parts, client: IpAddr) -> Result<(), Response<Body>> {
+    /// The refusal of a request without the secret as its bearer token: `401` (none, or a
+    /// wrong one: counted against the address), `429` past the tries. `None`: it has it.
+    fn refusal(&self, head: &Parts, client: IpAddr) -> Option<Response<Body>> {
         let key = TryKey::Addr(AddrKey::of(client));
         let now = self.clock.now();
         let mut tries = self.tries.lock().unwrap_or_else(PoisonError::into_inner);
         if tries.held_off(key, now) {
-            return Err(too_many());
+            return Some(too_many());
         }
         let Some(given) = head.headers.get(AUTHORIZATION) else {
-            return Err(unauthorized(
+            return Some(unauthorized(
                 "This needs the header Authorization: Bearer SECRET, with the secret of \
                  --op-token-file.",
                 None,
@@ -237,14 +268,14 @@ impl Admin {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
         if token.is_some_and(|token| token_matches(&self.secret, token)) {
-            return Ok(());
+            return None;
         }
         if !tries.failed(key, now) {
             tracing::warn!(%client, "admin API: too many wrong tokens; held off for a minute");
-            return Err(too_many());
+            return Some(too_many());
         }
         tracing::warn!(%client, "admin API: a wrong token");
-        Err(unauthorized(
+        Some(unauthorized(
             "Wrong token: the bearer token must be the secret of --op-token-file.",
             Some("invalid_token"),
         ))
@@ -262,7 +293,8 @@ impl Admin {
                 format!("The body must be at most {MAX_BODY} bytes."),
             )
         };
-        let announced = text(&head.headers, CONTENT_LENGTH).and_then(|n| n.trim().parse::<u64>().ok());
+        let announced =
+            text(&head.headers, CONTENT_LENGTH).and_then(|n| n.trim().parse::<u64>().ok());
         if announced.is_some_and(|n| n > MAX_BODY as u64) {
             return Err(too_large());
         }
@@ -271,7 +303,10 @@ impl Admin {
             let mut data = Vec::new();
             while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
                 let frame = frame.map_err(|err| {
-                    error(StatusCode::BAD_REQUEST, format!("The body could not be read: {err}."))
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("The body could not be read: {err}."),
+                    )
                 })?;
                 if let Ok(chunk) = frame.into_data() {
                     if data.len() + chunk.len() > MAX_BODY {
@@ -295,19 +330,27 @@ impl Admin {
     /// Carries `request` to the room and turns its answer into a status and body.
     async fn ask(&self, request: AdminRequest) -> Answer {
         let (reply, answer) = oneshot::channel();
-        let stopped = || error(StatusCode::SERVICE_UNAVAILABLE, "The server is shutting down.");
-        if self.room.send(RoomInput::Admin { request, reply }).await.is_err() {
+        let stopped = || {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server is shutting down.",
+            )
+        };
+        if self
+            .room
+            .send(RoomInput::Admin { request, reply })
+            .await
+            .is_err()
+        {
             return stopped();
         }
         let Ok(answer) = answer.await else {
             return stopped();
         };
         match answer {
-            AdminReply::Online { users } => Answer(StatusCode::OK, json!({ "users": users })),
-            AdminReply::Sanctions { sanctions } => {
-                Answer(StatusCode::OK, json!({ "sanctions": sanctions }))
-            }
-            AdminReply::Done => Answer(StatusCode::OK, json!({ "ok": true })),
+            AdminReply::Online { users } => Answer::of(StatusCode::OK, &Online { users }),
+            AdminReply::Sanctions { sanctions } => Answer::of(StatusCode::OK, &Bans { sanctions }),
+            AdminReply::Done => Answer::of(StatusCode::OK, &json!({ "ok": true })),
             AdminReply::NotFound { message } => error(StatusCode::NOT_FOUND, message),
             AdminReply::Invalid { message } => error(StatusCode::BAD_REQUEST, message),
         }
@@ -325,7 +368,12 @@ fn parse(route: Route, body: &[u8]) -> Result<AdminRequest, Answer> {
     };
     let mut object: Map<String, Value> = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => object,
-        Ok(_) => return Err(bad(format!("The body must be one JSON object: {}.", takes()))),
+        Ok(_) => {
+            return Err(bad(format!(
+                "The body must be one JSON object: {}.",
+                takes()
+            )));
+        }
         Err(err) => return Err(bad(format!("The body is not JSON: {err}."))),
     };
     if let Some(unknown) = object.keys().find(|k| !fields.contains(&k.as_str())) {
@@ -370,18 +418,15 @@ fn unauthorized(message: &str, error_code: Option<&str>) -> Response<Body> {
 fn too_many() -> Response<Body> {
     let mut response = reply(error(StatusCode::TOO_MANY_REQUESTS, TOO_MANY_TRIES));
     let wait = OP_WINDOW.as_secs();
-    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(wait));
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(wait));
     response
 }
 
 /// The answer as JSON (one line), never cached.
-fn reply(Answer(status, value): Answer) -> Response<Body> {
-    json_response(status, &value)
-}
-
-fn json_response(status: StatusCode, value: &impl Serialize) -> Response<Body> {
-    let mut text = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    text.push(b'\n');
+fn reply(Answer(status, mut text): Answer) -> Response<Body> {
+    text.push('\n');
     let mut response = response::with_body(status, JSON, Body::Text(Some(text.into())));
     response
         .headers_mut()
@@ -395,7 +440,8 @@ mod tests {
 
     fn parsed(route: &str, body: &str) -> Result<AdminRequest, (u16, String)> {
         let route = Route::of(route).expect("a route");
-        parse(route, body.as_bytes()).map_err(|Answer(status, value)| {
+        parse(route, body.as_bytes()).map_err(|Answer(status, text)| {
+            let value: Value = serde_json::from_str(&text).unwrap();
             (status.as_u16(), value["error"].as_str().unwrap().to_owned())
         })
     }
@@ -403,7 +449,10 @@ mod tests {
     #[test]
     fn a_body_becomes_the_request_of_its_route() {
         assert_eq!(
-            parsed("/admin/ban", r#"{"name":"bob","minutes":5,"reason":"spam"}"#),
+            parsed(
+                "/admin/ban",
+                r#"{"name":"bob","minutes":5,"reason":"spam"}"#
+            ),
             Ok(AdminRequest::Ban {
                 name: "bob".into(),
                 minutes: Some(5),
@@ -429,18 +478,41 @@ mod tests {
             ("/admin/kick", "{\"name\":", "not JSON"),
             ("/admin/kick", "[\"bob\"]", "one JSON object"),
             ("/admin/kick", "{}", "missing field `name`"),
-            ("/admin/ban", r#"{"name":"bob","minuts":5}"#, "Unknown field \"minuts\""),
-            ("/admin/ban", r#"{"name":"bob","type":"kick"}"#, "Unknown field \"type\""),
-            ("/admin/ban", r#"{"name":"bob","minutes":-1}"#, "invalid value"),
-            ("/admin/ban", r#"{"name":"bob","minutes":"5"}"#, "invalid type"),
-            ("/admin/mute", r#"{"name":"bob","reason":"x"}"#, "Unknown field \"reason\""),
+            (
+                "/admin/ban",
+                r#"{"name":"bob","minuts":5}"#,
+                "Unknown field \"minuts\"",
+            ),
+            (
+                "/admin/ban",
+                r#"{"name":"bob","type":"kick"}"#,
+                "Unknown field \"type\"",
+            ),
+            (
+                "/admin/ban",
+                r#"{"name":"bob","minutes":-1}"#,
+                "invalid value",
+            ),
+            (
+                "/admin/ban",
+                r#"{"name":"bob","minutes":"5"}"#,
+                "invalid type",
+            ),
+            (
+                "/admin/mute",
+                r#"{"name":"bob","reason":"x"}"#,
+                "Unknown field \"reason\"",
+            ),
         ] {
             let (status, message) = parsed(route, body).unwrap_err();
             assert_eq!(status, 400, "{route} {body}");
             assert!(message.contains(why), "{route} {body}: {message}");
         }
         let (_, message) = parsed("/admin/unban", "{\"who\":\"bob\"}").unwrap_err();
-        assert!(message.ends_with("this route takes \"name\", \"by\"."), "{message}");
+        assert!(
+            message.ends_with("this route takes \"name\", \"by\"."),
+            "{message}"
+        );
     }
 
     #[test]
@@ -482,6 +554,66 @@ mod tests {
                 panic!("{other} was let through");
             };
             assert_eq!(status, StatusCode::FORBIDDEN);
+        }
+    }
+
+    /// `docs/admin.md` stays true: each curl example's body is a request of its route, each
+    /// JSON example parses, and every moderation record shown is one the log writes.
+    #[test]
+    fn the_examples_of_the_admin_doc_are_requests_and_answers_of_this_api() {
+        let doc = include_str!("../../../docs/admin.md");
+        let mut routes = std::collections::BTreeSet::new();
+        for line in doc.lines().filter(|l| l.starts_with("curl ")) {
+            let path = line.rsplit(' ').next().unwrap();
+            let path = &path[path.find("/admin/").expect(line)..];
+            let route = Route::of(path).unwrap_or_else(|| panic!("no route {path}"));
+            let body = match line.split_once(" -d '") {
+                Some((_, rest)) => rest.split_once('\'').expect(line).0,
+                None => "{}",
+            };
+            assert_eq!(
+                line.contains(" -d '"),
+                route.method() == Method::POST,
+                "{line}"
+            );
+            if let Err(Answer(_, why)) = parse(route, body.as_bytes()) {
+                panic!("{line}: {why}");
+            }
+            routes.insert(path);
+        }
+        assert_eq!(routes.len(), 8, "an example of every route: {routes:?}");
+        let mut in_json = false;
+        for line in doc.lines() {
+            match line {
+                "```json" => in_json = true,
+                "```" => in_json = false,
+                example if in_json => {
+                    let value: Value = serde_json::from_str(example).expect(example);
+                    // The lists, exactly as this file writes them.
+                    let again = if let Some(users) = value.get("users") {
+                        let users = serde_json::from_value(users.clone()).expect(example);
+                        Some(Answer::of(StatusCode::OK, &Online { users }).1)
+                    } else if let Some(sanctions) = value.get("sanctions") {
+                        let sanctions = serde_json::from_value(sanctions.clone()).expect(example);
+                        Some(Answer::of(StatusCode::OK, &Bans { sanctions }).1)
+                    } else {
+                        None
+                    };
+                    if let Some(again) = again {
+                        assert_eq!(again, example);
+                    }
+                    if value["type"] == "moderation" || value["type"] == "op_refused" {
+                        let record: chat_core::LogRecord =
+                            serde_json::from_value(value).expect(example);
+                        assert!(matches!(
+                            record,
+                            chat_core::LogRecord::Moderation { .. }
+                                | chat_core::LogRecord::OpRefused { .. }
+                        ));
+                    }
+                }
+                _ => {}
+            }
         }
     }
 }

@@ -378,7 +378,7 @@ impl Exchange {
     /// The client of this request: the peer, or over a trusted proxy's connection the client
     /// it names, let in (a client of the previous request keeps its place). `Err` answer when
     /// the client is refused: `429`, as at the door, and the connection closes after it.
-    fn admit_client(&self, head: &Parts) -> Result<SocketAddr, Response<Body>> {
+    fn admit_client(&self, head: &Parts) -> Result<SocketAddr, Box<Response<Body>>> {
         let Some(forwarding) = self.forwarding.as_ref() else {
             return Ok(self.peer);
         };
@@ -406,7 +406,7 @@ impl Exchange {
                 let retry = response::retry_after_secs(refusal.retry_after());
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry));
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
-                Err(response)
+                Err(Box::new(response))
             }
         }
     }
@@ -449,7 +449,7 @@ impl Exchange {
         let (head, body) = request.into_parts();
         let answer = match self.admit_client(&head) {
             Ok(client) => site.answer(&head, body, client.ip()).await,
-            Err(refused) => Answer::Plain(refused),
+            Err(refused) => Answer::Plain(*refused),
         };
         let response = match answer {
             Answer::Plain(response) => response,
