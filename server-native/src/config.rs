@@ -252,35 +252,19 @@ pub struct Config {
     #[arg(long, env = "CHAT_NODE_ID", value_name = "NAME", value_parser = plain_name)]
     pub node_id: Option<String>,
 
-    /// Operators: the secret that `/op SECRET` must match is this file's first line (trimmed);
-    /// a file, so that it never shows in `ps`. Without it nobody is an operator.
-    #[arg(long, env = "CHAT_OP_TOKEN_FILE", value_name = "PATH", value_parser = op_token_file)]
-    pub op_token_file: Option<OpToken>,
+    /// Operators: a user who types `/op SECRET` becomes one (/kick, /ban, /mute, ...), and the
+    /// HTTP listener answers the admin API under /admin/ for `Authorization: Bearer SECRET`.
+    /// SECRET is the first line of this file, at least 16 bytes; a file, so that it never
+    /// shows in `ps` or the environment. Keep it readable by the server's user only. Without
+    /// it nobody is an operator and /admin/ is 404.
+    #[arg(long, env = "CHAT_OP_TOKEN_FILE", value_name = "PATH")]
+    pub op_token_file: Option<PathBuf>,
 }
 
-/// The operators' secret, read from `--op-token-file` when the flags are parsed; never
-/// printed, not even in `Debug`.
-#[derive(Clone)]
-pub struct OpToken(String);
-
-impl std::fmt::Debug for OpToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OpToken(..)")
-    }
-}
-
-/// The first line of the file at `path`, trimmed: the operators' secret.
-fn op_token_file(path: &str) -> Result<OpToken, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the operator token file {path:?}: {e}"))?;
-    let token = text.lines().next().unwrap_or_default().trim();
-    if token.is_empty() {
-        return Err(format!(
-            "the operator token file {path:?} has no secret on its first line"
-        ));
-    }
-    Ok(OpToken(token.to_owned()))
-}
+/// The shortest operator secret taken, in bytes.
+pub const MIN_OP_TOKEN: usize = 16;
+/// The longest operator secret taken, in bytes: it must fit in a line after `/op `.
+pub const MAX_OP_TOKEN: usize = 1024;
 
 /// `on` or `off`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -337,10 +321,30 @@ impl Config {
             limit_loopback: self.limit_loopback,
             cluster: None,
             cluster_grace: Duration::from_secs(self.node_timeout),
-            op_token: self.op_token_file.as_ref().map(|token| token.0.clone()),
-            // TODO(operators): the clock's wall time at zero.
+            // Set by the server as it starts: the secret read from --op-token-file
+            // (`Config::op_token`), and the wall time at the zero of the clock the room runs
+            // on (`Clock::wall_at_zero`).
+            op_token: None,
             wall_clock: 0,
         }
+    }
+
+    /// The operator secret of `--op-token-file`, read now; `None` without the flag. An error
+    /// says which file and why: missing, unreadable, or a first line that is no secret. A
+    /// file others may read is taken, with a warning.
+    pub fn op_token(&self) -> std::io::Result<Option<String>> {
+        let Some(path) = &self.op_token_file else {
+            return Ok(None);
+        };
+        let secret = read_op_token(path).map_err(|why| {
+            std::io::Error::other(format!("--op-token-file {}: {why}", path.display()))
+        })?;
+        if let Some(mode) = group_or_others_may_read(path) {
+            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"),
+                "the operator secret's file can be read by other users than the server's; \
+                 chmod 600 it");
+        }
+        Ok(Some(secret))
     }
 
     /// This node's name: `--node-id`, or the host's name, the line listener's port and the
@@ -384,6 +388,60 @@ impl Config {
             ..chat_core::AdmissionConfig::default()
         }
     }
+}
+
+/// The secret in the first line of `path` (without its line end), or why it cannot be one.
+/// At most [`MAX_OP_TOKEN`] + 2 bytes are read, whatever the file is.
+pub fn read_op_token(path: &std::path::Path) -> Result<String, String> {
+    use std::io::{BufRead, BufReader, Read};
+    let file = std::fs::File::open(path).map_err(|err| format!("cannot open it: {err}"))?;
+    let mut first = Vec::new();
+    BufReader::new(file.take(MAX_OP_TOKEN as u64 + 2))
+        .read_until(b'\n', &mut first)
+        .map_err(|err| format!("cannot read it: {err}"))?;
+    if first.last() == Some(&b'\n') {
+        first.pop();
+        if first.last() == Some(&b'\r') {
+            first.pop();
+        }
+    } else if first.len() > MAX_OP_TOKEN {
+        return Err(format!(
+            "its first line is longer than {MAX_OP_TOKEN} bytes; the secret must fit in a \
+             line after /op"
+        ));
+    }
+    let secret = String::from_utf8(first).map_err(|_| "its first line is not UTF-8".to_owned())?;
+    if secret.is_empty() {
+        return Err("its first line is empty: put the operator secret there".into());
+    }
+    if secret.len() < MIN_OP_TOKEN || secret.len() > MAX_OP_TOKEN {
+        return Err(format!(
+            "the secret in its first line is {} bytes; it must be {MIN_OP_TOKEN} to \
+             {MAX_OP_TOKEN} (such as the output of: openssl rand -hex 32)",
+            secret.len()
+        ));
+    }
+    if secret.trim() != secret || secret.contains(char::is_control) {
+        return Err(
+            "the secret in its first line begins or ends with a space, or holds a control \
+             character, which /op cannot carry"
+                .into(),
+        );
+    }
+    Ok(secret)
+}
+
+/// The file's permission bits when its group or others may read or write it.
+#[cfg(unix)]
+fn group_or_others_may_read(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn group_or_others_may_read(_: &std::path::Path) -> Option<u32> {
+    None
 }
 
 /// A value of `--allow-host`: a host name (a port after it is ignored) or `*`, trimmed.
@@ -494,30 +552,6 @@ mod tests {
         assert_eq!(room.announce_limit, 200);
         assert_eq!(room.announce_interval, Duration::from_secs(10));
         assert_eq!(c.metrics, Switch::On);
-    }
-
-    #[test]
-    fn the_operator_token_is_the_first_line_of_its_file_and_never_printed() {
-        let none = Config::from_args_only(["chat-server"]).unwrap();
-        assert_eq!(none.room_config().op_token, None, "no operators without it");
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("op-token");
-        std::fs::write(&file, "  s3cret word \nsecond line\n").unwrap();
-        let path = file.to_str().unwrap();
-        let c = Config::from_args_only(["chat-server", "--op-token-file", path]).unwrap();
-        assert_eq!(c.room_config().op_token.as_deref(), Some("s3cret word"));
-        assert!(!format!("{c:?}").contains("s3cret"), "not in Debug");
-        std::fs::write(&file, "\n").unwrap();
-        let err = Config::from_args_only(["chat-server", "--op-token-file", path]).unwrap_err();
-        assert!(err.to_string().contains("no secret"), "{err}");
-        let missing = dir.path().join("missing");
-        let missing = missing.to_str().unwrap();
-        let err = Config::from_args_only(["chat-server", "--op-token-file", missing]).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("cannot read the operator token file"),
-            "{err}"
-        );
     }
 
     #[test]
@@ -702,6 +736,61 @@ mod tests {
         for bad in [["x", "--log-keep", "0"], ["x", "--log-flush", "soon"]] {
             assert!(Config::from_args_only(bad).is_err());
         }
+    }
+
+    #[test]
+    fn the_operator_secret_is_the_first_line_of_its_file_and_must_be_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, content: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).unwrap();
+            path
+        };
+        let good = file("good", b"0123456789abcdef-secret\r\nsecond line\n");
+        assert_eq!(read_op_token(&good).unwrap(), "0123456789abcdef-secret");
+        let no_end = file("no-end", b"0123456789abcdefghij");
+        assert_eq!(read_op_token(&no_end).unwrap(), "0123456789abcdefghij");
+        let c = Config::from_args_only(["x", "--op-token-file", good.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            c.op_token().unwrap().as_deref(),
+            Some("0123456789abcdef-secret")
+        );
+        assert_eq!(
+            Config::from_args_only(["x"]).unwrap().op_token().unwrap(),
+            None
+        );
+        for (name, content, why) in [
+            ("empty", &b""[..], "empty"),
+            ("blank", b"\nsecret-on-line-two-is-not-read\n", "empty"),
+            ("short", b"too-short\n", "9 bytes"),
+            ("spaced", b" 0123456789abcdef\n", "space"),
+            ("tab", b"0123456789\tabcdef\n", "control"),
+            ("binary", b"0123456789abcdef\xff\n", "UTF-8"),
+        ] {
+            let err = read_op_token(&file(name, content)).unwrap_err();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+        let long = file("long", &[b'a'; MAX_OP_TOKEN + 1]);
+        assert!(read_op_token(&long).unwrap_err().contains("longer than"));
+        let missing = dir.path().join("missing");
+        let c =
+            Config::from_args_only(["x", "--op-token-file", missing.to_str().unwrap()]).unwrap();
+        let err = c.op_token().unwrap_err().to_string();
+        assert!(err.starts_with("--op-token-file "), "{err}");
+        assert!(err.contains("missing: cannot open it"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_others_may_read_is_seen() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(group_or_others_may_read(&path), None);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(group_or_others_may_read(&path), Some(0o640));
     }
 
     #[test]

@@ -17,11 +17,13 @@
 //! - `line`: one line connection (nc): a line reader and a batching writer.
 //! - `websocket`: one WebSocket connection: a reader and a batching writer with keepalive
 //!   pings, in the same room as the line connections.
-//! - `http`: one HTTP connection, by hyper: the page, `/healthz`, `/metrics`, and the
-//!   WebSocket upgrade on `/ws` with its checks.
+//! - `http`: one HTTP connection, by hyper: the page, `/healthz`, `/metrics`, the WebSocket
+//!   upgrade on `/ws` with its checks, and the admin API under `/admin/`.
 //! - `proxied`: connections from a trusted proxy (`--trusted-proxy`): the PROXY header read
 //!   off a line connection, and the client an HTTP request's forwarding headers name.
 //! - `room_task`: the one task that owns the `Room`, feeds it and routes its outputs.
+//! - `sanctions`: a room alone's bans and mutes, stored beside the message log and read back
+//!   at start.
 //! - `cluster`: with `--redis`, the link between the room and the room's log in Redis: the
 //!   scripts, the lease and reaper, publishes, the log's reader, local mode and healing.
 //! - `outbox` and `frames`: a connection's outbox, between the room and its writer.
@@ -52,6 +54,7 @@ mod metrics;
 mod outbox;
 mod proxied;
 mod room_task;
+mod sanctions;
 mod server;
 mod stream;
 mod tls;

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use chat_core::cluster::{Logged, Publish, Refusal, Snapshot};
+use chat_core::moderation::{AdminReply, AdminRequest};
 use chat_core::{CloseReason, ConnId, Disconnect, Line, Output, Room, Timestamp, Wire};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -19,6 +20,7 @@ use crate::cluster::Publisher;
 use crate::log::MessageLog;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Outgoing};
+use crate::sanctions::Keeper;
 
 /// Inputs taken per wake-up before the loop looks at timers and shutdown again.
 const INPUT_BATCH: usize = 64;
@@ -43,6 +45,12 @@ pub enum RoomInput {
     Disconnect { conn: ConnId, why: Disconnect },
     /// From the link to Redis (`--redis`).
     Cluster(ClusterInput),
+    /// A request of the admin API (`/admin/...` on the HTTP listener), answered on `reply`
+    /// at once; what it does goes out as the room's outputs, like an operator's command.
+    Admin {
+        request: AdminRequest,
+        reply: oneshot::Sender<AdminReply>,
+    },
 }
 
 /// What the link to Redis tells the room (`crate::cluster`).
@@ -107,6 +115,7 @@ pub async fn run(
         max_queue,
         metrics,
         publisher,
+        sanctions,
     } = routes;
     let mut router = Router {
         outboxes: HashMap::new(),
@@ -114,6 +123,7 @@ pub async fn run(
         max_queue,
         metrics,
         publisher,
+        sanctions,
     };
     loop {
         let deadline = room.poll_timeout().map(|at| clock.instant(at));
@@ -149,6 +159,8 @@ pub struct Routes<'a> {
     pub metrics: Metrics,
     /// With `--redis`: where the room's publishes go.
     pub publisher: Option<Publisher>,
+    /// A room alone with `--log`: where its bans and mutes are stored.
+    pub sanctions: Option<Keeper>,
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -165,6 +177,9 @@ struct Router<'a> {
     metrics: Metrics,
     /// With `--redis`: where the room's publishes go.
     publisher: Option<Publisher>,
+    /// A room alone with `--log`: where its bans and mutes are stored (dropped when the room
+    /// stops, which lets the writer finish).
+    sanctions: Option<Keeper>,
 }
 
 impl Router<'_> {
@@ -208,6 +223,10 @@ impl Router<'_> {
                 } => room.handle_tell_result(now, from_conn, to, text, heard),
                 ClusterInput::LinkDown => room.handle_link_down(now),
             },
+            RoomInput::Admin { request, reply } => {
+                // The asker may have gone (its connection closed); the action holds anyway.
+                let _ = reply.send(room.handle_admin(now, request));
+            }
         }
         self.drain(room, now);
     }
@@ -236,8 +255,12 @@ impl Router<'_> {
                         room.handle_refused(now, publish, Refusal::Busy);
                     }
                 }
-                // TODO(persistence): stored beside the log.
-                Output::Sanctions(_) => {}
+                // A room alone: all its bans and mutes, to store in place of the last list.
+                Output::Sanctions(all) => {
+                    if let Some(keeper) = &self.sanctions {
+                        keeper.keep(all);
+                    }
+                }
                 Output::Log(record) => {
                     self.metrics.logged(&record);
                     if let Some(log) = self.log {

@@ -22,6 +22,7 @@ use crate::clock::Clock;
 use crate::cluster;
 use crate::config::{Config, Switch};
 use crate::door::{Door, Pass, Pending};
+use crate::http::admin::Admin;
 use crate::http::hosts::Hosts;
 use crate::http::upgrade::Origins;
 use crate::http::{self, Readiness, Site};
@@ -29,6 +30,7 @@ use crate::listener::Listener;
 use crate::log::MessageLog;
 use crate::metrics::Metrics;
 use crate::room_task::{self, RoomInput};
+use crate::sanctions;
 use crate::tls::Tls;
 use crate::{line, proxied, tls, websocket};
 
@@ -45,6 +47,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// With `--redis`: how long a stopping node may take to take its users out of the room.
 const RETIRE_WAIT: Duration = Duration::from_secs(2);
+/// How long a stopping server waits for the last list of bans and mutes to be stored.
+const SANCTIONS_WAIT: Duration = Duration::from_secs(5);
 /// Inputs queued for the room before readers wait: a busy room slows the readers, not memory.
 const ROOM_QUEUE: usize = 1024;
 
@@ -176,7 +180,7 @@ impl Server {
             // Boxed, so that hyper's state is freed once the connection is upgraded, rather
             // than kept as part of the WebSocket's task for its whole life.
             let site = server.site.clone();
-            let served = http::serve(stream, site, &server.stop, forwarding, not_begun);
+            let served = http::serve(stream, peer, site, &server.stop, forwarding, not_begun);
             let upgraded = Box::pin(served).await;
             // A WebSocket holds a place among the admitted connections, not an HTTP slot.
             let Place { slot, pass } = place;
@@ -213,6 +217,8 @@ pub async fn run(
     reopen: impl Stream<Item = ()>,
     ready: impl FnOnce(),
 ) -> io::Result<()> {
+    // Before anything else: a missing or bad secret must stop the start, with its reason.
+    let op_token = config.op_token()?;
     let (log, recent) = match config.log_options() {
         Some(options) => {
             let history = config.history as usize;
@@ -240,6 +246,8 @@ pub async fn run(
     let trusted = Arc::new(config.trusted_proxies());
 
     let mut room_config = config.room_config();
+    room_config.op_token = op_token.clone();
+    room_config.wall_clock = clock.wall_at_zero();
     let node = config.node_id(tcp_addr.port());
     let (room_tx, room_rx) = mpsc::channel(ROOM_QUEUE);
     let engine = match &config.redis {
@@ -268,12 +276,35 @@ pub async fn run(
         None => None,
     };
     let mut room = Room::new(room_config);
+    // A room alone with --log keeps its bans and mutes beside the log; in a cluster they are
+    // in Redis, with the room's log.
+    let bans_path = config.log.as_deref().map(sanctions::path_beside);
+    let mut keeper = None;
     if engine.is_none() {
         // In a cluster the log is the room's history, not this node's file.
         room.restore_history(recent);
-    } else if !recent.is_empty() {
-        tracing::info!("with --redis the history comes from the room's log, not from --log");
+        if let Some(path) = bans_path {
+            let read = path.clone();
+            let stored = tokio::task::spawn_blocking(move || sanctions::load(&read))
+                .await
+                .map_err(io::Error::other)??;
+            room.restore_sanctions(stored);
+            let held = room.sanctions().len();
+            tracing::info!(held, path = %path.display(), "bans and mutes read back");
+            keeper = Some(sanctions::start(path));
+        }
+    } else {
+        if !recent.is_empty() {
+            tracing::info!("with --redis the history comes from the room's log, not from --log");
+        }
+        if bans_path.as_deref().is_some_and(std::path::Path::exists) {
+            tracing::info!(
+                "with --redis the bans and mutes are the room's in Redis; the file \
+                beside --log is neither read nor written"
+            );
+        }
     }
+    let (keeper, sanctions_task) = keeper.unzip();
     let (publisher, link, engine_task) = match engine {
         Some((publisher, link, task)) => (Some(publisher), Some(link), Some(task)),
         None => (None, None, None),
@@ -297,6 +328,7 @@ pub async fn run(
                 max_queue,
                 metrics,
                 publisher,
+                sanctions: keeper,
             };
             room_task::run(room, room_rx, stop, clock, routes).await;
         }
@@ -309,6 +341,9 @@ pub async fn run(
         }
     };
 
+    let handshake_timeout = Duration::from_secs(config.handshake_timeout);
+    let admin =
+        op_token.map(|secret| Admin::new(secret, room_tx.clone(), clock, handshake_timeout));
     let server = Arc::new(Server {
         room: room_tx,
         admitted: admitted.clone(),
@@ -327,10 +362,11 @@ pub async fn run(
             hosts: Hosts::new(&config.allow_host, &config.allow_origin, &config.http),
             origins: Origins::new(&config.allow_origin).own_page_over_https(tls.is_some()),
             admitted,
-            handshake_timeout: Duration::from_secs(config.handshake_timeout),
+            handshake_timeout,
             metrics: metrics.clone(),
             wanted: Notify::new(),
             readiness: Readiness { node, link },
+            admin,
         }),
         ws: websocket::Settings {
             max_line: config.max_line as usize,
@@ -403,6 +439,17 @@ pub async fn run(
         tracing::warn!("some connections did not close in time");
     }
     tracing::debug!("connections closed");
+    // The room task has ended and let go of its end: the writer stores the last list and ends.
+    let stored = match sanctions_task {
+        Some(task) => match tokio::time::timeout(SANCTIONS_WAIT, task).await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(join)) => Err(io::Error::other(join)),
+            Err(_) => Err(io::Error::other(
+                "the bans and mutes could not be stored in time at shutdown",
+            )),
+        },
+        None => Ok(()),
+    };
     if let Some(log) = log {
         // The room task, the only other holder, has ended.
         let log = Arc::try_unwrap(log)
@@ -419,5 +466,5 @@ pub async fn run(
             .await
             .map_err(|_| io::Error::other("closing the message log panicked"))??;
     }
-    Ok(())
+    stored
 }

@@ -190,6 +190,7 @@ async fn help_documents_every_flag_with_its_environment_variable() {
         ("--announce-interval", "CHAT_ANNOUNCE_INTERVAL"),
         ("--metrics", "CHAT_METRICS"),
         ("--trusted-proxy", "CHAT_TRUSTED_PROXY"),
+        ("--op-token-file", "CHAT_OP_TOKEN_FILE"),
     ] {
         assert!(
             help.contains(flag) && help.contains(var),

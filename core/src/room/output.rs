@@ -31,7 +31,8 @@ pub enum LogRecord {
     },
     /// A public message.
     Message(ChatMessage),
-    /// Something an operator did (from a chat connection or the admin API), or a `/op` try.
+    /// Something an operator did (from a chat connection or the admin API), as one flat
+    /// object: `{"type":"moderation","action":"kick","name":"bob","by":"op"}`.
     Moderation {
         /// What was done.
         #[serde(flatten)]

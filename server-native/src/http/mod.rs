@@ -11,12 +11,14 @@
 //!   trusted proxy's connection ([`Forwarding`]), each request's client is let in by the
 //!   per-address limits before it is answered.
 //! - `site`: which answer a request gets.
+//! - `admin`: the admin API under `/admin/` (with `--op-token-file`).
 //! - `hosts`: the names the server goes by; a request for another is refused (DNS rebinding).
 //! - `upgrade`: the WebSocket upgrade's checks (RFC 6455, the origin policy).
 //! - `files`: the static files of `--web-root`.
 //! - `headers`: reading request headers.
 //! - `response`: bodies and plain-text answers, and the few written as bytes.
 
+pub mod admin;
 mod files;
 mod headers;
 pub mod hosts;
@@ -116,6 +118,7 @@ pub struct NotBegun {
 /// [`RESPONSE_TIMEOUT`].
 pub async fn serve<S>(
     stream: S,
+    peer: SocketAddr,
     site: Arc<Site>,
     stop: &CancellationToken,
     forwarding: Option<Forwarding>,
@@ -127,7 +130,7 @@ where
     let mut not_begun = Some(not_begun);
     let handshake_timeout = site.handshake_timeout;
     let idle_room = site.clone();
-    let exchange = Arc::new(Exchange::new(forwarding));
+    let exchange = Arc::new(Exchange::new(peer, forwarding));
     let service = {
         let exchange = exchange.clone();
         service_fn(move |request| {
@@ -336,6 +339,8 @@ struct Exchange {
     changed: Notify,
     read: Arc<AtomicU64>,
     upgrade: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The connection's peer: the client of its requests, unless it is a trusted proxy.
+    peer: SocketAddr,
     /// Over a trusted proxy's connection: how its requests' clients are let in.
     forwarding: Option<Forwarding>,
     /// The client of the last request over a trusted proxy's connection, with its place: kept
@@ -345,7 +350,7 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(forwarding: Option<Forwarding>) -> Self {
+    fn new(peer: SocketAddr, forwarding: Option<Forwarding>) -> Self {
         Exchange {
             phase: Mutex::new(Phase::Head {
                 since: Instant::now(),
@@ -355,6 +360,7 @@ impl Exchange {
             changed: Notify::new(),
             read: Arc::new(AtomicU64::new(0)),
             upgrade: Mutex::new(None),
+            peer,
             forwarding,
             client: Mutex::new(None),
         }
@@ -369,18 +375,20 @@ impl Exchange {
         held.map(|(addr, place)| Client { addr, place })
     }
 
-    /// Over a trusted proxy's connection, lets the client this request names in (a client of
-    /// the previous request keeps its place); `Some` answer when the client is refused: `429`,
-    /// as at the door, and the connection closes after it.
-    fn admit_client(&self, head: &Parts) -> Option<Response<Body>> {
-        let forwarding = self.forwarding.as_ref()?;
+    /// The client of this request: the peer, or over a trusted proxy's connection the client
+    /// it names, let in (a client of the previous request keeps its place). `Err` answer when
+    /// the client is refused: `429`, as at the door, and the connection closes after it.
+    fn admit_client(&self, head: &Parts) -> Result<SocketAddr, Box<Response<Body>>> {
+        let Some(forwarding) = self.forwarding.as_ref() else {
+            return Ok(self.peer);
+        };
         let client = proxied::client_of(&forwarding.trusted, forwarding.proxy, &head.headers);
         let mut held = self.client.lock().unwrap_or_else(PoisonError::into_inner);
         if held
             .as_ref()
             .is_some_and(|(addr, _)| addr.ip() == client.ip())
         {
-            return None;
+            return Ok(client);
         }
         // The previous client's place is given back before the next one's is taken.
         *held = None;
@@ -389,7 +397,7 @@ impl Exchange {
         match (forwarding.admit)(client) {
             Ok(place) => {
                 *held = Some((client, place));
-                None
+                Ok(client)
             }
             Err(refusal) => {
                 let mut response =
@@ -398,7 +406,7 @@ impl Exchange {
                 let retry = response::retry_after_secs(refusal.retry_after());
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry));
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
-                Some(response)
+                Err(Box::new(response))
             }
         }
     }
@@ -437,12 +445,11 @@ impl Exchange {
         self.set(Phase::Answer {
             since: Instant::now(),
         });
-        // A body, if any, is not read: hyper reads it past to the next request, or closes.
-        let (head, _) = request.into_parts();
-        let refused = self.admit_client(&head).map(Answer::Plain);
-        let answer = match refused {
-            Some(refused) => refused,
-            None => site.answer(&head).await,
+        // A body the site does not read, hyper reads past to the next request, or closes.
+        let (head, body) = request.into_parts();
+        let answer = match self.admit_client(&head) {
+            Ok(client) => site.answer(&head, body, client.ip()).await,
+            Err(refused) => Answer::Plain(*refused),
         };
         let response = match answer {
             Answer::Plain(response) => response,

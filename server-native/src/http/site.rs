@@ -1,6 +1,8 @@
 //! What the HTTP listener answers, request by request: `/healthz`, `/metrics`, the files of
-//! `--web-root` (or a page that says how to get them), and the WebSocket upgrade on `/ws`.
+//! `--web-root` (or a page that says how to get them), the WebSocket upgrade on `/ws`, and with
+//! `--op-token-file` the admin API under `/admin/`.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::ReaderStream;
 
+use super::admin::Admin;
 use super::files;
 use super::headers::{accepts_gzip, text};
 use super::hosts::Hosts;
@@ -45,6 +48,8 @@ pub struct Site {
     pub wanted: Notify,
     /// What `/readyz` says.
     pub readiness: Readiness,
+    /// With `--op-token-file`: the admin API; without, `/admin/` is as any unknown path.
+    pub admin: Option<Admin>,
 }
 
 /// Whether this node is part of the room, for `/readyz`: always alone; with `--redis`, while
@@ -90,12 +95,17 @@ impl Site {
         self.wanted.notify_waiters();
     }
 
-    /// Answers one request (its body, if any, is not read: nothing here takes one).
+    /// Answers one request from `client`. Its body is read by the admin API only, up to its
+    /// bound; elsewhere it is left unread.
     ///
     /// A request for a name the server does not go by gets `403`: a page whose name was made
     /// to point here must not read the server's answers. `/ws` has its own rule (the origin
     /// policy's), since a WebSocket client that is not a browser may send any `Host`.
-    pub async fn answer(&self, head: &Parts) -> Answer {
+    pub async fn answer<B>(&self, head: &Parts, body: B, client: IpAddr) -> Answer
+    where
+        B: hyper::body::Body<Data = bytes::Bytes>,
+        B::Error: std::fmt::Display,
+    {
         let path = head.uri.path();
         if path == "/ws" {
             return self.upgrade(head);
@@ -104,6 +114,9 @@ impl Site {
             tracing::debug!(host = ?text(&head.headers, "host"), %path,
                 "request refused: not one of the server's names");
             return Answer::Plain(response::text(StatusCode::FORBIDDEN, &foreign.answer()));
+        }
+        if let Some(admin) = self.admin.as_ref().filter(|_| Admin::owns(path)) {
+            return Answer::Plain(admin.answer(head, body, client, self.tls).await);
         }
         Answer::Plain(self.respond(head, path).await)
     }
@@ -294,12 +307,15 @@ mod tests {
                 node: "n1".into(),
                 link: None,
             },
+            admin: None,
         }
     }
 
     /// The answer as it goes on the wire: status line, headers, a blank line, the body.
     async fn wire(site: &Site, method: &str, path: &str) -> String {
-        let Answer::Plain(response) = site.answer(&head(method, path)).await else {
+        let body = Body::Text(None);
+        let client = std::net::Ipv4Addr::LOCALHOST.into();
+        let Answer::Plain(response) = site.answer(&head(method, path), body, client).await else {
             panic!("an upgrade for {path}")
         };
         let mut text = format!(

@@ -387,3 +387,61 @@ mod tests {
         assert!(written.torn && written.bytes == 0 && written.error.is_some());
     }
 }
+
+#[cfg(test)]
+mod record_lines {
+    use super::*;
+    use chat_core::moderation::{Moderation, Sanction, SanctionKind};
+
+    /// The line the writer makes of `record`, and the object it parses back to.
+    fn line_of(record: &LogRecord) -> (String, serde_json::Value) {
+        let entry = Entry {
+            time: "2026-01-01T00:00:00.000Z".into(),
+            record,
+        };
+        let text = serde_json::to_string(&entry).unwrap();
+        let value = serde_json::from_str(&text).unwrap();
+        (text, value)
+    }
+
+    #[test]
+    fn a_moderation_record_is_one_flat_object_with_one_type() {
+        let kick = LogRecord::Moderation {
+            action: Moderation::Kick {
+                name: "bob".into(),
+                by: "admin".into(),
+                reason: Some("spam".into()),
+            },
+        };
+        let (text, value) = line_of(&kick);
+        assert_eq!(text.matches("\"type\"").count(), 1, "{text}");
+        assert_eq!(value["type"], "moderation", "{text}");
+        assert_eq!(value["action"], "kick", "{text}");
+        assert_eq!(value["name"], "bob");
+        assert_eq!(value["reason"], "spam");
+        // Read back at start (the history) as the record it was, not skipped as malformed.
+        assert_eq!(serde_json::from_str::<LogRecord>(&text).unwrap(), kick);
+        let ban = LogRecord::Moderation {
+            action: Moderation::Sanction(Sanction {
+                kind: SanctionKind::Ban,
+                name: "bob".into(),
+                address: None,
+                until: 5,
+                by: "admin".into(),
+                reason: None,
+            }),
+        };
+        let (text, value) = line_of(&ban);
+        assert_eq!(value["type"], "moderation", "{text}");
+        assert_eq!(value["action"], "sanction");
+        assert_eq!(value["kind"], "ban");
+        assert_eq!(serde_json::from_str::<LogRecord>(&text).unwrap(), ban);
+        let refused = LogRecord::OpRefused {
+            name: "bob".into(),
+            peer: Some("203.0.113.9".parse().unwrap()),
+        };
+        let (text, value) = line_of(&refused);
+        assert_eq!(value["type"], "op_refused", "{text}");
+        assert_eq!(value["peer"], "203.0.113.9");
+    }
+}
