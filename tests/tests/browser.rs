@@ -568,8 +568,8 @@ const OP_SECRET: &str = "correct horse battery";
 fn operators_enabled(test: &str) -> (chat_tests::TempDir, String) {
     let dir = chat_tests::TempDir::new(test);
     let file = dir.join("op-token");
-    // The first line is the secret, trimmed; what follows it is not.
-    std::fs::write(&file, format!("  {OP_SECRET}  \nnot part of it\n")).expect("write the token");
+    // The first line is the secret; what follows it is not.
+    std::fs::write(&file, format!("{OP_SECRET}\nnot part of it\n")).expect("write the token");
     let path = file.to_str().expect("UTF-8 path").to_owned();
     (dir, path)
 }
