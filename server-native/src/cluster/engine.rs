@@ -586,9 +586,9 @@ impl Engine {
                         .arg(payload.to_string());
                     cmd
                 }
-                // TODO(cluster moderation): a script appending the entry and keeping the
-                // sanctions; until then nothing is sent.
-                Publish::Moderate { .. } => redis::cmd("PING"),
+                Publish::Moderate { moderation, .. } => {
+                    self.scripts.moderate(node, moderation)
+                }
             };
             pipe.add_command(cmd);
         }

@@ -3,7 +3,8 @@
 //! the same instant are put in one order by Redis's one thread.
 
 use chat_core::cluster::{Logged, Member};
-use chat_core::{ChatMessage, ConnId, LeaveReason};
+use chat_core::moderation::{Moderation, Sanction, SanctionKind};
+use chat_core::{ChatMessage, ConnId, LeaveReason, name_key};
 use redis::{Cmd, Script, Value};
 
 /// The log keeps at least this many entries (`MAXLEN ~`): far more than any `--history`
@@ -19,6 +20,10 @@ pub struct Keys {
     pub members: String,
     pub looks: String,
     pub nodes: String,
+    /// The bans and mutes in force (HASH: `<kind>:<name key>` to the sanction as JSON).
+    pub sanctions: String,
+    /// When each of them ends (ZSET: the same fields, scored by Unix ms).
+    pub sanction_ends: String,
     prefix: String,
 }
 
@@ -31,6 +36,8 @@ impl Keys {
             members: key("members"),
             looks: key("looks"),
             nodes: key("nodes"),
+            sanctions: key("sanctions"),
+            sanction_ends: key("sanction_ends"),
             prefix: prefix.to_owned(),
         }
     }
@@ -40,13 +47,15 @@ impl Keys {
         format!("{{{}}}:node:{node}", self.prefix)
     }
 
-    fn all(&self) -> [&str; 5] {
+    fn all(&self) -> [&str; 7] {
         [
             &self.meta,
             &self.log,
             &self.members,
             &self.looks,
             &self.nodes,
+            &self.sanctions,
+            &self.sanction_ends,
         ]
     }
 }
@@ -65,6 +74,7 @@ pub struct Scripts {
     reap: Script,
     retire: Script,
     snapshot: Script,
+    moderate: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -72,7 +82,7 @@ fn script(body: &str) -> Script {
 }
 
 /// Every script's own part, in the order of [`Scripts`]' fields.
-const BODIES: [&str; 7] = [
+const BODIES: [&str; 8] = [
     include_str!("lua/claim.lua"),
     include_str!("lua/say.lua"),
     include_str!("lua/release.lua"),
@@ -80,11 +90,12 @@ const BODIES: [&str; 7] = [
     include_str!("lua/reap.lua"),
     include_str!("lua/retire.lua"),
     include_str!("lua/snapshot.lua"),
+    include_str!("lua/moderate.lua"),
 ];
 
 impl Scripts {
     pub fn new(keys: Keys, freeze_ms: u64) -> Scripts {
-        let [claim, say, release, beat, reap, retire, snapshot] = BODIES.map(script);
+        let [claim, say, release, beat, reap, retire, snapshot, moderate] = BODIES.map(script);
         Scripts {
             keys,
             freeze_ms,
@@ -95,6 +106,7 @@ impl Scripts {
             reap,
             retire,
             snapshot,
+            moderate,
         }
     }
 
@@ -117,8 +129,9 @@ impl Scripts {
 
     fn call(&self, script: &Script, args: &[&str]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash()).arg(5);
-        for key in self.keys.all() {
+        let keys = self.keys.all();
+        cmd.arg(script.get_hash()).arg(keys.len());
+        for key in keys {
             cmd.arg(key);
         }
         cmd.arg(self.freeze_ms).arg(LOG_BOUND);
@@ -171,6 +184,36 @@ impl Scripts {
         );
         self.call(&self.snapshot, &[&epoch, &seq, &count])
     }
+
+    /// An operator's action, for the log; a ban or mute is also kept until it ends, and a
+    /// lift drops the one it names.
+    pub fn moderate(&self, node: &str, moderation: &Moderation) -> Cmd {
+        let action = serde_json::to_string(moderation).unwrap_or_default();
+        let (field, until, sanction) = match moderation {
+            Moderation::Sanction(s) => (
+                sanction_field(s.kind, &s.name),
+                s.until.to_string(),
+                serde_json::to_string(s).unwrap_or_default(),
+            ),
+            Moderation::Lift { kind, name, .. } => {
+                (sanction_field(*kind, name), String::new(), String::new())
+            }
+            Moderation::Operator { .. } | Moderation::Kick { .. } | Moderation::Notice { .. } => {
+                (String::new(), String::new(), String::new())
+            }
+        };
+        self.call(&self.moderate, &[node, &action, &field, &until, &sanction])
+    }
+}
+
+/// Where the sanctions hash keeps the `kind` on `name`: its kind and the name's key, so that
+/// a ban replaces the ban before it on that name, whatever its spelling.
+pub fn sanction_field(kind: SanctionKind, name: &str) -> String {
+    let kind = match kind {
+        SanctionKind::Ban => "ban",
+        SanctionKind::Mute => "mute",
+    };
+    format!("{kind}:{}", name_key(name))
 }
 
 /// What a claim or a message got from the log.
@@ -256,12 +299,17 @@ pub fn snapshot(value: &Value) -> Option<Taken> {
             })
         })
         .collect();
+    // One this server cannot read (written by a newer one) is left out, not fatal.
+    let sanctions = array(items.get(5)?)?
+        .iter()
+        .filter_map(|v| serde_json::from_str::<Sanction>(&text(v)?).ok())
+        .collect();
     let snapshot = chat_core::cluster::Snapshot {
         epoch,
         seq,
         members,
         recent,
-        sanctions: Vec::new(),
+        sanctions,
     };
     Some(Taken { snapshot, top })
 }
@@ -314,6 +362,9 @@ pub fn entry(id: &str, fields: &[(String, String)]) -> Option<Logged> {
             name: field("n")?,
             reason: reason(&field("r")?).unwrap_or(LeaveReason::Lost),
         }),
+        "d" => serde_json::from_str(&field("x")?)
+            .ok()
+            .map(Logged::Moderated),
         _ => None,
     }
 }
@@ -441,6 +492,15 @@ mod tests {
                 ..
             })
         ));
+        let kick = Moderation::Kick {
+            name: "bob".into(),
+            by: "op".into(),
+            reason: None,
+        };
+        let json = serde_json::to_string(&kick).expect("JSON");
+        let moderated = entry("42-5", &fields(&[("t", "d"), ("x", &json), ("o", "n1")]));
+        assert_eq!(moderated, Some(Logged::Moderated(kick)));
+        assert_eq!(entry("42-6", &fields(&[("t", "d"), ("x", "{}")])), None);
         // Unknown kinds and broken entries are skipped, not fatal.
         assert_eq!(entry("1-0", &fields(&[("t", "z")])), None);
         assert_eq!(entry("x", &fields(&[("t", "m")])), None);
@@ -466,5 +526,8 @@ mod tests {
         let keys = Keys::new("room");
         assert_eq!(keys.meta, "{room}:meta");
         assert_eq!(keys.channel("n1"), "{room}:node:n1");
+        assert_eq!(keys.sanctions, "{room}:sanctions");
+        assert_eq!(keys.sanction_ends, "{room}:sanction_ends");
+        assert_eq!(sanction_field(SanctionKind::Ban, "CAROL"), "ban:carol");
     }
 }
