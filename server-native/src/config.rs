@@ -251,6 +251,31 @@ pub struct Config {
     /// line listener's port and the start time.
     #[arg(long, env = "CHAT_NODE_ID", value_name = "NAME", value_parser = plain_name)]
     pub node_id: Option<String>,
+
+    /// Operators: the file's first line is the secret a user types after /op (a file, so
+    /// that it never shows in ps). Without it nobody is an operator.
+    #[arg(long, env = "CHAT_OP_TOKEN_FILE", value_name = "PATH", value_parser = op_token)]
+    pub op_token_file: Option<OpToken>,
+}
+
+/// The operator secret, read from `--op-token-file`; never printed.
+#[derive(Clone)]
+pub struct OpToken(String);
+
+impl std::fmt::Debug for OpToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpToken(..)")
+    }
+}
+
+/// The first line of the file at `path`, which must not be empty.
+fn op_token(path: &str) -> Result<OpToken, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let secret = text.lines().next().unwrap_or_default().trim();
+    if secret.is_empty() {
+        return Err(format!("the first line of {path} is empty: it must hold the secret"));
+    }
+    Ok(OpToken(secret.to_owned()))
 }
 
 /// `on` or `off`.
@@ -308,9 +333,9 @@ impl Config {
             limit_loopback: self.limit_loopback,
             cluster: None,
             cluster_grace: Duration::from_secs(self.node_timeout),
-            // TODO(operators): the secret from --op-token-file, the clock's wall time at zero.
-            op_token: None,
-            wall_clock: 0,
+            op_token: self.op_token_file.as_ref().map(|t| t.0.clone()),
+            // The server's clock starts just before this is made (a millisecond at most).
+            wall_clock: epoch,
         }
     }
 
