@@ -273,7 +273,9 @@ fn op_token(path: &str) -> Result<OpToken, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let secret = text.lines().next().unwrap_or_default().trim();
     if secret.is_empty() {
-        return Err(format!("the first line of {path} is empty: it must hold the secret"));
+        return Err(format!(
+            "the first line of {path} is empty: it must hold the secret"
+        ));
     }
     Ok(OpToken(secret.to_owned()))
 }

@@ -156,7 +156,8 @@ impl Scripts {
         origin: u64,
     ) -> Cmd {
         let (conn, origin) = (conn.0.to_string(), origin.to_string());
-        self.call(&self.say, &[node, &conn, key, from, text, &origin])
+        let mute = sanction_field(SanctionKind::Mute, from);
+        self.call(&self.say, &[node, &conn, key, from, text, &origin, &mute])
     }
 
     pub fn release(&self, node: &str, conn: ConnId, key: &str, reason: LeaveReason) -> Cmd {
@@ -185,10 +186,15 @@ impl Scripts {
         self.call(&self.snapshot, &[&epoch, &seq, &count])
     }
 
-    /// An operator's action, for the log; a ban or mute is also kept until it ends, and a
-    /// lift drops the one it names.
+    /// An operator's action, for the log; a ban or mute is also kept until it ends, a lift
+    /// drops the one it names, and a kick writes its user out of the room.
     pub fn moderate(&self, node: &str, moderation: &Moderation) -> Cmd {
         let action = serde_json::to_string(moderation).unwrap_or_default();
+        let kicked = match moderation {
+            Moderation::Kick { name, .. } => name_key(name),
+            _ => String::new(),
+        };
+        let reason = reason_name(LeaveReason::Kicked);
         let (field, until, sanction) = match moderation {
             Moderation::Sanction(s) => (
                 sanction_field(s.kind, &s.name),
@@ -202,7 +208,10 @@ impl Scripts {
                 (String::new(), String::new(), String::new())
             }
         };
-        self.call(&self.moderate, &[node, &action, &field, &until, &sanction])
+        self.call(
+            &self.moderate,
+            &[node, &action, &field, &until, &sanction, &kicked, &reason],
+        )
     }
 }
 
@@ -229,6 +238,8 @@ pub enum Reply {
     Duplicate,
     /// The sender is not (or no longer) the member of its name.
     NotMember,
+    /// The sender is muted.
+    Muted,
     /// This node's lease ran out: it must resync before it speaks for anyone.
     Lapsed,
     /// The log has no epoch (Redis came back empty): resync.
@@ -245,6 +256,7 @@ pub fn reply(value: &Value) -> Option<Reply> {
         "looks" => Reply::LooksLike(text(items.get(1)?)?),
         "dup" => Reply::Duplicate,
         "notmember" => Reply::NotMember,
+        "muted" => Reply::Muted,
         "lapsed" => Reply::Lapsed,
         "noepoch" => Reply::NoEpoch,
         _ => return None,

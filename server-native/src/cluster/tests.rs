@@ -503,7 +503,11 @@ async fn an_operators_action_is_logged_for_every_node_and_a_ban_or_mute_kept_unt
     // Every entry reads back as the action it was, in order.
     assert_eq!(
         log(&mut con).await,
-        actions.iter().cloned().map(Logged::Moderated).collect::<Vec<_>>()
+        actions
+            .iter()
+            .cloned()
+            .map(Logged::Moderated)
+            .collect::<Vec<_>>()
     );
     // Only the ban and the mute are kept, by kind and name key.
     assert_eq!(
@@ -564,7 +568,10 @@ async fn a_ban_or_mute_that_is_over_is_dropped_from_redis() {
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Over by Redis's clock: the snapshot no longer has it, nor does the hash.
-    assert_eq!(sanctions_in_snapshot(&mut con, &s).await, [long.clone()]);
+    assert_eq!(
+        sanctions_in_snapshot(&mut con, &s).await,
+        std::slice::from_ref(&long)
+    );
     assert_eq!(kept(&mut con).await, (vec!["mute:dave".to_owned()], 1));
     // The next action drops what ended meanwhile, too: the hash does not grow with time.
     let gone = sanction(SanctionKind::Ban, "eve", redis_ms(&mut con).await + 200);
@@ -627,4 +634,65 @@ async fn bans_outlive_a_new_epoch_in_a_redis_that_kept_them() {
         .expect("snapshot");
     assert!(after.snapshot.epoch > first.snapshot.epoch);
     assert_eq!(after.snapshot.sanctions, [ban]);
+}
+
+#[tokio::test]
+async fn a_muted_member_s_line_is_refused_and_a_kick_writes_its_user_out() {
+    let redis = Redis::start(&[]).await;
+    let s = scripts();
+    let mut con = redis.connection().await;
+    room(&mut con, &s, &["a", "b"], Duration::from_secs(60)).await;
+    assert_eq!(claim(&mut con, &s, "a", 1, "Dave").await, Reply::Ok(None));
+    assert_eq!(claim(&mut con, &s, "b", 1, "bob").await, Reply::Ok(None));
+    assert_eq!(
+        say(&mut con, &s, "a", 1, "Dave", 1).await,
+        Reply::Ok(Some(1))
+    );
+    // Muted on node b: a line of dave's on its way is refused, and no number is used up.
+    let mute = sanction(SanctionKind::Mute, "DAVE", redis_ms(&mut con).await + 400);
+    let action = Moderation::Sanction(mute);
+    assert_eq!(moderate(&mut con, &s, "b", &action).await, Reply::Ok(None));
+    assert_eq!(say(&mut con, &s, "a", 1, "Dave", 2).await, Reply::Muted);
+    // Once it has ended, dave is heard again, under the next number.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        say(&mut con, &s, "a", 1, "Dave", 3).await,
+        Reply::Ok(Some(2))
+    );
+    // A kick: logged, and bob written out of the room right after it.
+    let kick = Moderation::Kick {
+        name: "BOB".into(),
+        by: "Dave".into(),
+        reason: Some("spam".into()),
+    };
+    assert_eq!(moderate(&mut con, &s, "a", &kick).await, Reply::Ok(None));
+    let entries = log(&mut con).await;
+    let tail = &entries[entries.len() - 2..];
+    assert_eq!(tail[0], Logged::Moderated(kick.clone()));
+    assert!(
+        matches!(
+            &tail[1],
+            Logged::Left { key, name, reason: LeaveReason::Kicked } if key == "bob" && name == "bob"
+        ),
+        "{tail:?}"
+    );
+    // Nothing left of bob in the room: his node's release appends nothing, the name is free.
+    let key = chat_core::name_key("bob");
+    let gone = call(
+        &mut con,
+        s.release("b", ConnId(1), &key, LeaveReason::Kicked),
+    )
+    .await;
+    assert_eq!(gone, Value::Int(0));
+    assert_eq!(say(&mut con, &s, "b", 1, "bob", 1).await, Reply::NotMember);
+    assert_eq!(claim(&mut con, &s, "a", 2, "bob").await, Reply::Ok(None));
+    // A kick of someone not in appends the entry only.
+    let before = log(&mut con).await.len();
+    let nobody = Moderation::Kick {
+        name: "nobody".into(),
+        by: "Dave".into(),
+        reason: None,
+    };
+    assert_eq!(moderate(&mut con, &s, "a", &nobody).await, Reply::Ok(None));
+    assert_eq!(log(&mut con).await.len(), before + 1);
 }
