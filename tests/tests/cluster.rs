@@ -833,7 +833,9 @@ async fn an_operator_on_one_node_kicks_bans_and_mutes_users_on_another_and_bans_
         // The operator of node a is marked on node b; nobody announced a kicked or banned
         // user's leave a second time.
         wes.type_line("/who");
-        let who = wes.line_where("the roster", |l| l.starts_with("Online (")).await;
+        let who = wes
+            .line_where("the roster", |l| l.starts_with("Online ("))
+            .await;
         assert_eq!(who, "Online (3): dave, @OP, wes");
         let all = wes.drain_for(Duration::from_millis(200)).await.to_owned();
         assert!(!all.contains("has left"), "{all:?}");
