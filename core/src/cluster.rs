@@ -15,11 +15,17 @@
 //!   A member of a node whose lease ran out is reaped first. A claim repeated for a connection
 //!   that already holds the key appends nothing.
 //! - `Say` appends `Message` with the next `seq`, unless the sender's node lapsed or does not
-//!   hold `key` for `conn` ([`Refusal::NotMember`]); a `(node, origin)` seen before appends
-//!   nothing (a retry after an ambiguous timeout).
+//!   hold `key` for `conn` ([`Refusal::NotMember`]), or the log keeps a mute on `key` that has
+//!   not ended ([`Refusal::Muted`]: so that no line the log orders after a mute is heard, even
+//!   one on its way when the mute was made); a `(node, origin)` seen before appends nothing (a
+//!   retry after an ambiguous timeout).
 //! - `Release` appends `Left` if `key` is held by that node and connection, else nothing.
 //! - `Moderate` appends `Moderated` as it is; a ban or mute is also kept (replacing the one
-//!   of that kind on that name key), and a lift drops it, for the snapshot.
+//!   of that kind on that name key) until it ends, and a lift drops it, for the snapshot. A
+//!   kick also writes out the member of its name key, if any (`Left` with
+//!   [`LeaveReason::Kicked`] right after): so that a node that never applies the entry (out of
+//!   contact then) leaves no one in the room whom everyone else was told was kicked. Like a
+//!   claim or a message, it is refused when the sender's node lapsed.
 //! - `Tell` reaches the room of `node` as `Room::handle_told`, and the sender's room learns
 //!   whether anyone was there to hear it (`Room::handle_tell_result`). It is never logged.
 //! - A node whose lease runs out has each of its members written out as `Left` with
@@ -176,6 +182,8 @@ pub enum Refusal {
     LooksLike(String),
     /// The sender is not a member (its node lapsed, or it is rejoining).
     NotMember,
+    /// The sender is muted in the sanctions the log keeps.
+    Muted,
     /// The queue to the engine is full: nothing was sent.
     Busy,
 }

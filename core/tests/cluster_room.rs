@@ -34,6 +34,8 @@ struct Cluster {
     now: Timestamp,
     /// The bans and mutes the log keeps, by kind and name key.
     sanctions: BTreeMap<(SanctionKind, String), Sanction>,
+    /// The connections each node closed.
+    closed: BTreeSet<(usize, ConnId)>,
 }
 
 fn node(i: usize) -> String {
@@ -66,6 +68,7 @@ impl Cluster {
             seq: 0,
             now: Timestamp::ZERO,
             sanctions: BTreeMap::new(),
+            closed: BTreeSet::new(),
         };
         for n in 0..nodes {
             cluster.heal(n);
@@ -164,18 +167,53 @@ impl Cluster {
     }
 
     fn open(&mut self, n: usize, conn: u64) -> ConnId {
+        self.open_from(n, conn, None)
+    }
+
+    /// A connection from `peer`.
+    fn open_from(&mut self, n: usize, conn: u64, peer: Option<&str>) -> ConnId {
         let conn = ConnId(conn);
-        self.rooms[n].handle_open(self.now, conn, Wire::Line, None);
+        let peer = peer.map(|p| p.parse().expect("an address"));
+        self.rooms[n].handle_open(self.now, conn, Wire::Line, peer);
         self.drain(n);
         conn
     }
 
-    fn open_from(&mut self, n: usize, conn: u64, peer: &str) -> ConnId {
-        let conn = ConnId(conn);
-        let peer = peer.parse().ok();
-        self.rooms[n].handle_open(self.now, conn, Wire::Line, peer);
-        self.drain(n);
-        conn
+    /// The log takes the first pending publish only, and every node in contact applies what
+    /// it appended.
+    fn step(&mut self) {
+        let (n, publish) = self.pending.remove(0);
+        if self.cut.contains(&n) {
+            self.rooms[n].handle_refused(self.now, publish, Refusal::Busy);
+            return self.drain(n);
+        }
+        let from = self.log.len();
+        self.append(n, publish);
+        for k in from..self.log.len() {
+            let entry = self.log[k].clone();
+            for i in 0..self.rooms.len() {
+                if !self.cut.contains(&i) {
+                    self.rooms[i].handle_logged(self.now, entry.clone());
+                    self.drain(i);
+                }
+            }
+        }
+    }
+
+    /// Time passes: every room's deadline up to `by` from now is met.
+    fn pass(&mut self, by: std::time::Duration) {
+        let until = self.now + by;
+        loop {
+            let next = (0..self.rooms.len())
+                .filter_map(|n| self.rooms[n].poll_timeout().map(|t| (t, n)))
+                .filter(|&(t, _)| t <= until)
+                .min();
+            let Some((t, n)) = next else { break };
+            self.now = self.now.max(t);
+            self.rooms[n].handle_timeout(self.now);
+            self.drain(n);
+        }
+        self.now = until;
     }
 
     fn line(&mut self, n: usize, conn: ConnId, text: &str) {
@@ -196,7 +234,10 @@ impl Cluster {
                     self.seen.entry((n, conn)).or_default().push(text);
                 }
                 Output::Publish(p) => self.pending.push((n, p)),
-                Output::Close { .. } | Output::Log(_) => {}
+                Output::Close { conn, .. } => {
+                    self.closed.insert((n, conn));
+                }
+                Output::Log(_) => {}
                 Output::Sanctions(all) => panic!("node {n} in cluster mode stored {all:?}"),
             }
         }
@@ -269,8 +310,28 @@ impl Cluster {
                 self.drain(n);
             }
             Publish::Say {
-                origin, from, text, ..
+                conn,
+                origin,
+                key,
+                from,
+                text,
             } => {
+                let now = self.now.as_duration().as_millis() as u64;
+                let muted = self
+                    .sanctions
+                    .get(&(SanctionKind::Mute, key.clone()))
+                    .is_some_and(|m| m.until > now);
+                if muted {
+                    let publish = Publish::Say {
+                        conn,
+                        origin,
+                        key,
+                        from,
+                        text,
+                    };
+                    self.rooms[n].handle_refused(self.now, publish, Refusal::Muted);
+                    return self.drain(n);
+                }
                 self.seq += 1;
                 self.log.push(Logged::Message {
                     seq: self.seq,
@@ -306,7 +367,21 @@ impl Cluster {
                     }
                     _ => {}
                 }
+                let kicked = match &moderation {
+                    Moderation::Kick { name, .. } => Some(name_key(name)),
+                    _ => None,
+                };
                 self.log.push(Logged::Moderated(moderation));
+                // A kick writes its user out of the room.
+                if let Some(key) = kicked
+                    && let Some((_, _, name)) = self.members.remove(&key)
+                {
+                    self.log.push(Logged::Left {
+                        key,
+                        name,
+                        reason: LeaveReason::Kicked,
+                    });
+                }
             }
             Publish::Tell {
                 node: to_node,
@@ -859,13 +934,418 @@ fn a_user_who_left_elsewhere_while_out_of_contact_is_told_gone_when_the_name_is_
 }
 
 // ---------------------------------------------------------------------------------------------
+// Operators and moderation across nodes.
+
+/// OP (an operator) and alice on node 0, bob and cy on node 1, all in, their screens read.
+fn moderated() -> (Cluster, [ConnId; 4]) {
+    let mut c = Cluster::with(
+        2,
+        Config {
+            op_token: Some("s3cret".into()),
+            ..Config::default()
+        },
+    );
+    let (op, alice, bob, cy) = (c.open(0, 1), c.open(0, 2), c.open(1, 1), c.open(1, 2));
+    for (n, conn, name) in [
+        (0, op, "OP"),
+        (0, alice, "alice"),
+        (1, bob, "bob"),
+        (1, cy, "cy"),
+    ] {
+        c.line(n, conn, name);
+        c.settle();
+    }
+    c.line(0, op, "/op s3cret");
+    c.settle();
+    assert_eq!(
+        c.take(0, op).last().map(String::as_str),
+        Some("You are now an operator.\n")
+    );
+    for (n, conn) in [(0, alice), (1, bob), (1, cy)] {
+        c.take(n, conn);
+    }
+    (c, [op, alice, bob, cy])
+}
+
+#[test]
+fn a_kick_on_one_node_puts_out_a_user_of_another_and_every_node_tells_it_once() {
+    let (mut c, [op, alice, bob, cy]) = moderated();
+    c.line(0, op, "/kick bob spam");
+    c.settle();
+    assert_eq!(c.take(1, bob), ["*** You were kicked by OP: spam ***\n"]);
+    assert!(c.closed.contains(&(1, bob)));
+    for (n, conn) in [(0, op), (0, alice), (1, cy)] {
+        // The kick's line, and no leave after it.
+        assert_eq!(c.take(n, conn), ["*** bob was kicked by OP: spam ***\n"]);
+    }
+    assert!(!c.members.contains_key("bob"), "written out of the log");
+    c.line(1, cy, "/who");
+    assert_eq!(c.take(1, cy), ["Online (3): alice, cy, @OP\n"]);
+}
+
+#[test]
+fn a_user_kicked_while_their_node_was_out_of_contact_is_written_out_and_back_with_it() {
+    let (mut c, [op, alice, bob, cy]) = moderated();
+    c.cut(1);
+    c.take(1, cy);
+    c.take(1, bob);
+    c.line(0, op, "/kick bob");
+    c.settle();
+    assert_eq!(
+        c.take(0, alice),
+        ["*** bob was kicked by OP: no reason given ***\n"]
+    );
+    // The kick wrote bob out of the room: the other nodes do not wait for his node.
+    assert!(!c.members.contains_key("bob"));
+    c.line(0, alice, "/who");
+    assert_eq!(c.take(0, alice), ["Online (3): alice, cy, @OP\n"]);
+    // His node never had the kick: bob is still there, and is in the room again.
+    c.heal(1);
+    assert_eq!(c.take(1, bob), [BACK]);
+    assert_eq!(c.take(0, alice), ["*** bob has joined the chat ***\n"]);
+    assert!(c.members.contains_key("bob"));
+}
+
+#[test]
+fn a_user_banned_while_their_node_was_out_of_contact_is_put_out_when_it_is_back() {
+    let (mut c, [op, alice, bob, cy]) = moderated();
+    c.cut(1);
+    c.take(1, cy);
+    c.take(1, bob);
+    c.line(0, op, "/ban bob 10 flood");
+    c.settle();
+    assert_eq!(
+        c.take(0, op),
+        [
+            "bob is banned for 10 minutes.\n",
+            "*** bob was banned by OP: flood ***\n"
+        ]
+    );
+    assert_eq!(c.take(0, alice), ["*** bob was banned by OP: flood ***\n"]);
+    // Told banned on node 0, bob is not listed there, though his node has yet to hear of it.
+    c.line(0, alice, "/who");
+    assert_eq!(c.take(0, alice), ["Online (3): alice, cy, @OP\n"]);
+    assert!(c.members.contains_key("bob"));
+    // Back in contact, his node has the ban from the snapshot: bob is put out, released.
+    c.heal(1);
+    assert_eq!(
+        c.take(1, bob),
+        [BACK, "*** You were banned by OP: flood ***\n"]
+    );
+    assert!(c.closed.contains(&(1, bob)));
+    assert_eq!(
+        c.take(1, cy),
+        [BACK, "*** bob was banned by OP: flood ***\n"]
+    );
+    assert!(!c.members.contains_key("bob"));
+    assert!(c.take(0, alice).is_empty(), "no leave told a second time");
+    // And turned away if he comes back.
+    let again = c.open(1, 3);
+    c.line(1, again, "Bob");
+    assert_eq!(
+        c.take(1, again),
+        [
+            PROMPT,
+            "You are banned from this room for 10 more minutes.\n"
+        ]
+    );
+}
+
+#[test]
+fn a_name_banned_while_its_claim_was_on_its_way_is_turned_away_and_released() {
+    let (mut c, [op, alice, _bob, cy]) = moderated();
+    let carol = c.open(1, 3);
+    c.line(1, carol, "carol");
+    c.line(0, op, "/ban carol 5");
+    // The ban reaches the log first, then carol's claim.
+    c.first(0);
+    c.settle();
+    assert_eq!(
+        c.take(1, carol),
+        [
+            PROMPT,
+            "You are banned from this room for 5 more minutes.\n"
+        ]
+    );
+    assert!(c.closed.contains(&(1, carol)));
+    assert!(!c.members.contains_key("carol"), "released");
+    // Her node's users were told nothing; the others saw the log's join, then her leave.
+    assert!(c.take(1, cy).is_empty());
+    assert_eq!(
+        c.take(0, alice),
+        [
+            "*** carol has joined the chat ***\n",
+            "*** carol has left the chat ***\n"
+        ]
+    );
+}
+
+#[test]
+fn a_join_decided_when_contact_is_lost_is_refused_under_a_name_banned_meanwhile() {
+    let (mut c, [op, _alice, _bob, cy]) = moderated();
+    let carol = c.open(1, 3);
+    c.line(1, carol, "carol");
+    // Her claim is held up on the way; the ban reaches every node.
+    let at = c
+        .pending
+        .iter()
+        .position(|(n, _)| *n == 1)
+        .expect("the claim");
+    let (_, held_up) = c.pending.remove(at);
+    c.line(0, op, "/ban carol 5");
+    c.settle();
+    // Node 1 loses contact with the claim unanswered: it decides the join itself.
+    c.take(1, carol);
+    c.cut(1);
+    assert_eq!(
+        c.take(1, carol),
+        ["You are banned from this room for 5 more minutes.\n"]
+    );
+    assert!(c.closed.contains(&(1, carol)));
+    assert_eq!(c.take(1, cy), [LOST]);
+    // The claim the log never had is refused later: nobody is left to tell.
+    c.rooms[1].handle_refused(c.now, held_up, Refusal::Busy);
+    c.drain(1);
+    assert!(c.take(1, carol).is_empty());
+}
+
+#[test]
+fn out_of_contact_an_operator_reaches_only_this_nodes_users_and_keeps_nothing() {
+    let (mut c, [op, alice, bob, cy]) = moderated();
+    c.cut(0);
+    c.take(0, op);
+    c.take(0, alice);
+    // bob is on node 1, out of reach: nothing is done.
+    c.line(0, op, "/kick bob");
+    assert_eq!(
+        c.take(0, op),
+        ["Error: the server is busy; nothing was sent. Try again in a moment.\n"]
+    );
+    // A ban holds here only: no line about bob, who is not put out anywhere.
+    c.line(0, op, "/ban bob 5");
+    assert_eq!(c.take(0, op), ["bob is banned for 5 minutes.\n"]);
+    assert!(c.take(0, alice).is_empty());
+    // alice, here, is put out here at once.
+    c.line(0, op, "/kick alice bye");
+    assert_eq!(c.take(0, alice), ["*** You were kicked by OP: bye ***\n"]);
+    assert_eq!(c.take(0, op), ["*** alice was kicked by OP: bye ***\n"]);
+    assert!(c.take(1, bob).is_empty() && c.take(1, cy).is_empty());
+    // Back in contact: the ban made apart is not kept; alice's leave reaches the others.
+    c.heal(0);
+    c.line(0, op, "/bans");
+    assert_eq!(c.take(0, op), [BACK, "No bans or mutes in force.\n"]);
+    assert_eq!(c.take(1, cy), ["*** alice has left the chat ***\n"]);
+}
+
+#[test]
+fn a_user_told_banned_is_no_longer_listed_while_the_log_waits_for_the_leave() {
+    let (mut c, [op, alice, bob, cy]) = moderated();
+    c.line(0, op, "/ban bob");
+    // The ban is logged and applied; bob's node puts him out, its release still on the way.
+    c.step();
+    assert_eq!(
+        c.take(1, bob),
+        ["*** You were banned by OP: no reason given ***\n"]
+    );
+    assert_eq!(
+        c.take(0, alice),
+        ["*** bob was banned by OP: no reason given ***\n"]
+    );
+    assert!(c.members.contains_key("bob"));
+    // A newcomer on node 0 meanwhile is not shown bob, nor told he left later.
+    let dan = c.open(0, 3);
+    c.line(0, dan, "dan");
+    let at = c
+        .pending
+        .iter()
+        .position(|(n, _)| *n == 0)
+        .expect("dan's claim");
+    let claim = c.pending.remove(at);
+    c.pending.insert(0, claim);
+    c.step();
+    assert_eq!(
+        c.take(0, dan),
+        [
+            PROMPT,
+            "Welcome, dan! Online (4): alice, cy, dan, OP\nType /help for the list of commands.\n"
+        ]
+    );
+    c.settle();
+    assert!(!c.members.contains_key("bob"));
+    assert!(c.take(0, dan).is_empty());
+    assert_eq!(c.take(0, alice), ["*** dan has joined the chat ***\n"]);
+    assert_eq!(
+        c.take(1, cy),
+        [
+            "*** bob was banned by OP: no reason given ***\n",
+            "*** dan has joined the chat ***\n"
+        ]
+    );
+}
+
+#[test]
+fn a_user_told_banned_whose_ban_the_log_lost_is_in_again_when_their_node_claims_them() {
+    let (mut c, [op, alice, bob, _cy]) = moderated();
+    c.cut(1);
+    c.take(1, bob);
+    c.line(0, op, "/ban bob 30");
+    c.settle();
+    assert_eq!(
+        c.take(0, alice),
+        ["*** bob was banned by OP: no reason given ***\n"]
+    );
+    // The engine came back empty, the ban with it; bob's node never had it.
+    c.cut(0);
+    c.log.clear();
+    c.members.clear();
+    c.sanctions.clear();
+    c.epoch = 2;
+    c.seq = 0;
+    c.heal(0);
+    c.heal(1);
+    assert_eq!(c.take(1, bob), [BACK]);
+    assert_eq!(
+        c.take(0, alice),
+        [LOST, BACK, "*** bob has joined the chat ***\n"]
+    );
+    c.line(0, alice, "/who");
+    assert_eq!(c.take(0, alice), ["Online (4): alice, bob, cy, @OP\n"]);
+}
+
+#[test]
+fn a_ban_and_a_kick_of_one_user_are_told_by_one_line() {
+    let (mut c, [op, alice, bob, cy]) = moderated();
+    c.line(0, op, "/ban bob 5 flood");
+    c.line(0, op, "/kick bob spam");
+    c.settle();
+    assert_eq!(c.take(1, bob), ["*** You were banned by OP: flood ***\n"]);
+    assert_eq!(c.take(0, alice), ["*** bob was banned by OP: flood ***\n"]);
+    assert_eq!(c.take(1, cy), ["*** bob was banned by OP: flood ***\n"]);
+}
+
+#[test]
+fn a_ban_puts_out_a_user_whose_name_looks_like_it() {
+    let (mut c, [op, alice, bob, cy]) = moderated();
+    c.line(1, bob, "/quit");
+    c.settle();
+    let b0b = c.open(1, 3);
+    c.line(1, b0b, "b0b");
+    c.settle();
+    c.take(0, alice);
+    c.take(1, cy);
+    c.take(1, b0b);
+    // Nobody is online as bob: the ban holds the name, and b0b looks like it.
+    c.line(0, op, "/ban bob 5");
+    c.settle();
+    assert_eq!(
+        c.take(1, b0b),
+        ["*** You were banned by OP: no reason given ***\n"]
+    );
+    assert!(c.closed.contains(&(1, b0b)));
+    assert_eq!(
+        c.take(0, alice),
+        ["*** b0b was banned by OP: no reason given ***\n"]
+    );
+    assert_eq!(
+        c.take(1, cy),
+        ["*** b0b was banned by OP: no reason given ***\n"]
+    );
+    assert!(!c.members.contains_key("b0b"));
+}
+
+#[test]
+fn a_ban_made_elsewhere_gains_the_users_address_from_its_node_without_a_second_line() {
+    let (mut c, [op, alice, _bob, cy]) = moderated();
+    let eve = c.open_from(1, 3, Some("203.0.113.7"));
+    c.line(1, eve, "eve");
+    c.settle();
+    c.take(0, alice);
+    c.take(1, cy);
+    c.line(0, op, "/ban eve 5 spam");
+    c.settle();
+    assert_eq!(c.take(0, alice), ["*** eve was banned by OP: spam ***\n"]);
+    assert_eq!(c.take(1, cy), ["*** eve was banned by OP: spam ***\n"]);
+    // Her node knew her address and told every node; the log keeps it.
+    assert_eq!(
+        c.sanctions[&(SanctionKind::Ban, "eve".into())]
+            .address
+            .as_deref(),
+        Some("203.0.113.7")
+    );
+    c.take(0, op);
+    c.line(0, op, "/bans");
+    let bans = c.take(0, op).concat();
+    assert!(bans.contains("203.0.113.7"), "{bans}");
+    // Any name from that address is turned away on any node.
+    let other = c.open_from(0, 4, Some("203.0.113.7"));
+    assert_eq!(
+        c.take(0, other),
+        ["You are banned from this room for 5 more minutes.\n"]
+    );
+}
+
+#[test]
+fn a_line_on_its_way_when_its_sender_was_muted_reaches_nobody() {
+    let (mut c, [op, alice, bob, cy]) = moderated();
+    c.line(1, bob, "one more");
+    c.line(0, op, "/mute bob 5");
+    c.first(0);
+    c.settle();
+    assert_eq!(
+        c.take(1, bob),
+        ["*** You were muted by OP ***\n", "You are muted.\n"]
+    );
+    assert!(c.take(0, alice).is_empty());
+    assert!(c.take(1, cy).is_empty());
+    c.line(1, bob, "and again");
+    assert_eq!(c.take(1, bob), ["You are muted.\n"]);
+}
+
+#[test]
+fn a_mute_over_by_the_time_it_is_applied_ends_the_one_it_replaces() {
+    let (mut c, [op, alice, bob, _cy]) = moderated();
+    c.line(0, op, "/mute bob");
+    c.settle();
+    c.take(1, bob);
+    // Shortened to a minute, but on its way for longer than that.
+    c.line(0, op, "/mute bob 1");
+    c.now = c.now + std::time::Duration::from_secs(90);
+    c.settle();
+    assert!(c.take(1, bob).is_empty(), "not told muted again");
+    c.line(1, bob, "heard again");
+    c.settle();
+    assert_eq!(c.take(0, alice), ["bob: heard again\n"]);
+}
+
+#[test]
+fn a_user_told_banned_whose_node_never_put_them_out_is_back_when_the_ban_ends() {
+    let (mut c, [op, alice, bob, _cy]) = moderated();
+    c.cut(1);
+    c.take(1, bob);
+    c.line(0, op, "/ban bob 1");
+    c.settle();
+    assert_eq!(
+        c.take(0, alice),
+        ["*** bob was banned by OP: no reason given ***\n"]
+    );
+    // The ban ends while bob's node is still apart.
+    c.pass(std::time::Duration::from_secs(61));
+    assert_eq!(c.take(0, alice), ["*** bob has joined the chat ***\n"]);
+    c.heal(1);
+    assert_eq!(c.take(1, bob), [BACK]);
+    assert!(c.take(0, alice).is_empty());
+    c.line(0, alice, "/who");
+    assert_eq!(c.take(0, alice), ["Online (4): alice, bob, cy, @OP\n"]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Operators across nodes.
 
 const SECRET: &str = "a secret long enough";
 
 /// Three nodes with operators; `op` on node 0 is one, bob and carol are on node 1 (bob from
 /// 198.51.100.7), and everyone's screen is cleared.
-fn moderated() -> (Cluster, ConnId, ConnId, ConnId) {
+fn op_and_two_on_another_node() -> (Cluster, ConnId, ConnId, ConnId) {
     let mut c = Cluster::with(
         3,
         Config {
@@ -876,7 +1356,7 @@ fn moderated() -> (Cluster, ConnId, ConnId, ConnId) {
     let op = c.open(0, 1);
     c.line(0, op, "op");
     c.settle();
-    let bob = c.open_from(1, 1, "198.51.100.7");
+    let bob = c.open_from(1, 1, Some("198.51.100.7"));
     c.line(1, bob, "bob");
     c.settle();
     let carol = c.open(1, 2);
@@ -895,7 +1375,7 @@ fn moderated() -> (Cluster, ConnId, ConnId, ConnId) {
 
 #[test]
 fn a_kick_on_one_node_puts_out_a_user_of_another_and_everyone_hears_it_once() {
-    let (mut c, op, bob, carol) = moderated();
+    let (mut c, op, bob, carol) = op_and_two_on_another_node();
     c.line(0, op, "/kick bob spam");
     assert!(c.take(1, bob).is_empty(), "not before the log has it");
     c.settle();
@@ -910,7 +1390,7 @@ fn a_kick_on_one_node_puts_out_a_user_of_another_and_everyone_hears_it_once() {
 
 #[test]
 fn a_ban_on_one_node_holds_the_name_and_the_address_on_every_node() {
-    let (mut c, op, bob, carol) = moderated();
+    let (mut c, op, bob, carol) = op_and_two_on_another_node();
     c.line(0, op, "/ban bob 30 flood");
     c.settle();
     assert_eq!(c.take(1, bob), ["*** You were banned by op: flood ***\n"]);
@@ -938,7 +1418,7 @@ fn a_ban_on_one_node_holds_the_name_and_the_address_on_every_node() {
     }
     // The address, which only bob's node knew, on every node too.
     for n in 0..3 {
-        let from = c.open_from(n, 11, "198.51.100.7");
+        let from = c.open_from(n, 11, Some("198.51.100.7"));
         assert_eq!(
             c.take(n, from),
             ["You are banned from this room for 30 more minutes.\n"],
@@ -961,7 +1441,7 @@ fn a_ban_on_one_node_holds_the_name_and_the_address_on_every_node() {
     );
     c.line(0, op, "/unban bob");
     c.settle();
-    let back = c.open_from(2, 13, "198.51.100.7");
+    let back = c.open_from(2, 13, Some("198.51.100.7"));
     c.line(2, back, "bob");
     c.settle();
     assert!(c.take(2, back)[1].starts_with("Welcome, bob!"));
@@ -969,7 +1449,7 @@ fn a_ban_on_one_node_holds_the_name_and_the_address_on_every_node() {
 
 #[test]
 fn a_mute_on_one_node_silences_a_user_of_another() {
-    let (mut c, op, _bob, carol) = moderated();
+    let (mut c, op, _bob, carol) = op_and_two_on_another_node();
     c.line(0, op, "/mute carol");
     c.settle();
     assert_eq!(c.take(1, carol), ["*** You were muted by op ***\n"]);
@@ -982,7 +1462,7 @@ fn a_mute_on_one_node_silences_a_user_of_another() {
 
 #[test]
 fn a_node_whose_first_user_joins_after_an_operator_became_one_learns_of_it() {
-    let (mut c, op, _bob, _carol) = moderated();
+    let (mut c, op, _bob, _carol) = op_and_two_on_another_node();
     // Node 2 was out of contact when op became one, and comes back knowing nobody's rank.
     c.cut(2);
     c.line(0, op, "/quit");
@@ -1003,7 +1483,7 @@ fn a_node_whose_first_user_joins_after_an_operator_became_one_learns_of_it() {
 
 #[test]
 fn out_of_contact_an_operator_acts_on_its_own_node_only() {
-    let (mut c, op, bob, _carol) = moderated();
+    let (mut c, op, bob, _carol) = op_and_two_on_another_node();
     let erin = c.open(0, 2);
     c.line(0, erin, "erin");
     c.settle();

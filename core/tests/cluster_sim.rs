@@ -5,12 +5,16 @@
 //!
 //! The engine holds the log of the current epoch (message seqs contiguous), the members (name
 //! key to node, connection and name; look keys unique among them), each node's lease on the
-//! engine's clock, and the last origin of each node's messages. Its calls are the scripts':
+//! engine's clock, the last origin of each node's messages, and the bans and mutes (by kind and
+//! name key). Its calls are the scripts':
 //! `claim` (fenced on the caller's lease; a key or look key held by a live node is refused, one
 //! held by a lapsed node is reaped first; a claim repeated by its holder appends nothing),
 //! `say` (fenced on the lease and on membership; a `(node, origin)` seen before appends
-//! nothing), `release` (only by the holder), `beat`, `reap`, `snapshot` (the epoch, the last
-//! seq, the members and the last `history` messages; a new epoch after a restart), and every
+//! nothing; a sender under a mute that has not ended is refused), `release` (only by the
+//! holder), `moderate` (fenced on the lease; appends the entry; keeps a ban or mute, replacing,
+//! drops one lifted and those over; a kick writes its user out), `beat`, `reap`, `snapshot`
+//! (the epoch, the last seq, the members, the last `history` messages and the bans and mutes in
+//! force; a new epoch after a restart, which loses the bans and mutes too), and every
 //! call's freeze compensation (a silence of the engine longer than the freeze threshold moves
 //! every lease on by its length). Private messages reach the target node's room if it is in
 //! contact (`handle_told`), and the outcome goes back to the sender's (`handle_tell_result`).
@@ -32,7 +36,13 @@
 //! a node crashed (a fresh room under a new incarnation; its users reaped after the lease), the
 //! engine paused (every node out of contact; no one reaped for the pause itself), the engine
 //! restarted empty (a new epoch), and a settle that heals everything and waits for the room to
-//! be quiet. When time passes the engine and the readers work through what is waiting one
+//! be quiet. Operators too (`Config::op_token` set): a joined user types `/op` (now and then
+//! with a wrong token); operators kick, ban, mute, unban and unmute names online on any node or
+//! not, in other cases, for a few minutes or the default hour; the admin API of a random node
+//! does the same and posts notices; connections come from a few shared addresses (an IPv6 /64
+//! among them, and loopback, never banned), so that bans by address turn others away; time
+//! jumps past the ends of bans and mutes. When time passes the engine and the readers work
+//! through what is waiting one
 //! publish or entry at a time, in a random interleaving across nodes (so a node may read
 //! another's join before its own claim is answered), and on slow links (a third of the seeds)
 //! stop short of the end.
@@ -60,9 +70,26 @@
 //! - `Degraded` and local messages only out of contact, `Restored` only in it; a JSON
 //!   client's roster never hears of a join of someone listed, nor of a leave of someone not;
 //! - whenever the room is quiet (every node in contact, alive in the engine, caught up, nothing
-//!   to publish), every node's `online()` equals the engine's members, every member of a live
-//!   node is joined there on its connection, and every JSON client's roster (complete, no
-//!   digest pending) equals its node's `online()`.
+//!   to publish), every node's `online()` equals the engine's members (but for a banned user
+//!   whose crashed node had not released them: the nodes told of the ban no longer list them),
+//!   every member of a live node is joined there on its connection, and every JSON client's
+//!   roster (complete, no digest pending) equals its node's `online()`.
+//!
+//! And for operators, on every node, in contact or not, with the bans and mutes it holds (a
+//! node out of contact knows nothing of those made elsewhere meanwhile, and may let in a name
+//! banned there: what it holds is the snapshot's and the entries it applied since, and what its
+//! operators did while apart):
+//!
+//! - nobody is joined under a name it holds banned (the name's key or its look), at any time;
+//!   nobody is let in (welcomed) under such a name or from an address it holds banned;
+//! - once a node applies a kick or a ban that has not ended, none of its connections is still
+//!   in under that name;
+//! - a node in contact holds exactly the bans and mutes of the log it applied: the snapshot's,
+//!   and those of every entry it read since (a ban's address aside, which the banned user's
+//!   node adds and tells the others);
+//! - no public line of a user it holds muted is published, said locally, or applied from the
+//!   log (outside a snapshot's replay of what was said before the mute) by that node: the log
+//!   refuses a line ordered after a mute, so none reaches anyone once the mute is applied.
 //!
 //! `CLUSTER_SIM_SEED=n` replays one seed, `CLUSTER_SIM_SEEDS=n` runs seeds `0..n`,
 //! `CLUSTER_SIM_STEPS=n` changes the number of steps per seed. A failure prints the seed, the
@@ -75,6 +102,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::IpAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,9 +112,10 @@ use std::time::{Duration, Instant};
 use chat_core::cluster::{Logged, Member, Publish, Refusal, Snapshot};
 use chat_core::codec::json;
 use chat_core::codec::line::HISTORY_FOOTER;
+use chat_core::moderation::{AdminRequest, Moderation, Sanction, SanctionKind, Sanctions};
 use chat_core::{
-    ChatMessage, Config, ConnId, Disconnect, Event, LeaveReason, Line, LogRecord, Output, Resume,
-    Room, Roster, Timestamp, Wire, look_key, name_key,
+    ChatMessage, CloseReason, Config, ConnId, Disconnect, Event, LeaveReason, Line, LogRecord,
+    Output, Request, Resume, Room, Roster, Timestamp, Wire, look_key, name_key,
 };
 use serde_json::json;
 
@@ -112,6 +141,21 @@ const PROMPT: &str = "Enter your name: ";
 const LOST: &str =
     "*** Lost contact with the other servers; only people on this server can hear you now ***\n";
 const BACK: &str = "*** Back in contact with the other servers ***\n";
+
+/// The operator secret (`Config::op_token`).
+const TOKEN: &str = "s3cret";
+
+/// Where connections come from: a few addresses shared by several users (an IPv6 /64 among
+/// them), and loopback, which is never banned.
+const PEERS: &[&str] = &[
+    "203.0.113.1",
+    "203.0.113.2",
+    "198.51.100.7",
+    "2001:db8:1:1::5",
+    "2001:db8:1:1::9",
+    "2001:db8:2::1",
+    "127.0.0.1",
+];
 
 /// Names typed: the same name in other cases, look-alikes, and one that is not a name.
 const NAMES: &[&str] = &[
@@ -175,7 +219,12 @@ fn random_cluster_runs_keep_every_invariant() {
                 && t.snapshot_gaps > 0
                 && t.duplicates > 0
                 && t.tells_heard > 0
-                && t.compensated > 0,
+                && t.compensated > 0
+                && t.operators > 0
+                && t.moderations > 0
+                && t.put_out > 0
+                && t.turned_away > 0
+                && t.muted > 0,
             "the simulation no longer exercises the cluster: {totals:?}"
         );
     }
@@ -240,6 +289,11 @@ struct Totals {
     snapshot_gaps: usize,
     tells_heard: usize,
     quiet: usize,
+    operators: usize,
+    moderations: usize,
+    put_out: usize,
+    turned_away: usize,
+    muted: usize,
 }
 
 impl Totals {
@@ -262,6 +316,11 @@ impl Totals {
         self.snapshot_gaps += o.snapshot_gaps;
         self.tells_heard += o.tells_heard;
         self.quiet += o.quiet;
+        self.operators += o.operators;
+        self.moderations += o.moderations;
+        self.put_out += o.put_out;
+        self.turned_away += o.turned_away;
+        self.muted += o.muted;
     }
 }
 
@@ -316,6 +375,7 @@ enum Reply {
     Taken,
     LooksLike(String),
     NotMember,
+    Muted,
     Lapsed,
     NoEpoch,
 }
@@ -336,6 +396,9 @@ struct Engine {
     leases: BTreeMap<String, u64>,
     /// Node to the last origin logged.
     origins: BTreeMap<String, u64>,
+    /// The bans and mutes kept, by kind and name key (the sanctions hash); those over are
+    /// dropped by the moderate and snapshot scripts.
+    sanctions: BTreeMap<(SanctionKind, String), Sanction>,
     /// The last script's time.
     last_t: Option<u64>,
     /// Bumped by each restart: connections of an earlier one are broken.
@@ -501,6 +564,13 @@ impl Engine {
         if origin <= self.origins.get(node).copied().unwrap_or(0) {
             return Reply::Duplicate;
         }
+        if self
+            .sanctions
+            .get(&(SanctionKind::Mute, key.to_owned()))
+            .is_some_and(|m| m.until > now)
+        {
+            return Reply::Muted;
+        }
         self.origins.insert(node.to_owned(), origin);
         self.seq += 1;
         let message = ChatMessage {
@@ -537,6 +607,48 @@ impl Engine {
         });
     }
 
+    /// An operator's action: appended; a ban or mute kept (replacing), a lift dropping it.
+    fn moderate(&mut self, now: u64, node: &str, moderation: Moderation) -> Reply {
+        self.clock(now);
+        if self.epoch.is_none() {
+            return Reply::NoEpoch;
+        }
+        if !self.live(node, now) {
+            return Reply::Lapsed;
+        }
+        self.drop_over(now);
+        match &moderation {
+            Moderation::Sanction(s) => {
+                self.sanctions
+                    .insert((s.kind, name_key(&s.name)), s.clone());
+            }
+            Moderation::Lift { kind, name, .. } => {
+                self.sanctions.remove(&(*kind, name_key(name)));
+            }
+            Moderation::Operator { .. } | Moderation::Kick { .. } | Moderation::Notice { .. } => {}
+        }
+        let kicked = match &moderation {
+            Moderation::Kick { name, .. } => Some(name_key(name)),
+            _ => None,
+        };
+        self.log.push(Logged::Moderated(moderation));
+        // A kick writes its user out of the room.
+        if let Some(key) = kicked
+            && let Some(held) = self.forget(&key)
+        {
+            self.log.push(Logged::Left {
+                key,
+                name: held.name,
+                reason: LeaveReason::Kicked,
+            });
+        }
+        Reply::Ok
+    }
+
+    fn drop_over(&mut self, now: u64) {
+        self.sanctions.retain(|_, s| s.until > now);
+    }
+
     /// The room at one instant, with the last `count` messages; a new epoch if there is none.
     fn snapshot(&mut self, now: u64, count: usize) -> Snapshot {
         self.clock(now);
@@ -567,12 +679,13 @@ impl Engine {
         let recent = (first..=self.seq)
             .filter_map(|s| self.truth.get(&(epoch, s)).cloned())
             .collect();
+        self.drop_over(now);
         Snapshot {
             epoch,
             seq: self.seq,
             members,
             recent,
-            sanctions: Vec::new(),
+            sanctions: self.sanctions.values().cloned().collect(),
         }
     }
 
@@ -590,10 +703,14 @@ impl Engine {
     fn check(&self) {
         let mut seen_looks = BTreeSet::new();
         for (key, h) in &self.members {
-            assert_eq!(*key, name_key(&h.name), "a member under another key: {h:?}");
+            assert_eq!(
+                *key,
+                cached_key(&h.name),
+                "a member under another key: {h:?}"
+            );
             assert_eq!(
                 h.look,
-                look_key(&h.name),
+                cached_look(&h.name),
                 "a member under another look: {h:?}"
             );
             assert!(
@@ -665,6 +782,19 @@ struct Node {
     line_sender: Option<ConnId>,
     /// The message just logged, and who of this node has yet to get it.
     awaiting: Option<(ChatMessage, BTreeSet<ConnId>)>,
+    /// The bans and mutes the node must hold while in contact: the snapshot's, and those of
+    /// the entries it applied since, by kind and name key.
+    held: BTreeMap<(SanctionKind, String), Sanction>,
+    /// Name keys the node has just kicked or banned (its message log says so): none of its
+    /// connections may be in under them once the input is handled.
+    put_out: Vec<(Action, String)>,
+}
+
+/// What an operator's action puts out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Action {
+    Kick,
+    Ban,
 }
 
 impl Node {
@@ -696,6 +826,8 @@ impl Node {
             replaying: false,
             line_sender: None,
             awaiting: None,
+            held: BTreeMap::new(),
+            put_out: Vec::new(),
         }
     }
 }
@@ -717,11 +849,17 @@ struct Client {
     history: Option<Option<(Vec<ChatMessage>, bool)>>,
     /// The (epoch, seq) of the last message of the order it got: they only increase.
     last_seen: Option<(u64, u64)>,
+    /// Where it connects from.
+    peer: Option<IpAddr>,
+    /// Told it is an operator.
+    operator: bool,
 }
 
 impl Client {
-    fn new(wire: Wire, resume: Option<Resume>) -> Client {
+    fn new(wire: Wire, resume: Option<Resume>, peer: Option<IpAddr>) -> Client {
         Client {
+            peer,
+            operator: false,
             wire,
             name: None,
             asking: false,
@@ -765,6 +903,28 @@ struct Sim<'t> {
     totals: Totals,
 }
 
+thread_local! {
+    /// Name and look keys computed once per name: the names typed are few.
+    static KEYS: RefCell<BTreeMap<String, (String, String)>> = const { RefCell::new(BTreeMap::new()) };
+}
+
+fn cached_keys(name: &str) -> (String, String) {
+    KEYS.with(|k| {
+        k.borrow_mut()
+            .entry(name.to_owned())
+            .or_insert_with(|| (name_key(name), look_key(name)))
+            .clone()
+    })
+}
+
+fn cached_key(name: &str) -> String {
+    cached_keys(name).0
+}
+
+fn cached_look(name: &str) -> String {
+    cached_keys(name).1
+}
+
 fn ts(ms: u64) -> Timestamp {
     Timestamp::from_millis(ms)
 }
@@ -777,6 +937,7 @@ impl<'t> Sim<'t> {
     fn new(seed: u64, trace: &'t mut VecDeque<String>) -> Self {
         let mut rng = Rng(seed);
         let config = Config {
+            op_token: Some(TOKEN.to_owned()),
             history: rng.pick(&[0, 2, 5, 50]),
             flood: None,
             idle_timeout: Some(Duration::from_secs(rng.range(60, 600))),
@@ -873,7 +1034,7 @@ impl<'t> Sim<'t> {
     // Choosing a step.
 
     fn random_step(&mut self) {
-        let roll = self.rng.below(200);
+        let roll = self.rng.below(211);
         match roll {
             0..=15 => self.open(),
             16..=35 => self.type_name(),
@@ -913,7 +1074,16 @@ impl<'t> Sim<'t> {
             182..=183 => self.pause(),
             184 => self.restart(),
             185..=188 => self.duplicate(),
-            _ => self.settle(),
+            189..=199 => self.settle(),
+            200..=201 => self.op_up(),
+            202..=207 => self.moderate(),
+            208 => self.admin(),
+            _ => {
+                // Past the ends of bans and mutes.
+                let by = self.rng.range(30_000, 6 * 60_000);
+                self.note(format!("{by} ms pass"));
+                self.advance(by);
+            }
         }
     }
 
@@ -1006,7 +1176,7 @@ impl<'t> Sim<'t> {
         };
         let conn = self.connect(n, wire, None);
         self.note(format!("node {n}: {conn:?} opens on the {wire:?} wire"));
-        if self.rng.chance(50) {
+        if self.rng.chance(50) && self.clients.contains_key(&(n, conn)) {
             let name = self.rng.pick(NAMES).to_owned();
             self.join(n, conn, &name);
         }
@@ -1016,10 +1186,15 @@ impl<'t> Sim<'t> {
         let node = &mut self.nodes[n];
         let conn = ConnId(node.next_conn);
         node.next_conn += 1;
-        self.clients.insert((n, conn), Client::new(wire, resume));
+        let peer = self
+            .rng
+            .chance(80)
+            .then(|| self.rng.pick(PEERS).parse().expect("an address"));
+        self.clients
+            .insert((n, conn), Client::new(wire, resume, peer));
         self.nodes[n]
             .room
-            .handle_open(ts(self.now), conn, wire, None);
+            .handle_open(ts(self.now), conn, wire, peer);
         self.drain(n);
         conn
     }
@@ -1161,7 +1336,160 @@ impl<'t> Sim<'t> {
         let n = self.rng.pick(&running);
         let conn = self.connect(n, Wire::Json, Some(who.resume));
         self.note(format!("{} comes back on node {n} as {conn:?}", who.name));
-        self.join(n, conn, &who.name);
+        if self.clients.contains_key(&(n, conn)) {
+            self.join(n, conn, &who.name);
+        }
+    }
+
+    /// A joined user asks to be an operator, now and then with a wrong token.
+    fn op_up(&mut self) {
+        let joined: Vec<(usize, ConnId)> = self
+            .clients_where(Some(true))
+            .into_iter()
+            .filter(|k| !self.clients[k].operator)
+            .collect();
+        if joined.is_empty() {
+            return;
+        }
+        let (n, conn) = self.rng.pick(&joined);
+        let token = if self.rng.chance(80) { TOKEN } else { "guess" };
+        self.note(format!("node {n}: {conn:?} tries /op {token}"));
+        let request = Request::Op {
+            token: token.to_owned(),
+        };
+        self.request(n, conn, &format!("/op {token}"), &request);
+    }
+
+    /// An operator kicks, bans, mutes, unbans or unmutes someone: online (here or elsewhere)
+    /// or not, for a few minutes or the default hour.
+    fn moderate(&mut self) {
+        let ops: Vec<(usize, ConnId)> = self
+            .clients_where(Some(true))
+            .into_iter()
+            .filter(|k| self.clients[k].operator)
+            .collect();
+        if ops.is_empty() {
+            return self.op_up();
+        }
+        let (n, conn) = self.rng.pick(&ops);
+        let name = self.target();
+        let minutes = self.rng.chance(85).then(|| self.rng.range(1, 8));
+        let reason = self.rng.chance(50).then(|| format!("r{}", self.fresh()));
+        let (line, request) = match self.rng.below(10) {
+            0..=2 => (
+                format!("/kick {name} {}", reason.clone().unwrap_or_default()),
+                Request::Kick { name, reason },
+            ),
+            3..=5 => (
+                format!(
+                    "/ban {name} {} {}",
+                    minutes.map(|m| m.to_string()).unwrap_or_default(),
+                    reason.clone().unwrap_or_default()
+                ),
+                Request::Ban {
+                    name,
+                    minutes,
+                    reason,
+                },
+            ),
+            6..=7 => (
+                format!(
+                    "/mute {name} {}",
+                    minutes.map(|m| m.to_string()).unwrap_or_default()
+                ),
+                Request::Mute { name, minutes },
+            ),
+            8 => (format!("/unban {name}"), Request::Unban { name }),
+            _ => (format!("/unmute {name}"), Request::Unmute { name }),
+        };
+        let line = line.trim_end().to_owned();
+        self.note(format!("node {n}: operator {conn:?} types {line}"));
+        self.totals.moderations += 1;
+        self.request(n, conn, &line, &request);
+    }
+
+    /// The admin API of a random node: an action, or a question.
+    fn admin(&mut self) {
+        let n = self.rng.below(NODES);
+        if self.stalled(n) {
+            return;
+        }
+        let name = self.target();
+        let minutes = self.rng.chance(85).then(|| self.rng.range(1, 8));
+        let by = self.rng.chance(50).then(|| "api".to_owned());
+        let request = match self.rng.below(8) {
+            0 => AdminRequest::Kick {
+                name,
+                reason: None,
+                by,
+            },
+            1 | 2 => AdminRequest::Ban {
+                name,
+                minutes,
+                reason: Some("api".into()),
+                by,
+            },
+            3 => AdminRequest::Mute { name, minutes, by },
+            4 => AdminRequest::Unban { name, by },
+            5 => AdminRequest::Unmute { name, by },
+            6 => AdminRequest::Notice {
+                text: "be nice".into(),
+                by,
+            },
+            _ => AdminRequest::Online,
+        };
+        self.note(format!("node {n}: the admin API asks {request:?}"));
+        self.totals.moderations += 1;
+        let reply = self.nodes[n].room.handle_admin(ts(self.now), request);
+        self.note(format!("node {n}: the admin API is told {reply:?}"));
+        self.drain(n);
+    }
+
+    /// A name to moderate: mostly someone online on some node, else any name typed.
+    fn target(&mut self) -> String {
+        let online: Vec<String> = self
+            .clients
+            .values()
+            .filter_map(|c| c.name.clone())
+            .collect();
+        if !online.is_empty() && self.rng.chance(70) {
+            let name = self
+                .rng
+                .pick(&online.iter().map(String::as_str).collect::<Vec<_>>());
+            // Now and then in another case.
+            return if self.rng.chance(20) {
+                name.to_uppercase()
+            } else {
+                name.to_owned()
+            };
+        }
+        self.rng.pick(NAMES).replace(' ', "")
+    }
+
+    /// A request from a joined client, on its wire.
+    fn request(&mut self, n: usize, conn: ConnId, line: &str, request: &Request) {
+        let json = serde_json::to_value(request).expect("a request as JSON");
+        self.send(n, conn, line, json);
+    }
+
+    /// The bans and mutes node `n` holds.
+    fn bans(&self, n: usize) -> Sanctions {
+        let mut all = Sanctions::default();
+        for s in self.nodes[n].room.sanctions() {
+            all.insert(s);
+        }
+        all
+    }
+
+    /// Node `n` does something with a public line of `from` (`what`): it must not hold a mute
+    /// on `from` that has not ended.
+    fn check_unmuted(&self, n: usize, from: &str, what: &str) {
+        let held = self.bans(n);
+        let mute = held.mute_on(from, self.now);
+        assert!(
+            mute.is_none(),
+            "node {n} {what} {from}, whom it holds muted: {mute:?}"
+        );
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1378,6 +1706,11 @@ impl<'t> Sim<'t> {
         }
         node.replaying = true;
         node.line_sender = None;
+        node.held = snapshot
+            .sanctions
+            .iter()
+            .map(|s| ((s.kind, name_key(&s.name)), s.clone()))
+            .collect();
         let seq = snapshot.seq;
         node.room.handle_snapshot(ts(self.now), snapshot);
         self.drain(n);
@@ -1436,10 +1769,7 @@ impl<'t> Sim<'t> {
                 self.engine.release(now, &node, conn, &key, reason);
                 Reply::Ok
             }
-            Publish::Moderate { moderation, .. } => {
-                self.engine.log.push(Logged::Moderated(moderation));
-                Reply::Ok
-            }
+            Publish::Moderate { moderation, .. } => self.engine.moderate(now, &node, moderation),
             Publish::Tell {
                 node: to_node,
                 from_conn,
@@ -1484,6 +1814,7 @@ impl<'t> Sim<'t> {
             Reply::Taken => self.refuse(n, publish, Refusal::Taken),
             Reply::LooksLike(holder) => self.refuse(n, publish, Refusal::LooksLike(holder)),
             Reply::NotMember => self.refuse(n, publish, Refusal::NotMember),
+            Reply::Muted => self.refuse(n, publish, Refusal::Muted),
             Reply::Lapsed | Reply::NoEpoch => {
                 self.note(format!("node {n}'s {publish:?} finds it lapsed"));
                 let refusal = self.lapsed.clone();
@@ -1531,6 +1862,17 @@ impl<'t> Sim<'t> {
                             .get(&(n, c))
                             .is_some_and(|c| c.wire == Wire::Line)
                     });
+                }
+            }
+            if let Logged::Moderated(m) = &entry {
+                match m {
+                    Moderation::Sanction(s) => {
+                        node.held.insert((s.kind, name_key(&s.name)), s.clone());
+                    }
+                    Moderation::Lift { kind, name, .. } => {
+                        node.held.remove(&(*kind, name_key(name)));
+                    }
+                    _ => {}
                 }
             }
             let node = &mut self.nodes[n];
@@ -1772,7 +2114,10 @@ impl<'t> Sim<'t> {
                     let text = String::from_utf8(data.to_vec()).expect("UTF-8");
                     self.receive(n, conn, &text);
                 }
-                Output::Close { conn, .. } => {
+                Output::Close { conn, reason } => {
+                    if matches!(reason, CloseReason::Kicked | CloseReason::Banned) {
+                        self.totals.put_out += 1;
+                    }
                     assert!(
                         self.clients.contains_key(&(n, conn)),
                         "node {n} closes {conn:?}, which is not open"
@@ -1782,6 +2127,9 @@ impl<'t> Sim<'t> {
                 Output::Log(record) => self.record(n, record),
                 Output::Sanctions(all) => panic!("node {n} in cluster mode stored {all:?}"),
                 Output::Publish(p) => {
+                    if let Publish::Say { from, .. } = &p {
+                        self.check_unmuted(n, from, "publishes a line of");
+                    }
                     let node = &mut self.nodes[n];
                     if let Publish::Say { conn, origin, .. } = &p {
                         node.says.insert(*origin, *conn);
@@ -1796,6 +2144,18 @@ impl<'t> Sim<'t> {
             }
         }
         self.finish_awaiting(n);
+        for (action, name) in std::mem::take(&mut self.nodes[n].put_out) {
+            let key = name_key(&name);
+            let still = self.clients.iter().find(|((i, _), c)| {
+                *i == n && c.name.as_deref().map(name_key) == Some(key.clone())
+            });
+            assert!(
+                still.is_none(),
+                "node {n} applied {action:?} of {name}, and {:?} is still in as {:?}",
+                still.map(|(k, _)| k),
+                still.and_then(|(_, c)| c.name.clone())
+            );
+        }
         for (&(i, conn), c) in self.clients.iter_mut() {
             if i == n
                 && let Some(owed) = c.history.take()
@@ -1817,14 +2177,22 @@ impl<'t> Sim<'t> {
         }
         match record {
             LogRecord::Message(m) => self.logged_message(n, m),
-            LogRecord::Local { from, text } => assert!(
-                !self.nodes[n].session,
-                "node {n} logged {from}'s {text} as local while in contact"
-            ),
-            LogRecord::Join { .. }
-            | LogRecord::Leave { .. }
-            | LogRecord::Moderation { .. }
-            | LogRecord::OpRefused { .. } => {}
+            LogRecord::Local { from, text } => {
+                assert!(
+                    !self.nodes[n].session,
+                    "node {n} logged {from}'s {text} as local while in contact"
+                );
+                self.check_unmuted(n, &from, "says locally a line of");
+            }
+            LogRecord::Moderation { action } => match action {
+                Moderation::Kick { name, .. } => self.nodes[n].put_out.push((Action::Kick, name)),
+                // A ban over by the time it is applied puts nobody out.
+                Moderation::Sanction(s) if s.kind == SanctionKind::Ban && s.until > self.now => {
+                    self.nodes[n].put_out.push((Action::Ban, s.name));
+                }
+                _ => {}
+            },
+            LogRecord::Join { .. } | LogRecord::Leave { .. } | LogRecord::OpRefused { .. } => {}
         }
     }
 
@@ -1842,7 +2210,9 @@ impl<'t> Sim<'t> {
         );
         if !node.replaying {
             assert_eq!(m.seq, node.next_seq, "node {n} applied {m:?} out of order");
+            self.check_unmuted(n, &m.from, "delivers a line of");
         }
+        let node = &mut self.nodes[n];
         assert_eq!(
             node.expect.pop_front().as_ref(),
             Some(&m),
@@ -1918,6 +2288,15 @@ impl<'t> Sim<'t> {
         };
         if text == PROMPT {
             vec![Event::Prompt]
+        } else if text == "You are now an operator.\n" {
+            vec![Event::Operator]
+        } else if text == "You are muted.\n" {
+            vec![Event::error(chat_core::ErrorCode::Muted, "You are muted.")]
+        } else if let Some(rest) = text.strip_prefix("You are banned from this room for ") {
+            let minutes = rest.split(' ').next().and_then(|m| m.parse().ok());
+            vec![Event::Banned {
+                minutes: minutes.expect("minutes"),
+            }]
         } else if text == LOST {
             vec![Event::Degraded]
         } else if text == BACK {
@@ -1951,6 +2330,31 @@ impl<'t> Sim<'t> {
     }
 
     fn event(&mut self, n: usize, conn: ConnId, event: Event) {
+        match &event {
+            Event::Welcome { name, .. } => {
+                let peer = self.clients[&(n, conn)].peer;
+                let ban = self.bans(n);
+                let held = ban
+                    .ban_on_name(name, self.now)
+                    .or_else(|| ban.ban_on_address(peer, self.now));
+                assert!(
+                    held.is_none(),
+                    "node {n} let {conn:?} in as {name} from {peer:?}, though it holds {held:?}"
+                );
+            }
+            Event::Operator => {
+                self.totals.operators += 1;
+                if let Some(c) = self.clients.get_mut(&(n, conn)) {
+                    c.operator = true;
+                }
+            }
+            Event::Banned { .. } => self.totals.turned_away += 1,
+            Event::Error {
+                code: chat_core::ErrorCode::Muted,
+                ..
+            } => self.totals.muted += 1,
+            _ => {}
+        }
         let session = self.nodes[n].session;
         let node_epoch = self.nodes[n].epoch;
         let client = self.clients.get_mut(&(n, conn)).expect("an open client");
@@ -2053,8 +2457,13 @@ impl<'t> Sim<'t> {
             }
             Event::Degraded => assert!(!session, "told contact was lost while in contact"),
             Event::Restored { .. } => assert!(session, "told contact is back while out of contact"),
-            e @ (Event::Joined { .. } | Event::Left { .. }) if json => {
-                let complete = client.roster.is_complete();
+            e @ (Event::Joined { .. } | Event::Left { .. } | Event::Sanctioned { .. }) if json => {
+                // A kick or ban line is told at once, even of someone whose join is still
+                // gathered in a digest on its way.
+                let gathering = matches!(e, Event::Sanctioned { .. })
+                    && self.nodes[n].room.presence_due().is_some();
+                let client = self.clients.get_mut(&(n, conn)).expect("an open client");
+                let complete = client.roster.is_complete() && !gathering;
                 let changed = client.roster.apply(&e);
                 assert!(
                     changed || !complete,
@@ -2130,6 +2539,7 @@ impl<'t> Sim<'t> {
 
     fn check_invariants(&mut self) {
         self.engine.check();
+        self.check_sanctions();
         for (n, node) in self.nodes.iter().enumerate() {
             assert_eq!(node.room.next_seq(), node.next_seq, "node {n}'s next seq");
             assert_eq!(node.room.config().epoch, node.epoch, "node {n}'s epoch");
@@ -2164,8 +2574,12 @@ impl<'t> Sim<'t> {
                 let claiming = node.outbox.iter().any(
                     |p| matches!(p, Publish::Claim { conn: c, key: k, .. } if *c == conn && *k == key),
                 );
+                // Kicked, and written out by the kick, whose entry the node has yet to apply.
+                let kicked = self.engine.log[node.cursor.min(self.engine.log.len())..]
+                    .iter()
+                    .any(|e| matches!(e, Logged::Moderated(Moderation::Kick { name, .. }) if name_key(name) == key));
                 assert!(
-                    held || claiming,
+                    held || claiming || kicked,
                     "node {n}'s {conn:?} is in as {name}, which the log gives to {:?}",
                     self.engine.members.get(&key)
                 );
@@ -2177,6 +2591,71 @@ impl<'t> Sim<'t> {
         }
     }
 
+    /// No user of any node is in under a name that node holds banned (by its key or look);
+    /// every node in contact holds exactly the bans and mutes of the log as far as it applied
+    /// it (the snapshot's and the entries' since; a ban's address aside, which the banned
+    /// user's node adds).
+    fn check_sanctions(&self) {
+        for (n, node) in self.nodes.iter().enumerate() {
+            let held: Vec<Sanction> = node
+                .room
+                .sanctions()
+                .into_iter()
+                .filter(|s| s.until > self.now)
+                .collect();
+            if held.is_empty() && node.held.values().all(|s| s.until <= self.now) {
+                continue;
+            }
+            // As `Sanctions::ban_on_name` matches: the name's key, or its look.
+            let banned: BTreeSet<String> = held
+                .iter()
+                .filter(|s| s.kind == SanctionKind::Ban)
+                .flat_map(|s| [cached_key(&s.name), cached_look(&s.name)])
+                .collect();
+            let here = self.clients.range((n, ConnId(0))..(n + 1, ConnId(0)));
+            for (&(_, conn), client) in here {
+                let Some(name) = client.name.as_deref() else {
+                    continue;
+                };
+                let key = cached_key(name);
+                let ban = held.iter().find(|s| {
+                    s.kind == SanctionKind::Ban
+                        && (cached_key(&s.name) == key || cached_look(&s.name) == cached_look(name))
+                });
+                assert!(
+                    !banned.contains(&key) && !banned.contains(&cached_look(name)),
+                    "node {n}'s {conn:?} is in as {name}, which the node holds banned: {ban:?}"
+                );
+            }
+            let live = node.session
+                && node.stalled_until.is_none()
+                && node.generation == self.engine.generation;
+            if !live {
+                continue;
+            }
+            let strip = |s: &Sanction| {
+                (
+                    s.kind,
+                    cached_key(&s.name),
+                    s.until,
+                    s.by.clone(),
+                    s.reason.clone(),
+                )
+            };
+            let room: BTreeSet<_> = held.iter().map(strip).collect();
+            let log: BTreeSet<_> = node
+                .held
+                .values()
+                .filter(|s| s.until > self.now)
+                .map(strip)
+                .collect();
+            assert_eq!(
+                room, log,
+                "node {n}, in contact, holds other bans and mutes than the log it applied"
+            );
+        }
+    }
+
     fn check_quiet(&self) {
         let members: Vec<String> = self
             .engine
@@ -2184,11 +2663,30 @@ impl<'t> Sim<'t> {
             .values()
             .map(|h| h.name.clone())
             .collect();
+        // A banned user whose node crashed before the log had its leave stays in the log until
+        // the lease runs out: a node whose users were told of the ban no longer lists them.
+        let mut bans = Sanctions::default();
+        for s in self.engine.sanctions.values() {
+            bans.insert(s.clone());
+        }
+        let optional: BTreeSet<&str> = self
+            .engine
+            .members
+            .values()
+            .filter(|h| self.nodes.iter().all(|node| node.name != h.node))
+            .filter(|h| bans.ban_on_name(&h.name, self.now).is_some())
+            .map(|h| h.name.as_str())
+            .collect();
         for (n, node) in self.nodes.iter().enumerate() {
+            let online = node.room.online();
+            let listed: Vec<&String> = members
+                .iter()
+                .filter(|m| online.contains(m) || !optional.contains(m.as_str()))
+                .collect();
             assert_eq!(
-                node.room.online(),
-                members,
-                "at rest, node {n}'s roster is not the log's"
+                online.iter().collect::<Vec<_>>(),
+                listed,
+                "at rest, node {n}'s roster is not the log's {members:?}"
             );
             for (&(i, conn), client) in &self.clients {
                 if i != n || client.wire != Wire::Json || client.name.is_none() {
@@ -2197,7 +2695,7 @@ impl<'t> Sim<'t> {
                 if client.roster.is_complete() && node.room.presence_due().is_none() {
                     assert_eq!(
                         client.roster.names(),
-                        &members[..],
+                        &online[..],
                         "at rest, node {n}'s {conn:?} was told another roster"
                     );
                 }

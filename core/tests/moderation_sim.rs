@@ -553,7 +553,19 @@ impl<'t> Sim<'t> {
                     );
                     self.totals.bans += 1;
                 }
-                let Some((t, name, _)) = online else {
+                // A ban also puts out whoever online looks like the name banned (`b0b` when
+                // `bob` is), though it holds that one's address only when banned by name.
+                let confirmed = online.as_ref().map_or(target.to_owned(), |o| o.1.clone());
+                let look = look_key(target);
+                let alike = (kind == 1)
+                    .then(|| {
+                        self.peers
+                            .iter()
+                            .find(|(_, p)| p.name.as_deref().is_some_and(|n| look_key(n) == look))
+                            .map(|(&id, p)| (id, p.name.clone().unwrap_or_default(), p.addr))
+                    })
+                    .flatten();
+                let Some((t, name, _)) = online.or(alike) else {
                     let expected = if kind == 0 {
                         format!("No user named '{target}'.")
                     } else {
@@ -578,7 +590,8 @@ impl<'t> Sim<'t> {
                 if t != c {
                     let mut expected = vec![told];
                     if kind == 1 {
-                        expected.push(format!("{name} is banned for {minutes} {}.", unit(minutes)));
+                        let unit = unit(minutes);
+                        expected.push(format!("{confirmed} is banned for {minutes} {unit}."));
                     }
                     assert_eq!(self.lines(c, wire), expected);
                 }

@@ -826,6 +826,36 @@ fn at_the_announce_limit_every_join_and_leave_is_still_announced() {
 }
 
 #[test]
+fn above_the_limit_a_user_kicked_and_back_within_one_digest_is_told_as_joined() {
+    let mut h = with(Config {
+        op_token: Some("s3cret".into()),
+        ..thinned(2).room().config().clone()
+    });
+    let op = h.join("op");
+    h.line(op, "/op s3cret");
+    let alice = h.join_json("alice");
+    h.join("bob");
+    h.join("carol");
+    h.advance(secs(10));
+    h.clear();
+    h.line(op, "/kick bob");
+    // Told at once, as a leave by everyone's roster.
+    assert_eq!(
+        h.take(op),
+        ["*** bob was kicked by op: no reason given ***"]
+    );
+    // bob back before the digest goes out: everyone told saw him go, so is told he joined.
+    h.join("bob");
+    h.advance(secs(10));
+    assert_eq!(h.take(op), ["*** 1 joined: bob (4 online) ***"]);
+    let told = h.take_events(alice);
+    assert!(
+        matches!(told.last(), Some(Event::Presence { joined, .. }) if joined == &["bob"]),
+        "{told:?}"
+    );
+}
+
+#[test]
 fn above_the_limit_joins_and_leaves_come_as_one_digest_per_interval() {
     let mut h = thinned(2);
     let alice = h.join("alice");

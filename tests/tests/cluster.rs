@@ -721,3 +721,137 @@ async fn a_node_paused_past_its_lease_is_written_out_and_joins_again_when_it_run
     })
     .await;
 }
+
+/// Connects to `server`'s line listener, answers the prompt with `name` and returns the line
+/// the server answers with (a welcome, or why not).
+async fn answer_to_name(server: &Server, name: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(server.tcp)
+        .await
+        .expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut prompt = vec![0; "Enter your name: ".len()];
+    tokio::io::AsyncReadExt::read_exact(&mut read, &mut prompt)
+        .await
+        .expect("the prompt");
+    assert_eq!(prompt, b"Enter your name: ");
+    write
+        .write_all(format!("{name}\n").as_bytes())
+        .await
+        .expect("write");
+    let mut line = String::new();
+    read.read_line(&mut line).await.expect("an answer");
+    line.trim_end().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_on_one_node_kicks_bans_and_mutes_users_on_another_and_bans_outlive_a_restart()
+{
+    require!(redis_installed("cluster_moderation"));
+    let _serial = SERIAL.lock().await;
+    bounded("cluster_moderation", async {
+        let redis = RedisServer::start();
+        let url = redis.url();
+        let dir = chat_tests::TempDir::new("cluster_moderation");
+        let token = dir.join("op-token");
+        std::fs::write(&token, "SECRET\n").expect("write the token file");
+        let token = token.to_str().expect("a UTF-8 path");
+        let flags = ["--op-token-file", token];
+        let mut a = node(&url, "a", &flags).await;
+        let mut b = node(&url, "b", &flags).await;
+        let (mut op, _) = a.nc_join("OP").await;
+        op.type_line("/op SECRET");
+        op.expect("You are now an operator.\n").await;
+        let (mut wes, _) = b.nc_join("wes").await;
+        let (mut bob, _) = b.nc_join("bob").await;
+        let (mut carol, _) = b.nc_join("carol").await;
+        let (mut dave, _) = b.nc_join("dave").await;
+        op.expect("*** dave has joined the chat ***\n").await;
+
+        // A kick on node a reaches bob on node b, who is told why and closed.
+        op.type_line("/kick bob spam");
+        bob.expect("*** You were kicked by OP: spam ***\n").await;
+        // nc ends once its input has and the server has closed the connection.
+        bob.close_stdin();
+        let (rest, _) = bob.finished().await;
+        assert_eq!(rest, "", "nothing after the kick line but the close");
+        wes.expect("*** bob was kicked by OP: spam ***\n").await;
+        op.expect("*** bob was kicked by OP: spam ***\n").await;
+
+        // A ban on node a: carol on node b is put out, and node b turns the name away.
+        let banned_at = Instant::now();
+        op.type_line("/ban carol 5 flood");
+        let refusal = "You are banned from this room for 5 more minutes.";
+        let mut tries = 0;
+        let held = loop {
+            tries += 1;
+            let answer = answer_to_name(&b, "carol").await;
+            if answer == refusal {
+                break banned_at.elapsed();
+            }
+            // Until node b has the ban, carol is still in there.
+            assert_eq!(
+                answer, "The name 'carol' is already taken; choose another.",
+                "try {tries}"
+            );
+            assert!(banned_at.elapsed() < Duration::from_secs(5), "no ban yet");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        carol.expect("*** You were banned by OP: flood ***\n").await;
+        carol.close_stdin();
+        let (rest, _) = carol.finished().await;
+        assert_eq!(rest, "", "nothing after the ban line but the close");
+        wes.expect("*** carol was banned by OP: flood ***\n").await;
+        op.expect("carol is banned for 5 minutes.\n").await;
+        op.expect("*** carol was banned by OP: flood ***\n").await;
+        eprintln!(
+            "a ban on node a holds on node b after {:.1} ms ({tries} tries)",
+            held.as_secs_f64() * 1000.0
+        );
+        assert!(held < Duration::from_secs(1), "the contract's second");
+        // nc as a user runs it: turned away after the prompt, and closed.
+        let mut again = chat_tests::Nc::connect(b.tcp, "carol");
+        again.expect("Enter your name: ").await;
+        again.type_line("CAROL");
+        again.close_stdin();
+        let (said, _) = again.finished().await;
+        assert_eq!(said, format!("{refusal}\n"));
+
+        // A mute: dave's public lines reach nobody, and he is told so.
+        op.type_line("/mute dave");
+        op.expect("dave is muted for 60 minutes.\n").await;
+        dave.expect("*** You were muted by OP ***\n").await;
+        dave.type_line("can anyone hear me");
+        dave.expect("You are muted.\n").await;
+        wes.type_line("after dave");
+        let heard = op.expect("wes: after dave\n").await;
+        assert!(!heard.contains("can anyone hear me"), "{heard:?}");
+        op.type_line("after wes");
+        let heard = wes.expect("OP: after wes\n").await;
+        assert!(!heard.contains("can anyone hear me"), "{heard:?}");
+        // The operator of node a is marked on node b; nobody announced a kicked or banned
+        // user's leave a second time.
+        wes.type_line("/who");
+        let who = wes
+            .line_where("the roster", |l| l.starts_with("Online ("))
+            .await;
+        assert_eq!(who, "Online (3): dave, @OP, wes");
+        let all = wes.drain_for(Duration::from_millis(200)).await.to_owned();
+        assert!(!all.contains("has left"), "{all:?}");
+        drop((op, wes, dave));
+
+        // Both nodes restarted, the same Redis: node b still turns carol away, and dave is
+        // still muted.
+        a.stop().await;
+        b.stop().await;
+        a.start_again().await;
+        b.start_again().await;
+        assert_eq!(answer_to_name(&b, "carol").await, refusal);
+        assert_eq!(answer_to_name(&a, "Carol").await, refusal);
+        let (mut dave, _) = b.nc_join("dave").await;
+        dave.type_line("still muted?");
+        dave.expect("You are muted.\n").await;
+    })
+    .await;
+}

@@ -9,7 +9,7 @@ use super::output::{LogRecord, Output};
 use super::reason::LeaveReason;
 use crate::cluster::{Logged, Member, Publish, Refusal};
 use crate::error_code::ErrorCode;
-use crate::event::Event;
+use crate::event::{Action, Event};
 use crate::name::{look_key, name_key};
 use crate::time::Timestamp;
 
@@ -41,6 +41,10 @@ pub(super) struct Cluster {
     /// node that may not know this node's operators (the log keeps none), so they are told
     /// again.
     pub(super) nodes_seen: BTreeSet<String>,
+    /// Those of `remote` whose kick or ban this node's users were told (`*** NAME was kicked
+    /// by OP ***`), by name key, with which: gone for this node's users, their leave is not
+    /// told again when the log has it.
+    pub(super) put_out: BTreeMap<String, Action>,
 }
 
 impl Cluster {
@@ -57,6 +61,7 @@ impl Cluster {
             doubtful: BTreeMap::new(),
             remote_ops: BTreeSet::new(),
             nodes_seen: BTreeSet::new(),
+            put_out: BTreeMap::new(),
         }
     }
 
@@ -70,6 +75,7 @@ impl Cluster {
     pub(super) fn remove(&mut self, key: &str, look: &str) -> Option<Member> {
         let member = self.remote.remove(key)?;
         self.remote_ops.remove(key);
+        self.put_out.remove(key);
         if self.remote_looks.get(look).is_some_and(|k| k == key) {
             self.remote_looks.remove(look);
         }
@@ -82,6 +88,13 @@ impl Cluster {
         self.remote.get(key).map(|m| m.name.as_str())
     }
 }
+
+/// What a user is told when the log could not take what it asked.
+pub(super) fn busy() -> Event {
+    Event::error(ErrorCode::Busy, BUSY)
+}
+
+pub(super) const BUSY: &str = "Error: the server is busy; nothing was sent. Try again in a moment.";
 
 impl Room {
     /// Cluster mode: the shared log recorded `entry`; every node applies the same entries in
@@ -122,14 +135,30 @@ impl Room {
                 if !mine && cluster.nodes_seen.insert(node.clone()) {
                     self.announce_operators();
                 }
-                let Some(cluster) = &mut self.cluster else {
-                    return;
-                };
                 let waiting = mine
                     && self.conns.get(&conn).is_some_and(|c| {
                         c.name.is_none()
                             && c.claim.as_ref().is_some_and(|(n, _)| name_key(n) == key)
                     });
+                let now_ms = self.wall_ms();
+                let banned = waiting
+                    .then(|| self.ban_on(conn, Some(&name)))
+                    .flatten()
+                    .map(|b| b.minutes_left(now_ms));
+                if let Some(minutes) = banned {
+                    // Banned while its claim was on its way: turned away, and released from
+                    // the log, which holds it now (the other nodes tell its join and leave;
+                    // nobody here is told either).
+                    let wire = self.conns.get(&conn).map_or(Wire::Line, |c| c.wire);
+                    self.turn_away_banned(conn, wire, minutes);
+                    let release = Publish::Release {
+                        conn,
+                        key,
+                        name,
+                        reason: LeaveReason::Banned,
+                    };
+                    return self.outputs.push_back(Output::Publish(release));
+                }
                 if waiting {
                     let resume = self
                         .conns
@@ -138,28 +167,42 @@ impl Room {
                         .and_then(|(_, resume)| resume);
                     return self.admit(conn, name, key, look, resume);
                 }
+                let Some(cluster) = &mut self.cluster else {
+                    return;
+                };
                 if cluster.doubtful.remove(&key).is_some() {
                     let same = |m: &Member| m.node == node && m.conn == conn && m.name == name;
                     if cluster.remote.get(&key).is_some_and(same) {
                         // Listed all along, claimed again by its node in the new log: as it
-                        // was, nothing to announce.
+                        // was, nothing to announce; unless this node's users were told it was
+                        // put out (the new log lost that, and its node kept it): it is back.
+                        let shown = cluster.put_out.contains_key(&key);
                         cluster.remove(&key, &look);
                         let member = Member {
                             key,
-                            name,
+                            name: name.clone(),
                             node,
                             conn,
                         };
-                        return cluster.insert(look, member);
+                        cluster.insert(look, member);
+                        if shown {
+                            self.back(name);
+                        }
+                        return;
                     }
                     // Someone else has the name in the new log: the one listed left.
                     let old = cluster.remote.get(&key).map(|m| m.name.clone());
                     if let Some(old) = old {
                         let gathered = self.gathers(self.count());
+                        let mut shown = false;
                         if let Some(cluster) = &mut self.cluster {
+                            // Its kick or ban was told here already.
+                            shown = cluster.put_out.contains_key(&key);
                             cluster.remove(&key, &look_key(&old));
                         }
-                        self.announce(gathered, Some(old.clone()), None);
+                        if !shown {
+                            self.announce(gathered, Some(old.clone()), None);
+                        }
                         self.outputs.push_back(Output::Log(LogRecord::Leave {
                             name: old,
                             reason: LeaveReason::Lost,
@@ -217,13 +260,16 @@ impl Room {
                 if !cluster.remote.contains_key(&key) {
                     return; // Nobody of that name was in.
                 }
+                // A kick or ban told here by its own line is not told again as a leave; one
+                // this node did not tell (it took a snapshot meanwhile, or the user joined
+                // after the ban's entry and was turned away by its node) is.
+                let shown = cluster.put_out.contains_key(&key);
                 // Counted before the leave, as a local one is (`remove`).
                 let gathered = self.gathers(self.count());
                 if let Some(cluster) = &mut self.cluster {
                     cluster.remove(&key, &look_key(&name));
                 }
-                if gathered || !reason.put_out() {
-                    // A kick or ban was told everyone by its own line.
+                if !shown {
                     self.announce(gathered, Some(name.clone()), None);
                 }
                 self.outputs
@@ -235,12 +281,6 @@ impl Room {
     /// Cluster mode: the log refused `publish`, or it could not be sent.
     pub fn handle_refused(&mut self, now: Timestamp, publish: Publish, refusal: Refusal) {
         self.advance(now);
-        let busy = || {
-            Event::error(
-                ErrorCode::Busy,
-                "Error: the server is busy; nothing was sent. Try again in a moment.",
-            )
-        };
         match publish {
             Publish::Claim {
                 conn, key, name, ..
@@ -270,7 +310,7 @@ impl Room {
                         let message = super::looks_like(&name, &other);
                         self.refuse(conn, ErrorCode::NameConfusable, message);
                     }
-                    Refusal::NotMember | Refusal::Busy => {
+                    Refusal::NotMember | Refusal::Muted | Refusal::Busy => {
                         self.send(conn, &busy());
                         self.send(conn, &Event::Prompt);
                     }
@@ -280,7 +320,12 @@ impl Room {
                 if let Some(cluster) = &mut self.cluster {
                     cluster.says.remove(&origin);
                 }
-                self.send(conn, &busy());
+                if refusal == Refusal::Muted {
+                    // Muted while the line was on its way: it reaches nobody, as after.
+                    self.send(conn, &super::moderate::muted());
+                } else {
+                    self.send(conn, &busy());
+                }
             }
             Publish::Tell { from_conn, .. } => self.send(from_conn, &busy()),
             Publish::Moderate { conn, .. } => {
@@ -386,13 +431,26 @@ impl Room {
             let Some(name) = cluster.remote.get(&key).map(|m| m.name.clone()) else {
                 continue;
             };
+            // Its kick or ban was told here already.
+            let shown = cluster.put_out.contains_key(&key);
             cluster.remove(&key, &look_key(&name));
-            self.announce(gathered, Some(name.clone()), None);
+            if !shown {
+                self.announce(gathered, Some(name.clone()), None);
+            }
             self.outputs.push_back(Output::Log(LogRecord::Leave {
                 name,
                 reason: LeaveReason::Lost,
             }));
         }
+    }
+
+    /// A user of another node whose kick or ban this node's users were told is in the room
+    /// after all (its node never applied it, and the log lost it): told as joined again.
+    pub(super) fn back(&mut self, name: String) {
+        let gathered = self.gathers(self.count());
+        self.announce(gathered, None, Some(name.clone()));
+        self.outputs
+            .push_back(Output::Log(LogRecord::Join { name, peer: None }));
     }
 
     /// A join (`after`) or leave (`before`) of a user not connected here, told to everyone

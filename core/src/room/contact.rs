@@ -11,7 +11,7 @@ use crate::command::Resume;
 use crate::error_code::ErrorCode;
 use crate::event::Event;
 use crate::name::{look_key, name_key};
-use crate::room::conn::ConnId;
+use crate::room::conn::{ConnId, Wire};
 use crate::time::Timestamp;
 
 impl Room {
@@ -50,6 +50,15 @@ impl Room {
 
     /// A join that was waiting for the log when contact was lost, decided as alone would.
     fn join_here(&mut self, conn: ConnId, name: String, resume: Option<Resume>) {
+        // Banned while its claim was on its way: turned away, as at the prompt.
+        let now_ms = self.wall_ms();
+        if let Some(minutes) = self
+            .ban_on(conn, Some(&name))
+            .map(|b| b.minutes_left(now_ms))
+        {
+            let wire = self.conns.get(&conn).map_or(Wire::Line, |c| c.wire);
+            return self.turn_away_banned(conn, wire, minutes);
+        }
         let (key, look) = (name_key(&name), look_key(&name));
         if let Some((code, message)) = self.name_refusal(&name, &key, &look) {
             return self.refuse(conn, code, message);
@@ -80,7 +89,6 @@ impl Room {
             return;
         };
         let node = cluster.node.clone();
-        cluster.down = false;
         let told_down = std::mem::take(&mut cluster.told_down);
         let Snapshot {
             epoch,
@@ -91,12 +99,17 @@ impl Room {
         } = snapshot;
         let now_ms = self.wall_ms();
         self.sanctions.replace(sanctions, now_ms);
-        self.announce_operators();
         // Also when the epoch changed under a room that never lost contact (the log was
         // emptied): its users must learn the new numbering.
         if told_down || epoch != self.config.epoch {
             self.broadcast(&Event::Restored { epoch }, |_, _| true);
         }
+        // Banned while this node was apart: put out, and released below if the log holds them.
+        let banned = self.put_out_banned();
+        if let Some(cluster) = &mut self.cluster {
+            cluster.down = false;
+        }
+        self.announce_operators();
         let epoch_changed = epoch != self.config.epoch;
         if !epoch_changed {
             let next = self.history.next_seq();
@@ -120,7 +133,12 @@ impl Room {
             held.insert(member.key.clone());
             if member.node == node {
                 let key = member.key.clone();
-                if self.mine_in_log(member) {
+                let reason = if banned.contains(&key) {
+                    LeaveReason::Banned
+                } else {
+                    LeaveReason::Dropped
+                };
+                if self.mine_in_log(member, reason) {
                     kept.insert(key);
                 }
             } else {
@@ -150,10 +168,15 @@ impl Room {
                 continue;
             }
             let gathered = self.gathers(self.count());
+            let mut shown = false;
             if let Some(cluster) = &mut self.cluster {
+                // Its kick or ban was told here already.
+                shown = cluster.put_out.contains_key(&member.key);
                 cluster.remove(&member.key, &look_key(&member.name));
             }
-            self.announce(gathered, Some(member.name.clone()), None);
+            if !shown {
+                self.announce(gathered, Some(member.name.clone()), None);
+            }
             self.outputs.push_back(Output::Log(LogRecord::Leave {
                 name: member.name,
                 reason: LeaveReason::Lost,
@@ -183,7 +206,7 @@ impl Room {
     /// connection here under another spelling of the name (its claim was carried out though
     /// it was told otherwise, and it joined again out of contact) is not the member: released,
     /// and claimed again.
-    fn mine_in_log(&mut self, member: Member) -> bool {
+    fn mine_in_log(&mut self, member: Member, reason: LeaveReason) -> bool {
         let here = self
             .conns
             .get(&member.conn)
@@ -200,7 +223,7 @@ impl Room {
             conn: member.conn,
             key: member.key,
             name: member.name,
-            reason: LeaveReason::Dropped,
+            reason,
         };
         self.outputs.push_back(Output::Publish(release));
         false
@@ -228,6 +251,26 @@ impl Room {
             .as_ref()
             .and_then(|c| c.remote.get(&member.key))
             .cloned();
+        let shown = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.put_out.contains_key(&member.key));
+        if shown {
+            // This node's users were told it was kicked or banned. Still banned, and the same:
+            // its node puts it out when it applies the ban. Otherwise (the ban was lifted or
+            // lost with a log begun afresh, or it is in again) it is back.
+            let now_ms = self.wall_ms();
+            let banned = self.sanctions.ban_on_name(&member.name, now_ms).is_some();
+            if banned && known.as_ref() == Some(&member) {
+                return;
+            }
+            let name = member.name.clone();
+            if let Some(cluster) = &mut self.cluster {
+                cluster.remove(&member.key, &look);
+                cluster.insert(look, member);
+            }
+            return self.back(name);
+        }
         match known {
             Some(known) if known == member => {}
             Some(known) => {

@@ -161,6 +161,20 @@ impl Digest {
         told
     }
 
+    /// Everyone joined was told just now that the user of `name` is gone (a kick or ban's
+    /// line, which a client's roster applies as a leave): what was gathered for that name is
+    /// forgotten, so that a later join of it is told to all as a join, not cancelled out
+    /// against a leave nobody needs told any more.
+    pub(super) fn told_gone(&mut self, name: &str) {
+        let Some(window) = &mut self.window else {
+            return;
+        };
+        let key = name_key(name);
+        for segment in window.segments.values_mut() {
+            segment.changes.remove(&key);
+        }
+    }
+
     /// Forgets what was gathered, sending nothing (the room is shutting down).
     pub(super) fn clear(&mut self) {
         self.window = None;

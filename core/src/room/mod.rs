@@ -191,9 +191,12 @@ impl Room {
                 let name = self.conns.get(id)?.name.as_deref()?;
                 Some((key.as_str(), name))
             });
+            // One whose kick or ban was told here is gone for this node's users, though the
+            // log has not had its leave yet.
             let remote = cluster
                 .remote
                 .iter()
+                .filter(|(key, _)| !cluster.put_out.contains_key(*key))
                 .map(|(key, m)| (key.as_str(), m.name.as_str()));
             let mut all: Vec<(&str, &str)> = local.chain(remote).collect();
             all.sort_unstable();
@@ -212,7 +215,11 @@ impl Room {
 
     /// Joined users in the whole room: here, and (cluster mode) on the other nodes.
     fn count(&self) -> usize {
-        self.names.len() + self.cluster.as_ref().map_or(0, |c| c.remote.len())
+        let remote = self
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.remote.len().saturating_sub(c.put_out.len()));
+        self.names.len() + remote
     }
 
     /// The name `conn` joined with, if it has.
@@ -489,6 +496,8 @@ impl Room {
         if let Some(cluster) = &mut self.cluster {
             cluster.remote.clear();
             cluster.remote_looks.clear();
+            cluster.remote_ops.clear();
+            cluster.put_out.clear();
             cluster.says.clear();
         }
     }

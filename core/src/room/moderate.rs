@@ -6,6 +6,8 @@
 //! node is out of contact), through the shared log in cluster mode, so that every node applies
 //! it in the log's order (`apply_moderation`).
 
+use std::collections::BTreeSet;
+
 use super::Room;
 use super::conn::{ConnId, Wire};
 use super::output::{LogRecord, Output};
@@ -19,7 +21,7 @@ use crate::moderation::{
     API_OPERATOR, AdminReply, AdminRequest, DEFAULT_MINUTES, MAX_MINUTES, Moderation, OnlineUser,
     Sanction, SanctionKind, TryKey, ban_address, token_matches,
 };
-use crate::name::{name_key, validate_name};
+use crate::name::{look_key, name_key, validate_name};
 use crate::text::{clean_message, clean_text};
 use crate::time::Timestamp;
 
@@ -63,9 +65,39 @@ impl Room {
     }
 
     /// Drops the bans and mutes that are over; a room alone asks for them to be stored again.
+    /// Cluster mode: a user of another node told banned here whom its node never put out (by
+    /// its clock the ban was over, or it came back in contact after the end) is back.
     pub(super) fn expire_sanctions(&mut self) {
-        if self.sanctions.expire(self.wall_ms()) {
-            self.store_sanctions();
+        let now = self.wall_ms();
+        if !self.sanctions.expire(now) {
+            return;
+        }
+        self.store_sanctions();
+        self.relist_unbanned();
+    }
+
+    /// Cluster mode: the users of other nodes told banned here whose ban no longer holds, and
+    /// whom their nodes did not put out, are back.
+    fn relist_unbanned(&mut self) {
+        let now = self.wall_ms();
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let back: Vec<(String, String)> = cluster
+            .put_out
+            .iter()
+            .filter(|&(_, &action)| action == Action::Ban)
+            .filter_map(|(key, _)| {
+                let m = cluster.remote.get(key).filter(|m| m.node != cluster.node)?;
+                Some((key.clone(), m.name.clone()))
+            })
+            .filter(|(_, name)| self.sanctions.ban_on_name(name, now).is_none())
+            .collect();
+        for (key, name) in back {
+            if let Some(cluster) = &mut self.cluster {
+                cluster.put_out.remove(&key);
+            }
+            self.back(name);
         }
     }
 
@@ -100,7 +132,7 @@ impl Room {
         if self.sanctions.mute_on(name, self.wall_ms()).is_none() {
             return true;
         }
-        self.send(conn, &Event::error(ErrorCode::Muted, "You are muted."));
+        self.send(conn, &muted());
         false
     }
 
@@ -364,9 +396,13 @@ impl Room {
         reason: Option<String>,
     ) -> Result<(Moderation, Option<Event>), Refused> {
         let typed = clean_text(typed.trim()).into_owned();
-        let Some((name, _)) = self.find_online(&typed) else {
+        let Some((name, here)) = self.find_online(&typed) else {
             return Err(no_such_user(&typed));
         };
+        if here.is_none() && self.cluster.as_ref().is_some_and(|c| c.down) {
+            // On another node, out of reach: nothing can be done to them from here now.
+            return Err((ErrorCode::Busy, super::cluster::BUSY.to_owned()));
+        }
         let reason = reason.map(clean_message).filter(|r| !r.is_empty());
         Ok((Moderation::Kick { name, by, reason }, None))
     }
@@ -484,6 +520,18 @@ impl Room {
             Moderation::Kick { name, by, reason } => {
                 self.put_out_by(Action::Kick, &name, by, reason);
             }
+            // Over already (it waited long on its way): it ends the one it replaces, and puts
+            // nobody out.
+            Moderation::Sanction(sanction) if sanction.until <= self.wall_ms() => {
+                if self
+                    .sanctions
+                    .remove(sanction.kind, &sanction.name)
+                    .is_some()
+                {
+                    self.store_sanctions();
+                    self.relist_unbanned();
+                }
+            }
             Moderation::Sanction(sanction) => {
                 let kind = sanction.kind;
                 let (name, by, reason) = (
@@ -494,30 +542,28 @@ impl Room {
                 let mut sanction = sanction;
                 let here = self.names.get(&name_key(&name)).copied();
                 let peer = here.and_then(|id| self.conns.get(&id)).and_then(|c| c.peer);
-                // Banned from another node, which could not know the address: this node can,
-                // and tells every node, once the user's leave is on its way (so that nobody
-                // hears of the ban twice).
-                let refined = (kind == SanctionKind::Ban && sanction.address.is_none())
-                    .then(|| ban_address(peer))
-                    .flatten()
-                    .map(|address| Sanction {
-                        address: Some(address),
-                        ..sanction.clone()
-                    });
-                if let Some(refined) = &refined {
-                    sanction = refined.clone();
+                let refine = sanction.address.is_none() && ban_address(peer).is_some();
+                let mut refined = None;
+                if kind == SanctionKind::Ban && refine {
+                    // Banned from another node, which could not know the address: this node
+                    // can, and tells every node.
+                    sanction.address = ban_address(peer);
+                    if self.cluster.as_ref().is_some_and(|c| !c.down) {
+                        refined = Some(Publish::Moderate {
+                            conn: None,
+                            moderation: Moderation::Sanction(sanction.clone()),
+                        });
+                    }
                 }
                 self.sanctions.insert(sanction);
                 self.store_sanctions();
                 match kind {
                     SanctionKind::Ban => {
                         self.put_out_by(Action::Ban, &name, by, reason);
-                        if let Some(refined) = refined.filter(|_| self.in_contact()) {
-                            let publish = Publish::Moderate {
-                                conn: None,
-                                moderation: Moderation::Sanction(refined),
-                            };
-                            self.outputs.push_back(Output::Publish(publish));
+                        // After the banned user's leave, so that no node, applying it, finds
+                        // the user still in and puts it out a second time.
+                        if let Some(refined) = refined {
+                            self.outputs.push_back(Output::Publish(refined));
                         }
                     }
                     SanctionKind::Mute => {
@@ -535,6 +581,7 @@ impl Room {
             Moderation::Lift { kind, name, .. } => {
                 self.sanctions.remove(kind, &name);
                 self.store_sanctions();
+                self.relist_unbanned();
             }
             Moderation::Notice { text, .. } => {
                 self.broadcast(&Event::Notice { text }, |_, _| true);
@@ -543,14 +590,27 @@ impl Room {
     }
 
     /// `name`, if online, is kicked or banned by `by`: told why and closed if here, and
-    /// everyone else here told.
+    /// everyone else here told. A ban puts out a look-alike of the name too (`b0b` when `bob`
+    /// is banned), as it holds it out.
     fn put_out_by(&mut self, action: Action, name: &str, by: String, reason: Option<String>) {
-        let key = name_key(name);
-        let here = self.names.get(&key).copied();
-        let elsewhere = self
-            .cluster
-            .as_ref()
-            .and_then(|c| c.remote.get(&key).filter(|m| m.node != c.node));
+        let (key, look) = (name_key(name), look_key(name));
+        let by_look = action == Action::Ban;
+        let here = self
+            .names
+            .get(&key)
+            .or_else(|| self.looks.get(&look).filter(|_| by_look))
+            .copied();
+        // Out of contact, only this node's users are within reach.
+        let elsewhere = self.cluster.as_ref().filter(|c| !c.down).and_then(|c| {
+            let key = match c.remote_looks.get(&look) {
+                Some(alike) if by_look && !c.remote.contains_key(&key) => alike,
+                _ => &key,
+            };
+            // One told put out already is gone for this node's users.
+            c.remote
+                .get(key)
+                .filter(|m| m.node != c.node && !c.put_out.contains_key(key))
+        });
         let Some(name) = here
             .and_then(|id| self.name_of(id).map(str::to_owned))
             .or_else(|| elsewhere.map(|m| m.name.clone()))
@@ -558,18 +618,22 @@ impl Room {
             return; // Not online (a ban held for when they come back).
         };
         if let Some(id) = here {
-            let told = Event::YouWere {
-                action,
-                by: by.clone(),
-                reason: reason.clone(),
-            };
-            self.send(id, &told);
-            let (close, leave) = match action {
-                Action::Ban => (CloseReason::Banned, LeaveReason::Banned),
-                _ => (CloseReason::Kicked, LeaveReason::Kicked),
-            };
-            self.close(id, close, leave);
+            self.send_off(id, action, by.clone(), reason.clone());
         }
+        // Still counted until the log has its leave (of another node, or of this one in
+        // contact): that leave is not told again.
+        let key = name_key(&name);
+        if let Some(cluster) = self.cluster.as_mut()
+            && cluster.remote.contains_key(&key)
+        {
+            cluster.put_out.insert(key, action);
+        }
+        self.tell_put_out(action, name, by, reason);
+    }
+
+    /// Everyone here is told `name` was kicked or banned: for their rosters, a leave.
+    fn tell_put_out(&mut self, action: Action, name: String, by: String, reason: Option<String>) {
+        self.digest.told_gone(&name);
         let event = Event::Sanctioned {
             action,
             name,
@@ -577,6 +641,48 @@ impl Room {
             reason,
         };
         self.broadcast(&event, |_, _| true);
+    }
+
+    /// `conn` is told it was kicked or banned by `by`, and closed.
+    fn send_off(&mut self, conn: ConnId, action: Action, by: String, reason: Option<String>) {
+        let told = Event::YouWere { action, by, reason };
+        self.send(conn, &told);
+        let (close, leave) = match action {
+            Action::Ban => (CloseReason::Banned, LeaveReason::Banned),
+            _ => (CloseReason::Kicked, LeaveReason::Kicked),
+        };
+        self.close(conn, close, leave);
+    }
+
+    /// Cluster mode, when a snapshot brought the bans: this node's users under a name banned
+    /// meanwhile (while this node was out of contact, or its lease ran out) are put out, as
+    /// when the ban's entry is applied; their leaves are made here, as out of contact (the
+    /// log, if it holds them, is told by the snapshot's release). Their name keys.
+    pub(super) fn put_out_banned(&mut self) -> BTreeSet<String> {
+        let now = self.wall_ms();
+        let banned: Vec<(ConnId, String, Sanction)> = self
+            .names
+            .values()
+            .filter_map(|&id| {
+                let name = self.name_of(id)?;
+                let ban = self.sanctions.ban_on_name(name, now)?;
+                Some((id, name.to_owned(), ban.clone()))
+            })
+            .collect();
+        let down = self
+            .cluster
+            .as_mut()
+            .map(|c| std::mem::replace(&mut c.down, true));
+        let mut keys = BTreeSet::new();
+        for (id, name, ban) in banned {
+            keys.insert(name_key(&name));
+            self.send_off(id, Action::Ban, ban.by.clone(), ban.reason.clone());
+            self.tell_put_out(Action::Ban, name, ban.by, ban.reason);
+        }
+        if let (Some(cluster), Some(down)) = (self.cluster.as_mut(), down) {
+            cluster.down = down;
+        }
+        keys
     }
 
     /// Cluster mode: once contact is back, this node's operators are told to the others again
@@ -596,6 +702,11 @@ impl Room {
             self.outputs.push_back(Output::Publish(publish));
         }
     }
+}
+
+/// What a muted user is told for a public line.
+pub(super) fn muted() -> Event {
+    Event::error(ErrorCode::Muted, "You are muted.")
 }
 
 fn no_such_user(name: &str) -> Refused {

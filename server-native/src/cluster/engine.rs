@@ -347,6 +347,11 @@ impl Engine {
             users = taken.snapshot.members.len(),
             "in the room through Redis"
         );
+        // Up before the room has the snapshot: what it publishes in applying it (its users
+        // claimed again, its operators, the releases of those gone or banned) must be taken,
+        // not refused as busy because this task had not yet said so.
+        self.link.up.store(true, Ordering::Release);
+        self.metrics.cluster_link(true);
         if self
             .send(ClusterInput::Snapshot(taken.snapshot))
             .await
@@ -354,8 +359,6 @@ impl Engine {
         {
             return Ended::Stopped;
         }
-        self.link.up.store(true, Ordering::Release);
-        self.metrics.cluster_link(true);
         if let Some(ready) = self.ready.take() {
             let _ = ready.send(Ok(()));
         }
@@ -586,9 +589,7 @@ impl Engine {
                         .arg(payload.to_string());
                     cmd
                 }
-                // TODO(cluster moderation): a script appending the entry and keeping the
-                // sanctions; until then nothing is sent.
-                Publish::Moderate { .. } => redis::cmd("PING"),
+                Publish::Moderate { moderation, .. } => self.scripts.moderate(node, moderation),
             };
             pipe.add_command(cmd);
         }
@@ -642,6 +643,7 @@ impl Engine {
                         self.refuse(p, Refusal::LooksLike(other)).await;
                     }
                     Some(Reply::NotMember) => self.refuse(p, Refusal::NotMember).await,
+                    Some(Reply::Muted) => self.refuse(p, Refusal::Muted).await,
                     Some(Reply::Lapsed | Reply::NoEpoch) => {
                         resync = true;
                         self.refuse(p, Refusal::Busy).await;

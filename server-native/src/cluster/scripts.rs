@@ -3,7 +3,8 @@
 //! the same instant are put in one order by Redis's one thread.
 
 use chat_core::cluster::{Logged, Member};
-use chat_core::{ChatMessage, ConnId, LeaveReason};
+use chat_core::moderation::{Moderation, Sanction, SanctionKind};
+use chat_core::{ChatMessage, ConnId, LeaveReason, name_key};
 use redis::{Cmd, Script, Value};
 
 /// The log keeps at least this many entries (`MAXLEN ~`): far more than any `--history`
@@ -19,6 +20,10 @@ pub struct Keys {
     pub members: String,
     pub looks: String,
     pub nodes: String,
+    /// The bans and mutes in force (HASH: `<kind>:<name key>` to the sanction as JSON).
+    pub sanctions: String,
+    /// When each of them ends (ZSET: the same fields, scored by Unix ms).
+    pub sanction_ends: String,
     prefix: String,
 }
 
@@ -31,6 +36,8 @@ impl Keys {
             members: key("members"),
             looks: key("looks"),
             nodes: key("nodes"),
+            sanctions: key("sanctions"),
+            sanction_ends: key("sanction_ends"),
             prefix: prefix.to_owned(),
         }
     }
@@ -40,13 +47,15 @@ impl Keys {
         format!("{{{}}}:node:{node}", self.prefix)
     }
 
-    fn all(&self) -> [&str; 5] {
+    fn all(&self) -> [&str; 7] {
         [
             &self.meta,
             &self.log,
             &self.members,
             &self.looks,
             &self.nodes,
+            &self.sanctions,
+            &self.sanction_ends,
         ]
     }
 }
@@ -65,6 +74,7 @@ pub struct Scripts {
     reap: Script,
     retire: Script,
     snapshot: Script,
+    moderate: Script,
 }
 
 fn script(body: &str) -> Script {
@@ -72,7 +82,7 @@ fn script(body: &str) -> Script {
 }
 
 /// Every script's own part, in the order of [`Scripts`]' fields.
-const BODIES: [&str; 7] = [
+const BODIES: [&str; 8] = [
     include_str!("lua/claim.lua"),
     include_str!("lua/say.lua"),
     include_str!("lua/release.lua"),
@@ -80,11 +90,12 @@ const BODIES: [&str; 7] = [
     include_str!("lua/reap.lua"),
     include_str!("lua/retire.lua"),
     include_str!("lua/snapshot.lua"),
+    include_str!("lua/moderate.lua"),
 ];
 
 impl Scripts {
     pub fn new(keys: Keys, freeze_ms: u64) -> Scripts {
-        let [claim, say, release, beat, reap, retire, snapshot] = BODIES.map(script);
+        let [claim, say, release, beat, reap, retire, snapshot, moderate] = BODIES.map(script);
         Scripts {
             keys,
             freeze_ms,
@@ -95,6 +106,7 @@ impl Scripts {
             reap,
             retire,
             snapshot,
+            moderate,
         }
     }
 
@@ -117,8 +129,9 @@ impl Scripts {
 
     fn call(&self, script: &Script, args: &[&str]) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash()).arg(5);
-        for key in self.keys.all() {
+        let keys = self.keys.all();
+        cmd.arg(script.get_hash()).arg(keys.len());
+        for key in keys {
             cmd.arg(key);
         }
         cmd.arg(self.freeze_ms).arg(LOG_BOUND);
@@ -143,7 +156,8 @@ impl Scripts {
         origin: u64,
     ) -> Cmd {
         let (conn, origin) = (conn.0.to_string(), origin.to_string());
-        self.call(&self.say, &[node, &conn, key, from, text, &origin])
+        let mute = sanction_field(SanctionKind::Mute, from);
+        self.call(&self.say, &[node, &conn, key, from, text, &origin, &mute])
     }
 
     pub fn release(&self, node: &str, conn: ConnId, key: &str, reason: LeaveReason) -> Cmd {
@@ -171,6 +185,44 @@ impl Scripts {
         );
         self.call(&self.snapshot, &[&epoch, &seq, &count])
     }
+
+    /// An operator's action, for the log; a ban or mute is also kept until it ends, a lift
+    /// drops the one it names, and a kick writes its user out of the room.
+    pub fn moderate(&self, node: &str, moderation: &Moderation) -> Cmd {
+        let action = serde_json::to_string(moderation).unwrap_or_default();
+        let kicked = match moderation {
+            Moderation::Kick { name, .. } => name_key(name),
+            _ => String::new(),
+        };
+        let reason = reason_name(LeaveReason::Kicked);
+        let (field, until, sanction) = match moderation {
+            Moderation::Sanction(s) => (
+                sanction_field(s.kind, &s.name),
+                s.until.to_string(),
+                serde_json::to_string(s).unwrap_or_default(),
+            ),
+            Moderation::Lift { kind, name, .. } => {
+                (sanction_field(*kind, name), String::new(), String::new())
+            }
+            Moderation::Operator { .. } | Moderation::Kick { .. } | Moderation::Notice { .. } => {
+                (String::new(), String::new(), String::new())
+            }
+        };
+        self.call(
+            &self.moderate,
+            &[node, &action, &field, &until, &sanction, &kicked, &reason],
+        )
+    }
+}
+
+/// Where the sanctions hash keeps the `kind` on `name`: its kind and the name's key, so that
+/// a ban replaces the ban before it on that name, whatever its spelling.
+pub fn sanction_field(kind: SanctionKind, name: &str) -> String {
+    let kind = match kind {
+        SanctionKind::Ban => "ban",
+        SanctionKind::Mute => "mute",
+    };
+    format!("{kind}:{}", name_key(name))
 }
 
 /// What a claim or a message got from the log.
@@ -186,6 +238,8 @@ pub enum Reply {
     Duplicate,
     /// The sender is not (or no longer) the member of its name.
     NotMember,
+    /// The sender is muted.
+    Muted,
     /// This node's lease ran out: it must resync before it speaks for anyone.
     Lapsed,
     /// The log has no epoch (Redis came back empty): resync.
@@ -202,6 +256,7 @@ pub fn reply(value: &Value) -> Option<Reply> {
         "looks" => Reply::LooksLike(text(items.get(1)?)?),
         "dup" => Reply::Duplicate,
         "notmember" => Reply::NotMember,
+        "muted" => Reply::Muted,
         "lapsed" => Reply::Lapsed,
         "noepoch" => Reply::NoEpoch,
         _ => return None,
@@ -256,12 +311,17 @@ pub fn snapshot(value: &Value) -> Option<Taken> {
             })
         })
         .collect();
+    // One this server cannot read (written by a newer one) is left out, not fatal.
+    let sanctions = array(items.get(5)?)?
+        .iter()
+        .filter_map(|v| serde_json::from_str::<Sanction>(&text(v)?).ok())
+        .collect();
     let snapshot = chat_core::cluster::Snapshot {
         epoch,
         seq,
         members,
         recent,
-        sanctions: Vec::new(),
+        sanctions,
     };
     Some(Taken { snapshot, top })
 }
@@ -314,6 +374,9 @@ pub fn entry(id: &str, fields: &[(String, String)]) -> Option<Logged> {
             name: field("n")?,
             reason: reason(&field("r")?).unwrap_or(LeaveReason::Lost),
         }),
+        "d" => serde_json::from_str(&field("x")?)
+            .ok()
+            .map(Logged::Moderated),
         _ => None,
     }
 }
@@ -441,6 +504,15 @@ mod tests {
                 ..
             })
         ));
+        let kick = Moderation::Kick {
+            name: "bob".into(),
+            by: "op".into(),
+            reason: None,
+        };
+        let json = serde_json::to_string(&kick).expect("JSON");
+        let moderated = entry("42-5", &fields(&[("t", "d"), ("x", &json), ("o", "n1")]));
+        assert_eq!(moderated, Some(Logged::Moderated(kick)));
+        assert_eq!(entry("42-6", &fields(&[("t", "d"), ("x", "{}")])), None);
         // Unknown kinds and broken entries are skipped, not fatal.
         assert_eq!(entry("1-0", &fields(&[("t", "z")])), None);
         assert_eq!(entry("x", &fields(&[("t", "m")])), None);
@@ -466,5 +538,8 @@ mod tests {
         let keys = Keys::new("room");
         assert_eq!(keys.meta, "{room}:meta");
         assert_eq!(keys.channel("n1"), "{room}:node:n1");
+        assert_eq!(keys.sanctions, "{room}:sanctions");
+        assert_eq!(keys.sanction_ends, "{room}:sanction_ends");
+        assert_eq!(sanction_field(SanctionKind::Ban, "CAROL"), "ban:carol");
     }
 }

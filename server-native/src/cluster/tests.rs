@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chat_core::cluster::Logged;
+use chat_core::moderation::{Moderation, Sanction, SanctionKind};
 use chat_core::{ConnId, LeaveReason};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -420,4 +421,278 @@ async fn a_redis_that_came_back_empty_starts_a_new_epoch_with_nobody_in() {
         .expect("snapshot");
     assert_ne!(after.snapshot.epoch, before.snapshot.epoch);
     assert_eq!((after.snapshot.seq, after.snapshot.members.len()), (0, 0));
+}
+
+/// Redis's own time, in Unix ms: what the scripts compare a sanction's end with.
+async fn redis_ms(con: &mut MultiplexedConnection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(con).await.expect("TIME");
+    secs * 1000 + micros / 1000
+}
+
+fn sanction(kind: SanctionKind, name: &str, until: u64) -> Sanction {
+    Sanction {
+        kind,
+        name: name.into(),
+        address: (kind == SanctionKind::Ban).then(|| "203.0.113.7".into()),
+        until,
+        by: "op".into(),
+        reason: (kind == SanctionKind::Ban).then(|| "flood".into()),
+    }
+}
+
+async fn moderate(
+    con: &mut MultiplexedConnection,
+    s: &Scripts,
+    node: &str,
+    moderation: &Moderation,
+) -> Reply {
+    let v = call(con, s.moderate(node, moderation)).await;
+    scripts::reply(&v).expect("a moderation's reply")
+}
+
+/// The sanctions hash's fields, sorted, and how many ends are kept beside it.
+async fn kept(con: &mut MultiplexedConnection) -> (Vec<String>, u64) {
+    let keys = Keys::new("t");
+    let mut fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys.sanctions)
+        .query_async(con)
+        .await
+        .expect("HKEYS");
+    fields.sort();
+    let ends: u64 = redis::cmd("ZCARD")
+        .arg(&keys.sanction_ends)
+        .query_async(con)
+        .await
+        .expect("ZCARD");
+    (fields, ends)
+}
+
+async fn sanctions_in_snapshot(con: &mut MultiplexedConnection, s: &Scripts) -> Vec<Sanction> {
+    let taken = scripts::snapshot(&call(con, s.snapshot(0, 0, 50)).await).expect("a snapshot");
+    let mut all = taken.snapshot.sanctions;
+    all.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+    all
+}
+
+#[tokio::test]
+async fn an_operators_action_is_logged_for_every_node_and_a_ban_or_mute_kept_until_lifted() {
+    let redis = Redis::start(&[]).await;
+    let s = scripts();
+    let mut con = redis.connection().await;
+    room(&mut con, &s, &["a"], Duration::from_secs(60)).await;
+    let hour = redis_ms(&mut con).await + 3_600_000;
+    let ban = sanction(SanctionKind::Ban, "Carol", hour);
+    let mute = sanction(SanctionKind::Mute, "dave", hour);
+    let actions = [
+        Moderation::Operator { name: "op".into() },
+        Moderation::Kick {
+            name: "bob".into(),
+            by: "op".into(),
+            reason: Some("spam".into()),
+        },
+        Moderation::Sanction(ban.clone()),
+        Moderation::Sanction(mute.clone()),
+        Moderation::Notice {
+            text: "be kind".into(),
+            by: "admin".into(),
+        },
+    ];
+    for action in &actions {
+        assert_eq!(moderate(&mut con, &s, "a", action).await, Reply::Ok(None));
+    }
+    // Every entry reads back as the action it was, in order.
+    assert_eq!(
+        log(&mut con).await,
+        actions
+            .iter()
+            .cloned()
+            .map(Logged::Moderated)
+            .collect::<Vec<_>>()
+    );
+    // Only the ban and the mute are kept, by kind and name key.
+    assert_eq!(
+        kept(&mut con).await,
+        (vec!["ban:carol".to_owned(), "mute:dave".to_owned()], 2)
+    );
+    assert_eq!(
+        sanctions_in_snapshot(&mut con, &s).await,
+        [ban.clone(), mute.clone()]
+    );
+    // A ban made again on the name in another spelling replaces the one before.
+    let again = Sanction {
+        name: "CAROL".into(),
+        until: hour + 60_000,
+        ..ban.clone()
+    };
+    let again_action = Moderation::Sanction(again.clone());
+    assert_eq!(
+        moderate(&mut con, &s, "a", &again_action).await,
+        Reply::Ok(None)
+    );
+    assert_eq!(
+        sanctions_in_snapshot(&mut con, &s).await,
+        [again, mute.clone()]
+    );
+    // A lift (in any spelling) drops it; a second one, of nothing held, is logged all the
+    // same and drops nothing.
+    let lift = Moderation::Lift {
+        kind: SanctionKind::Ban,
+        name: "carol".into(),
+        by: "op".into(),
+    };
+    assert_eq!(moderate(&mut con, &s, "a", &lift).await, Reply::Ok(None));
+    assert_eq!(moderate(&mut con, &s, "a", &lift).await, Reply::Ok(None));
+    assert_eq!(kept(&mut con).await, (vec!["mute:dave".to_owned()], 1));
+    assert_eq!(sanctions_in_snapshot(&mut con, &s).await, [mute]);
+    let entries = log(&mut con).await;
+    assert_eq!(entries.len(), actions.len() + 3);
+    assert_eq!(entries.last(), Some(&Logged::Moderated(lift)));
+}
+
+#[tokio::test]
+async fn a_ban_or_mute_that_is_over_is_dropped_from_redis() {
+    let redis = Redis::start(&[]).await;
+    let s = scripts();
+    let mut con = redis.connection().await;
+    room(&mut con, &s, &["a"], Duration::from_secs(60)).await;
+    let now = redis_ms(&mut con).await;
+    let short = sanction(SanctionKind::Ban, "carol", now + 300);
+    let long = sanction(SanctionKind::Mute, "dave", now + 3_600_000);
+    for s_ in [&short, &long] {
+        let action = Moderation::Sanction(s_.clone());
+        assert_eq!(moderate(&mut con, &s, "a", &action).await, Reply::Ok(None));
+    }
+    assert_eq!(
+        sanctions_in_snapshot(&mut con, &s).await,
+        [short, long.clone()]
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Over by Redis's clock: the snapshot no longer has it, nor does the hash.
+    assert_eq!(
+        sanctions_in_snapshot(&mut con, &s).await,
+        std::slice::from_ref(&long)
+    );
+    assert_eq!(kept(&mut con).await, (vec!["mute:dave".to_owned()], 1));
+    // The next action drops what ended meanwhile, too: the hash does not grow with time.
+    let gone = sanction(SanctionKind::Ban, "eve", redis_ms(&mut con).await + 200);
+    let action = Moderation::Sanction(gone);
+    assert_eq!(moderate(&mut con, &s, "a", &action).await, Reply::Ok(None));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let notice = Moderation::Notice {
+        text: "hello".into(),
+        by: "admin".into(),
+    };
+    assert_eq!(moderate(&mut con, &s, "a", &notice).await, Reply::Ok(None));
+    assert_eq!(kept(&mut con).await, (vec!["mute:dave".to_owned()], 1));
+}
+
+#[tokio::test]
+async fn a_node_whose_lease_ran_out_moderates_nothing() {
+    let mut redis = Redis::start(&[]).await;
+    let s = scripts();
+    let mut con = redis.connection().await;
+    room(&mut con, &s, &["a"], Duration::from_secs(60)).await;
+    call(&mut con, s.beat("late", 200)).await;
+    let ban = Moderation::Sanction(sanction(
+        SanctionKind::Ban,
+        "carol",
+        redis_ms(&mut con).await + 3_600_000,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(moderate(&mut con, &s, "late", &ban).await, Reply::Lapsed);
+    assert_eq!(moderate(&mut con, &s, "never", &ban).await, Reply::Lapsed);
+    assert!(log(&mut con).await.is_empty(), "nothing appended");
+    assert_eq!(kept(&mut con).await, (Vec::new(), 0), "nothing kept");
+    // A Redis come back empty has no epoch: nothing is taken before a snapshot.
+    redis.kill_and_restart().await;
+    let mut con = redis.connection().await;
+    load(&mut con, &s).await;
+    call(&mut con, s.beat("a", 60_000)).await;
+    assert_eq!(moderate(&mut con, &s, "a", &ban).await, Reply::NoEpoch);
+    assert_eq!(kept(&mut con).await, (Vec::new(), 0));
+}
+
+#[tokio::test]
+async fn bans_outlive_a_new_epoch_in_a_redis_that_kept_them() {
+    let mut redis = Redis::start(&["--appendonly", "yes", "--appendfsync", "always"]).await;
+    let s = scripts();
+    let mut con = redis.connection().await;
+    room(&mut con, &s, &["a"], Duration::from_secs(60)).await;
+    let ban = sanction(
+        SanctionKind::Ban,
+        "carol",
+        redis_ms(&mut con).await + 3_600_000,
+    );
+    let action = Moderation::Sanction(ban.clone());
+    assert_eq!(moderate(&mut con, &s, "a", &action).await, Reply::Ok(None));
+    let first = scripts::snapshot(&call(&mut con, s.snapshot(0, 0, 50)).await).expect("snapshot");
+    redis.kill_and_restart().await;
+    let mut con = redis.connection().await;
+    load(&mut con, &s).await;
+    // Killed with its file synced: the ban is there, also under a new epoch (a lost tail).
+    let after = scripts::snapshot(&call(&mut con, s.snapshot(first.snapshot.epoch, 9, 50)).await)
+        .expect("snapshot");
+    assert!(after.snapshot.epoch > first.snapshot.epoch);
+    assert_eq!(after.snapshot.sanctions, [ban]);
+}
+
+#[tokio::test]
+async fn a_muted_member_s_line_is_refused_and_a_kick_writes_its_user_out() {
+    let redis = Redis::start(&[]).await;
+    let s = scripts();
+    let mut con = redis.connection().await;
+    room(&mut con, &s, &["a", "b"], Duration::from_secs(60)).await;
+    assert_eq!(claim(&mut con, &s, "a", 1, "Dave").await, Reply::Ok(None));
+    assert_eq!(claim(&mut con, &s, "b", 1, "bob").await, Reply::Ok(None));
+    assert_eq!(
+        say(&mut con, &s, "a", 1, "Dave", 1).await,
+        Reply::Ok(Some(1))
+    );
+    // Muted on node b: a line of dave's on its way is refused, and no number is used up.
+    let mute = sanction(SanctionKind::Mute, "DAVE", redis_ms(&mut con).await + 400);
+    let action = Moderation::Sanction(mute);
+    assert_eq!(moderate(&mut con, &s, "b", &action).await, Reply::Ok(None));
+    assert_eq!(say(&mut con, &s, "a", 1, "Dave", 2).await, Reply::Muted);
+    // Once it has ended, dave is heard again, under the next number.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        say(&mut con, &s, "a", 1, "Dave", 3).await,
+        Reply::Ok(Some(2))
+    );
+    // A kick: logged, and bob written out of the room right after it.
+    let kick = Moderation::Kick {
+        name: "BOB".into(),
+        by: "Dave".into(),
+        reason: Some("spam".into()),
+    };
+    assert_eq!(moderate(&mut con, &s, "a", &kick).await, Reply::Ok(None));
+    let entries = log(&mut con).await;
+    let tail = &entries[entries.len() - 2..];
+    assert_eq!(tail[0], Logged::Moderated(kick.clone()));
+    assert!(
+        matches!(
+            &tail[1],
+            Logged::Left { key, name, reason: LeaveReason::Kicked } if key == "bob" && name == "bob"
+        ),
+        "{tail:?}"
+    );
+    // Nothing left of bob in the room: his node's release appends nothing, the name is free.
+    let key = chat_core::name_key("bob");
+    let gone = call(
+        &mut con,
+        s.release("b", ConnId(1), &key, LeaveReason::Kicked),
+    )
+    .await;
+    assert_eq!(gone, Value::Int(0));
+    assert_eq!(say(&mut con, &s, "b", 1, "bob", 1).await, Reply::NotMember);
+    assert_eq!(claim(&mut con, &s, "a", 2, "bob").await, Reply::Ok(None));
+    // A kick of someone not in appends the entry only.
+    let before = log(&mut con).await.len();
+    let nobody = Moderation::Kick {
+        name: "nobody".into(),
+        by: "Dave".into(),
+        reason: None,
+    };
+    assert_eq!(moderate(&mut con, &s, "a", &nobody).await, Reply::Ok(None));
+    assert_eq!(log(&mut con).await.len(), before + 1);
 }

@@ -4,6 +4,8 @@
 -- KEYS[3] members (HASH: name key -> "node\tconn\tlook\tname")
 -- KEYS[4] looks (HASH: look key -> name key)
 -- KEYS[5] nodes (ZSET: node -> lease expiry, ms)
+-- KEYS[6] sanctions (HASH: "<kind>:<name key>" -> the ban or mute, as JSON)
+-- KEYS[7] sanction_ends (ZSET: the same fields -> when each ends, Unix ms)
 -- ARGV[1] the freeze threshold (ms): a longer silence than this means Redis was stopped or
 --         unreachable for everyone; ARGV[2] the log's length bound (MAXLEN ~).
 
@@ -69,4 +71,15 @@ local function retire(node, reason)
   redis.call('ZREM', KEYS[5], node)
   redis.call('HDEL', KEYS[1], 'o:' .. node)
   return gone
+end
+
+-- The bans and mutes over at `now` are forgotten, so that the hash holds those in force.
+local function drop_over(now)
+  local over = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now)
+  for _, field in ipairs(over) do
+    redis.call('HDEL', KEYS[6], field)
+  end
+  if #over > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+  end
 end

@@ -1,8 +1,10 @@
 -- snapshot(epoch_seen, seq_seen, count): the room at one instant, for a node that gets in
--- contact. {epoch, seq, top, members (key, value, ...), recent (seq, from, text, ...)}.
+-- contact. {epoch, seq, top, members (key, value, ...), recent (seq, from, text, ...),
+-- sanctions (each ban and mute in force, as JSON)}.
 -- Epoch fencing: no log (a Redis that came back empty) starts a new epoch; a log behind what
 -- a node has seen in the same epoch (its tail was lost) also starts one, numbering on after
 -- the highest number seen, so that no seq is ever given to two messages in one epoch.
+-- The bans and mutes are kept through a new epoch: they are what Redis still holds.
 local epoch_seen, seq_seen, count = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = clock()
 local epoch = redis.call('HGET', KEYS[1], 'e')
@@ -35,4 +37,6 @@ if count > 0 and seq > 0 then
     end
   end
 end
-return {epoch, tostring(seq), top_id, redis.call('HGETALL', KEYS[3]), recent}
+drop_over(now)
+return {epoch, tostring(seq), top_id, redis.call('HGETALL', KEYS[3]), recent,
+  redis.call('HVALS', KEYS[6])}
