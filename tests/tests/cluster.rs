@@ -755,13 +755,13 @@ async fn an_operator_on_one_node_kicks_bans_and_mutes_users_on_another_and_bans_
         let url = redis.url();
         let dir = chat_tests::TempDir::new("cluster_moderation");
         let token = dir.join("op-token");
-        std::fs::write(&token, "SECRET\n").expect("write the token file");
+        std::fs::write(&token, "SECRET-long-enough-4-ops\n").expect("write the token file");
         let token = token.to_str().expect("a UTF-8 path");
         let flags = ["--op-token-file", token];
         let mut a = node(&url, "a", &flags).await;
         let mut b = node(&url, "b", &flags).await;
         let (mut op, _) = a.nc_join("OP").await;
-        op.type_line("/op SECRET");
+        op.type_line("/op SECRET-long-enough-4-ops");
         op.expect("You are now an operator.\n").await;
         let (mut wes, _) = b.nc_join("wes").await;
         let (mut bob, _) = b.nc_join("bob").await;
