@@ -15,10 +15,12 @@
 //! - `history.rs`: the public messages' numbering and the ring replayed to newcomers.
 //! - `digest.rs`: the digest of joins and leaves above `announce_limit`.
 //! - `joins.rs`: how often one address may join (`joins_per_minute`).
-//! - `moderate.rs`: operators, their commands and the admin API's, bans and mutes.
+//! - `moderate.rs`: operators and their commands, bans and mutes; `admin.rs`, the admin
+//!   API's requests.
 //! - `cluster.rs`: cluster mode's replica of the other nodes' users ([`crate::cluster`]).
 //! - `contact.rs`: cluster mode losing contact with the log, and regaining it from a snapshot.
 
+mod admin;
 mod cluster;
 mod config;
 pub(crate) mod conn;

@@ -1,5 +1,6 @@
-//! Operators and moderation in the room: `/op` and the operators' commands, the admin API's
-//! requests (`handle_admin`), bans at the door and the prompt, mutes, and the bans' ends.
+//! Operators and moderation in the room: `/op` and the operators' commands, bans at the door
+//! and the prompt, mutes, and the bans' ends. The admin API's requests (`admin.rs`) are
+//! resolved and enacted here too.
 //!
 //! An operator's request is resolved here into a [`Moderation`] (whom it names, as the room
 //! spells them, and until when), then enacted: at once in a room alone (and while a cluster
@@ -18,15 +19,15 @@ use crate::command::{ParseError, Request};
 use crate::error_code::ErrorCode;
 use crate::event::{Action, BanEntry, Change, Event};
 use crate::moderation::{
-    API_OPERATOR, AdminReply, AdminRequest, DEFAULT_MINUTES, MAX_MINUTES, Moderation, OnlineUser,
-    Sanction, SanctionKind, TryKey, ban_address, token_matches,
+    DEFAULT_MINUTES, MAX_MINUTES, Moderation, Sanction, SanctionKind, TryKey, ban_address,
+    token_matches,
 };
 use crate::name::{look_key, name_key, validate_name};
 use crate::text::{clean_message, clean_text};
 use crate::time::Timestamp;
 
 /// A request refused: its code and sentence.
-type Refused = (ErrorCode, String);
+pub(super) type Refused = (ErrorCode, String);
 
 impl Room {
     /// Whether anyone can be an operator (`Config::op_token`).
@@ -249,115 +250,6 @@ impl Room {
         self.enact(Some(conn), Moderation::Operator { name });
     }
 
-    /// The admin API's `request`, at `now`: answered at once; what it does is done as an
-    /// operator's command is (in cluster mode, through the shared log).
-    pub fn handle_admin(&mut self, now: Timestamp, request: AdminRequest) -> AdminReply {
-        self.advance(now);
-        let by = |by: Option<String>| {
-            by.map(|b| clean_text(b.trim()).into_owned())
-                .filter(|b| !b.is_empty())
-                .unwrap_or_else(|| API_OPERATOR.to_owned())
-        };
-        let resolved = match request {
-            AdminRequest::Online => {
-                return AdminReply::Online {
-                    users: self.online_users(),
-                };
-            }
-            AdminRequest::Sanctions => {
-                return AdminReply::Sanctions {
-                    sanctions: self.sanctions(),
-                };
-            }
-            AdminRequest::Kick {
-                name,
-                reason,
-                by: who,
-            } => self.resolve_kick(&name, by(who), reason),
-            AdminRequest::Ban {
-                name,
-                minutes,
-                reason,
-                by: who,
-            } => self.resolve_sanction(SanctionKind::Ban, &name, minutes, by(who), reason),
-            AdminRequest::Mute {
-                name,
-                minutes,
-                by: who,
-            } => self.resolve_sanction(SanctionKind::Mute, &name, minutes, by(who), None),
-            AdminRequest::Unban { name, by: who } => {
-                self.resolve_lift(SanctionKind::Ban, &name, by(who))
-            }
-            AdminRequest::Unmute { name, by: who } => {
-                self.resolve_lift(SanctionKind::Mute, &name, by(who))
-            }
-            AdminRequest::Notice { text, by: who } => {
-                let text = clean_message(text);
-                if text.is_empty() {
-                    return AdminReply::Invalid {
-                        message: "A notice needs some text.".into(),
-                    };
-                }
-                Ok((Moderation::Notice { text, by: by(who) }, None))
-            }
-        };
-        match resolved {
-            Ok((moderation, _)) => {
-                self.enact(None, moderation);
-                AdminReply::Done
-            }
-            Err((ErrorCode::NoSuchUser | ErrorCode::NoSuchSanction, message)) => {
-                AdminReply::NotFound { message }
-            }
-            Err((_, message)) => AdminReply::Invalid { message },
-        }
-    }
-
-    /// Everyone online, for the admin API: those here with their wire, address and join time;
-    /// those of other nodes (cluster mode) with their node.
-    fn online_users(&self) -> Vec<OnlineUser> {
-        let node = self.cluster.as_ref().map(|c| c.node.clone());
-        let wall = |t: Timestamp| {
-            let ms = u64::try_from(t.as_duration().as_millis()).unwrap_or(u64::MAX);
-            self.config.wall_clock.saturating_add(ms)
-        };
-        let mut users: Vec<(String, OnlineUser)> = self
-            .names
-            .iter()
-            .filter_map(|(key, id)| {
-                let c = self.conns.get(id)?;
-                let user = OnlineUser {
-                    name: c.name.clone()?,
-                    wire: Some(match c.wire {
-                        Wire::Line => "line".into(),
-                        Wire::Json => "json".into(),
-                    }),
-                    node: node.clone(),
-                    address: c.peer,
-                    since: Some(wall(c.joined)),
-                    operator: c.operator,
-                };
-                Some((key.clone(), user))
-            })
-            .collect();
-        if let Some(cluster) = &self.cluster {
-            let mine = &cluster.node;
-            for (key, m) in cluster.remote.iter().filter(|(_, m)| &m.node != mine) {
-                let user = OnlineUser {
-                    name: m.name.clone(),
-                    wire: None,
-                    node: Some(m.node.clone()),
-                    address: None,
-                    since: None,
-                    operator: cluster.remote_ops.contains(key),
-                };
-                users.push((key.clone(), user));
-            }
-        }
-        users.sort_by(|a, b| a.0.cmp(&b.0));
-        users.into_iter().map(|(_, u)| u).collect()
-    }
-
     /// The bans and mutes in force, as `/bans` lists them.
     fn ban_entries(&self) -> Vec<BanEntry> {
         let now = self.wall_ms();
@@ -389,7 +281,7 @@ impl Room {
         Some((m.name.clone(), None))
     }
 
-    fn resolve_kick(
+    pub(super) fn resolve_kick(
         &self,
         typed: &str,
         by: String,
@@ -407,7 +299,7 @@ impl Room {
         Ok((Moderation::Kick { name, by, reason }, None))
     }
 
-    fn resolve_sanction(
+    pub(super) fn resolve_sanction(
         &self,
         kind: SanctionKind,
         typed: &str,
@@ -459,7 +351,7 @@ impl Room {
         Ok((Moderation::Sanction(sanction), Some(confirm)))
     }
 
-    fn resolve_lift(
+    pub(super) fn resolve_lift(
         &self,
         kind: SanctionKind,
         typed: &str,
@@ -496,7 +388,7 @@ impl Room {
 
     /// Does `moderation`: here at once when alone or out of contact, else through the log.
     /// `conn` is the operator's connection, told if the log cannot take it.
-    fn enact(&mut self, conn: Option<ConnId>, moderation: Moderation) {
+    pub(super) fn enact(&mut self, conn: Option<ConnId>, moderation: Moderation) {
         if self.in_contact() {
             let publish = Publish::Moderate { conn, moderation };
             return self.outputs.push_back(Output::Publish(publish));
