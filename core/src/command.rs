@@ -231,10 +231,10 @@ pub fn parse_line(line: &str) -> Result<Option<Request>, ParseError> {
                 text: text.to_owned(),
             }))
         }
-        "op" if !args.is_empty() => Ok(Some(Request::Op {
+        // Without a token too: a wrong one, and a try.
+        "op" => Ok(Some(Request::Op {
             token: args.to_owned(),
         })),
-        "op" => Err(ParseError::Usage("/op TOKEN")),
         "kick" => {
             let (name, reason) = first_word(args);
             if name.is_empty() {
@@ -248,7 +248,7 @@ pub fn parse_line(line: &str) -> Result<Option<Request>, ParseError> {
                 return Err(ParseError::Usage(BAN_USAGE));
             }
             let (minutes, reason) = match rest.as_deref().map(first_word) {
-                Some((word, after)) if word.bytes().all(|b| b.is_ascii_digit()) => {
+                Some((word, after)) if looks_numeric(&word) => {
                     (Some(minutes(&word, BAN_USAGE)?), after)
                 }
                 _ => (None, rest),
@@ -263,9 +263,7 @@ pub fn parse_line(line: &str) -> Result<Option<Request>, ParseError> {
             let (name, rest) = first_word(args);
             let minutes = match rest.as_deref() {
                 None => None,
-                Some(word) if word.bytes().all(|b| b.is_ascii_digit()) => {
-                    Some(minutes(word, MUTE_USAGE)?)
-                }
+                Some(word) if looks_numeric(word) => Some(minutes(word, MUTE_USAGE)?),
                 Some(_) => return Err(ParseError::Usage(MUTE_USAGE)),
             };
             if name.is_empty() {
@@ -303,12 +301,20 @@ fn first_word(args: &str) -> (String, Option<String>) {
     (word.to_owned(), (!rest.is_empty()).then(|| rest.to_owned()))
 }
 
-/// A count of minutes as typed: 1 to ten years' worth, else the usage.
+/// Whether `word` is meant as a number (`5`, `-5`, `1.5`, `+5`): a count of minutes, then,
+/// and not the first word of a reason.
+fn looks_numeric(word: &str) -> bool {
+    let digits = word.strip_prefix(['+', '-']).unwrap_or(word);
+    digits.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// A count of minutes as typed: whole and unsigned, else the usage. Too large a number is
+/// `u64::MAX`: the room says how many minutes it takes (on every wire alike).
 fn minutes(word: &str, usage: &'static str) -> Result<u64, ParseError> {
-    word.parse::<u64>()
-        .ok()
-        .filter(|m| (1..=crate::moderation::MAX_MINUTES).contains(m))
-        .ok_or(ParseError::Usage(usage))
+    if !word.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ParseError::Usage(usage));
+    }
+    Ok(word.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -399,11 +405,20 @@ mod tests {
         assert_eq!(parse_line("/ban bob 5"), ban(Some(5), None));
         assert_eq!(parse_line("/ban bob 5 spam"), ban(Some(5), Some("spam")));
         assert_eq!(parse_line("/ban bob spam 5"), ban(None, Some("spam 5")));
-        assert_eq!(parse_line("/ban bob 0"), Err(ParseError::Usage(BAN_USAGE)));
+        // The room says which counts it takes, as it does on the JSON wire.
+        assert_eq!(parse_line("/ban bob 0"), ban(Some(0), None));
         assert_eq!(
             parse_line("/ban bob 99999999999999999999999"),
-            Err(ParseError::Usage(BAN_USAGE))
+            ban(Some(u64::MAX), None)
         );
+        for odd in ["-5", "+5", "1.5", "5m"] {
+            let typed = format!("/ban bob {odd} spam");
+            assert_eq!(
+                parse_line(&typed),
+                Err(ParseError::Usage(BAN_USAGE)),
+                "{odd}"
+            );
+        }
         assert_eq!(
             parse_line("/mute bob 3"),
             Ok(Some(Request::Mute {
@@ -430,7 +445,10 @@ mod tests {
                 token: "s3cret".into()
             }))
         );
-        assert_eq!(parse_line("/op").unwrap_err().operator_word(), Some("op"));
+        assert_eq!(
+            parse_line("/op"),
+            Ok(Some(Request::Op { token: "".into() }))
+        );
         assert_eq!(
             parse_line("/kick").unwrap_err().operator_word(),
             Some("kick")

@@ -329,6 +329,21 @@ pub enum AdminRequest {
     },
 }
 
+impl AdminRequest {
+    /// Whom the request says it is signed by, if it says.
+    pub fn by(&self) -> Option<&str> {
+        match self {
+            AdminRequest::Online | AdminRequest::Sanctions => None,
+            AdminRequest::Kick { by, .. }
+            | AdminRequest::Ban { by, .. }
+            | AdminRequest::Unban { by, .. }
+            | AdminRequest::Mute { by, .. }
+            | AdminRequest::Unmute { by, .. }
+            | AdminRequest::Notice { by, .. } => by.as_deref(),
+        }
+    }
+}
+
 /// Someone online, as the admin API lists them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OnlineUser {

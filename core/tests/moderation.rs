@@ -103,8 +103,9 @@ fn op_with_the_token_makes_an_operator_and_a_wrong_one_is_refused() {
     assert_eq!(h.take(alice), ["You are not an operator."]);
     h.line(alice, &format!("/op {SECRET}"));
     assert_eq!(h.take(alice), ["You are now an operator."]);
+    // `/op` answers one of the two sentences, whatever follows it.
     h.line(alice, "/op");
-    assert_eq!(h.take(alice), ["Usage: /op TOKEN"]);
+    assert_eq!(h.take(alice), ["Wrong operator token."]);
     let log = h.log();
     assert!(log.contains(&LogRecord::OpRefused {
         name: "alice".into(),
@@ -735,6 +736,116 @@ fn the_bans_list_is_the_one_in_the_protocol_doc_in_form() {
             "Bans and mutes in force (2):",
             "  ban bob and 203.0.113.7 by op, 30 more minutes: spam",
             "  mute carol by admin, 5 more minutes",
+        ]
+    );
+}
+
+#[test]
+fn minutes_are_whole_and_within_ten_years_on_every_wire_alike() {
+    let (mut h, op, _) = room_with(&[]);
+    let range = "Minutes must be between 1 and 5270400.";
+    for typed in [
+        "/ban bob 0",
+        "/ban bob 5270401",
+        "/mute bob 99999999999999999999",
+    ] {
+        h.line(op, typed);
+        assert_eq!(h.take(op), [range], "{typed}");
+    }
+    for typed in ["/ban bob -5 spam", "/ban bob 1.5", "/ban bob +5"] {
+        h.line(op, typed);
+        assert_eq!(
+            h.take(op),
+            ["Usage: /ban NAME [MINUTES] [REASON]"],
+            "{typed}"
+        );
+    }
+    let web = h.join_json("web");
+    h.json(web, &format!(r#"{{"type":"op","token":"{SECRET}"}}"#));
+    h.json(web, r#"{"type":"ban","name":"bob","minutes":0}"#);
+    let events = h.take_events(web);
+    assert_eq!(
+        events.last(),
+        Some(&Event::error(chat_core::ErrorCode::Usage, range))
+    );
+    assert!(h.room().sanctions().is_empty());
+}
+
+#[test]
+fn the_admin_apis_signature_is_a_name_and_its_texts_fit_a_line() {
+    let mut h = Harness::new(Config {
+        max_line: 64,
+        ..config()
+    });
+    let bob = h.join("bob");
+    for by in ["some one", "x: fake ***", &"x".repeat(40)] {
+        let kick = AdminRequest::Kick {
+            name: "bob".into(),
+            reason: None,
+            by: Some(by.into()),
+        };
+        let AdminReply::Invalid { message } = h.admin(kick) else {
+            panic!("{by:?} was taken");
+        };
+        assert!(message.starts_with("by: "), "{message}");
+    }
+    let notice = AdminRequest::Notice {
+        text: "n".repeat(65),
+        by: None,
+    };
+    assert_eq!(
+        h.admin(notice),
+        AdminReply::Invalid {
+            message: "A notice is at most 64 bytes.".into()
+        }
+    );
+    let kick = AdminRequest::Kick {
+        name: "bob".into(),
+        reason: Some("r".repeat(65)),
+        by: None,
+    };
+    assert_eq!(
+        h.admin(kick),
+        AdminReply::Invalid {
+            message: "A reason is at most 64 bytes.".into()
+        }
+    );
+    assert!(!h.is_closed(bob), "nothing was done");
+}
+
+#[test]
+fn what_no_operator_could_have_made_is_not_restored() {
+    let mut h = Harness::new(config());
+    let ban = |name: &str, address: Option<&str>, until: u64| Sanction {
+        kind: SanctionKind::Ban,
+        name: name.into(),
+        address: address.map(Into::into),
+        until,
+        by: "op".into(),
+        reason: None,
+    };
+    h.room_mut().restore_sanctions([
+        ban("x y", None, WALL + 60_000),
+        ban("ok", Some("not-an-ip"), WALL + 60_000),
+        ban("net", Some("10.0.0.0/8"), WALL + 60_000),
+        ban("host", Some("2001:db8::1/64"), WALL + 60_000),
+        ban("v4", Some("203.0.113.7"), WALL + 60_000),
+        ban("v6", Some("2001:db8::/64"), WALL + 60_000),
+        ban("forever", None, u64::MAX),
+    ]);
+    let kept: Vec<(String, u64)> = h
+        .room()
+        .sanctions()
+        .into_iter()
+        .map(|s| (s.name, s.until))
+        .collect();
+    let ten_years = chat_core::moderation::MAX_MINUTES * 60_000;
+    assert_eq!(
+        kept,
+        [
+            ("forever".to_owned(), WALL + ten_years),
+            ("v4".to_owned(), WALL + 60_000),
+            ("v6".to_owned(), WALL + 60_000),
         ]
     );
 }

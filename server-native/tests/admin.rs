@@ -226,16 +226,31 @@ async fn every_route_wants_the_bearer_token_and_wrong_ones_are_bounded() {
             "{answer:?}"
         );
     }
-    // Wrong tokens, from 127.0.0.2: five a minute are answered 401 ...
-    let wrong = [
-        ("Authorization", "Bearer correct-horse-battery-stapl"),
-        ("Authorization", "Bearer correct-horse-battery-staplE"),
+    // No bearer token at all (another scheme, no scheme, nothing after it) can never be the
+    // secret: not a guess, and not counted.
+    for header in [
         (
             "Authorization",
             "Basic Y29ycmVjdC1ob3JzZS1iYXR0ZXJ5LXN0YXBsZQ==",
         ),
         ("Authorization", SECRET),
         ("Authorization", "Bearer "),
+    ] {
+        let stream = connect_from("127.0.0.2", http).await;
+        let answer = request_over(stream, "GET", "/admin/online", &[header], None).await;
+        assert_eq!(answer.json(), 401, "{header:?}: {answer:?}");
+        assert_eq!(
+            answer.header("www-authenticate"),
+            Some("Bearer realm=\"chat-server\"")
+        );
+    }
+    // Wrong tokens, from 127.0.0.2: five a minute are answered 401 ...
+    let wrong = [
+        ("Authorization", "Bearer correct-horse-battery-stapl"),
+        ("Authorization", "Bearer correct-horse-battery-staplE"),
+        ("Authorization", "bearer guess-number-three"),
+        ("Authorization", "Bearer  guess-number-four "),
+        ("Authorization", "Bearer guess-number-five"),
     ];
     for (i, header) in wrong.iter().enumerate() {
         let (method, path) = ROUTES[i];

@@ -8,6 +8,7 @@ use crate::error_code::ErrorCode;
 use crate::moderation::{
     API_OPERATOR, AdminReply, AdminRequest, Moderation, OnlineUser, SanctionKind,
 };
+use crate::name::validate_name;
 use crate::text::{clean_message, clean_text};
 use crate::time::Timestamp;
 
@@ -16,11 +17,22 @@ impl Room {
     /// operator's command is (in cluster mode, through the shared log).
     pub fn handle_admin(&mut self, now: Timestamp, request: AdminRequest) -> AdminReply {
         self.advance(now);
-        let by = |by: Option<String>| {
-            by.map(|b| clean_text(b.trim()).into_owned())
-                .filter(|b| !b.is_empty())
-                .unwrap_or_else(|| API_OPERATOR.to_owned())
+        // Whom the action is signed by, on everyone's screen: a name, so that no signature
+        // can pass for more of the line than a name.
+        let signed = request
+            .by()
+            .map(|b| clean_text(b.trim()).into_owned())
+            .filter(|b| !b.is_empty());
+        let signer = match signed.map(|b| validate_name(&b)) {
+            None => API_OPERATOR.to_owned(),
+            Some(Ok(name)) => name,
+            Some(Err(err)) => {
+                return AdminReply::Invalid {
+                    message: format!("by: {err}"),
+                };
+            }
         };
+        let by = |_: Option<String>| signer.clone();
         let resolved = match request {
             AdminRequest::Online => {
                 return AdminReply::Online {
@@ -59,6 +71,11 @@ impl Room {
                 if text.is_empty() {
                     return AdminReply::Invalid {
                         message: "A notice needs some text.".into(),
+                    };
+                }
+                if text.len() > self.config.max_line {
+                    return AdminReply::Invalid {
+                        message: self.too_long("A notice"),
                     };
                 }
                 Ok((Moderation::Notice { text, by: by(who) }, None))

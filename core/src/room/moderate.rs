@@ -43,12 +43,24 @@ impl Room {
 
     /// Seeds the bans and mutes with those of an earlier run (as the driver stored them from
     /// [`Output::Sanctions`]); those already over are dropped. Meant for a room alone at start.
+    ///
+    /// What no operator could have made is dropped: a name that is no name, an address that is
+    /// not an IPv4 address or an IPv6 /64 as a ban writes it. An end further off than the
+    /// longest ban is brought back to it.
     pub fn restore_sanctions(&mut self, all: impl IntoIterator<Item = Sanction>) {
         let now = self.wall_ms();
-        let all = all.into_iter().map(|s| Sanction {
-            name: clean_text(&s.name).into_owned(),
-            reason: s.reason.map(clean_message).filter(|r| !r.is_empty()),
-            ..s
+        let latest = now.saturating_add(MAX_MINUTES.saturating_mul(60_000));
+        let all = all.into_iter().filter_map(|s| {
+            let name = validate_name(&s.name).ok()?;
+            if s.address.as_deref().is_some_and(|a| !ban_address_form(a)) {
+                return None;
+            }
+            Some(Sanction {
+                name,
+                reason: s.reason.map(clean_message).filter(|r| !r.is_empty()),
+                until: s.until.min(latest),
+                ..s
+            })
         });
         self.sanctions.replace(all, now);
     }
@@ -281,6 +293,23 @@ impl Room {
         Some((m.name.clone(), None))
     }
 
+    /// The refusal of a reason or notice longer than a line may be.
+    pub(super) fn too_long(&self, what: &str) -> String {
+        format!("{what} is at most {} bytes.", self.config.max_line)
+    }
+
+    /// A reason as given, cleaned; `None` if nothing is left; refused past a line's length.
+    fn reason(&self, reason: Option<String>) -> Result<Option<String>, Refused> {
+        let reason = reason.map(clean_message).filter(|r| !r.is_empty());
+        if reason
+            .as_ref()
+            .is_some_and(|r| r.len() > self.config.max_line)
+        {
+            return Err((ErrorCode::Usage, self.too_long("A reason")));
+        }
+        Ok(reason)
+    }
+
     pub(super) fn resolve_kick(
         &self,
         typed: &str,
@@ -295,7 +324,7 @@ impl Room {
             // On another node, out of reach: nothing can be done to them from here now.
             return Err((ErrorCode::Busy, super::cluster::BUSY.to_owned()));
         }
-        let reason = reason.map(clean_message).filter(|r| !r.is_empty());
+        let reason = self.reason(reason)?;
         Ok((Moderation::Kick { name, by, reason }, None))
     }
 
@@ -330,7 +359,7 @@ impl Room {
         let until = self
             .wall_ms()
             .saturating_add(minutes.saturating_mul(60_000));
-        let reason = reason.map(clean_message).filter(|r| !r.is_empty());
+        let reason = self.reason(reason)?;
         let change = match kind {
             SanctionKind::Ban => Change::Banned,
             SanctionKind::Mute => Change::Muted,
@@ -603,4 +632,21 @@ pub(super) fn muted() -> Event {
 
 fn no_such_user(name: &str) -> Refused {
     (ErrorCode::NoSuchUser, format!("No user named '{name}'."))
+}
+
+/// Whether `address` is written as a ban writes one: an IPv4 address, or an IPv6 network
+/// ending in `/64` with its host bits clear; never loopback.
+fn ban_address_form(address: &str) -> bool {
+    let ip = match address.strip_suffix("/64") {
+        Some(net) => net
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(std::net::IpAddr::V6),
+        None => address
+            .parse::<std::net::Ipv4Addr>()
+            .ok()
+            .map(std::net::IpAddr::V4),
+    };
+    ip.and_then(|ip| ban_address(Some(ip)))
+        .is_some_and(|written| written == address)
 }

@@ -255,19 +255,24 @@ impl Admin {
         if tries.held_off(key, now) {
             return Some(too_many());
         }
-        let Some(given) = head.headers.get(AUTHORIZATION) else {
+        // No bearer token at all (no header, another scheme, nothing after `Bearer`) is not
+        // a guess, and is not counted.
+        let token = head
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|given| std::str::from_utf8(given.as_bytes()).ok())
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty());
+        let Some(token) = token else {
             return Some(unauthorized(
                 "This needs the header Authorization: Bearer SECRET, with the secret of \
                  --op-token-file.",
                 None,
             ));
         };
-        let token = std::str::from_utf8(given.as_bytes())
-            .ok()
-            .and_then(|value| value.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        if token.is_some_and(|token| token_matches(&self.secret, token)) {
+        if token_matches(&self.secret, token) {
             return None;
         }
         if !tries.failed(key, now) {
