@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::error_code::ErrorCode;
 use crate::text::clean_text;
 
-/// One thing a user asks for.
+/// One thing a user asks for. A field the request does not have is refused, not ignored: a
+/// typo (`"minuts"`) must not become a ban of the default length.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Take this name and enter the room (the first line on the line wire).
     Join {

@@ -849,3 +849,19 @@ fn what_no_operator_could_have_made_is_not_restored() {
         ]
     );
 }
+
+#[test]
+fn a_request_with_a_field_it_does_not_have_is_refused_not_half_done() {
+    let (mut h, _, _) = room_with(&[]);
+    let web = h.join_json("web");
+    h.json(web, &format!(r#"{{"type":"op","token":"{SECRET}"}}"#));
+    h.take(web);
+    h.json(web, r#"{"type":"ban","name":"bob","minuts":5}"#);
+    let refused = h.take_events(web);
+    assert!(
+        matches!(&refused[..], [Event::Error { code: chat_core::ErrorCode::BadRequest, message }]
+            if message.contains("minuts")),
+        "{refused:?}"
+    );
+    assert!(h.room().sanctions().is_empty());
+}
