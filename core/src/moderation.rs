@@ -217,6 +217,45 @@ impl OpTries {
     }
 }
 
+/// The admin API's wrong bearer tokens by address: [`OpTries`] counts them (5 a minute), and
+/// an address that has had one too many is held off, right token or not, for [`OP_WINDOW`]
+/// from then: otherwise it could go on guessing, and a right guess would still be answered.
+#[derive(Clone, Debug, Default)]
+pub struct WrongTokens {
+    counted: OpTries,
+    held_off: BTreeMap<TryKey, Timestamp>,
+}
+
+impl WrongTokens {
+    /// Addresses held off at once before those whose minute is over are forgotten.
+    const TIDY: usize = 4096;
+
+    /// Whether `key` is held off at `now`.
+    pub fn held_off(&mut self, key: TryKey, now: Timestamp) -> bool {
+        match self.held_off.get(&key) {
+            Some(&until) if now < until => true,
+            Some(_) => {
+                self.held_off.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a wrong token from `key`; `false` when it was one too many, and `key` is now
+    /// held off.
+    pub fn failed(&mut self, key: TryKey, now: Timestamp) -> bool {
+        if self.counted.charge(key, now) {
+            return true;
+        }
+        if self.held_off.len() >= Self::TIDY {
+            self.held_off.retain(|_, until| now < *until);
+        }
+        self.held_off.insert(key, now + OP_WINDOW);
+        false
+    }
+}
+
 /// What an operator does, as the room applies it, and (cluster mode) as the shared log
 /// carries it to every node. Tagged `action` (the message log's record is tagged `type`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -480,5 +519,23 @@ mod tests {
         );
         let back: crate::LogRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn an_address_past_its_tries_is_held_off_for_a_minute() {
+        let mut tries = WrongTokens::default();
+        let key = TryKey::Addr(AddrKey::of("203.0.113.9".parse().unwrap()));
+        let other = TryKey::Addr(AddrKey::of("203.0.113.10".parse().unwrap()));
+        let t = Timestamp::from_secs(100);
+        for _ in 0..OP_TRIES {
+            assert!(!tries.held_off(key, t));
+            assert!(tries.failed(key, t));
+        }
+        assert!(!tries.failed(key, t), "the sixth in the minute");
+        let later = t + Duration::from_secs(59);
+        assert!(tries.held_off(key, later), "even with the right token");
+        assert!(!tries.held_off(other, later));
+        assert!(!tries.held_off(key, t + OP_WINDOW));
+        assert!(tries.failed(key, t + OP_WINDOW), "a new minute");
     }
 }

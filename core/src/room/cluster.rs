@@ -89,13 +89,6 @@ impl Cluster {
     }
 }
 
-/// What a user is told when the log could not take what it asked.
-pub(super) fn busy() -> Event {
-    Event::error(ErrorCode::Busy, BUSY)
-}
-
-pub(super) const BUSY: &str = "Error: the server is busy; nothing was sent. Try again in a moment.";
-
 impl Room {
     /// Cluster mode: the shared log recorded `entry`; every node applies the same entries in
     /// the same order. A room alone ignores it.
@@ -140,17 +133,10 @@ impl Room {
                         c.name.is_none()
                             && c.claim.as_ref().is_some_and(|(n, _)| name_key(n) == key)
                     });
-                let now_ms = self.wall_ms();
-                let banned = waiting
-                    .then(|| self.ban_on(conn, Some(&name)))
-                    .flatten()
-                    .map(|b| b.minutes_left(now_ms));
-                if let Some(minutes) = banned {
-                    // Banned while its claim was on its way: turned away, and released from
-                    // the log, which holds it now (the other nodes tell its join and leave;
-                    // nobody here is told either).
-                    let wire = self.conns.get(&conn).map_or(Wire::Line, |c| c.wire);
-                    self.turn_away_banned(conn, wire, minutes);
+                // Banned while its claim was on its way: turned away, and released from the
+                // log, which holds it now (the other nodes tell its join and leave; nobody
+                // here is told either).
+                if waiting && self.turned_away_if_banned(conn, &name) {
                     let release = Publish::Release {
                         conn,
                         key,
@@ -311,7 +297,7 @@ impl Room {
                         self.refuse(conn, ErrorCode::NameConfusable, message);
                     }
                     Refusal::NotMember | Refusal::Muted | Refusal::Busy => {
-                        self.send(conn, &busy());
+                        self.send(conn, &super::busy());
                         self.send(conn, &Event::Prompt);
                     }
                 }
@@ -322,15 +308,15 @@ impl Room {
                 }
                 if refusal == Refusal::Muted {
                     // Muted while the line was on its way: it reaches nobody, as after.
-                    self.send(conn, &super::moderate::muted());
+                    self.send(conn, &super::muted());
                 } else {
-                    self.send(conn, &busy());
+                    self.send(conn, &super::busy());
                 }
             }
-            Publish::Tell { from_conn, .. } => self.send(from_conn, &busy()),
+            Publish::Tell { from_conn, .. } => self.send(from_conn, &super::busy()),
             Publish::Moderate { conn, .. } => {
                 if let Some(conn) = conn {
-                    self.send(conn, &busy());
+                    self.send(conn, &super::busy());
                 }
             }
             // A leave is never refused for want of room; a member gone already is gone.

@@ -11,7 +11,7 @@ use crate::command::Resume;
 use crate::error_code::ErrorCode;
 use crate::event::Event;
 use crate::name::{look_key, name_key};
-use crate::room::conn::{ConnId, Wire};
+use crate::room::conn::ConnId;
 use crate::time::Timestamp;
 
 impl Room {
@@ -51,13 +51,8 @@ impl Room {
     /// A join that was waiting for the log when contact was lost, decided as alone would.
     fn join_here(&mut self, conn: ConnId, name: String, resume: Option<Resume>) {
         // Banned while its claim was on its way: turned away, as at the prompt.
-        let now_ms = self.wall_ms();
-        if let Some(minutes) = self
-            .ban_on(conn, Some(&name))
-            .map(|b| b.minutes_left(now_ms))
-        {
-            let wire = self.conns.get(&conn).map_or(Wire::Line, |c| c.wire);
-            return self.turn_away_banned(conn, wire, minutes);
+        if self.turned_away_if_banned(conn, &name) {
+            return;
         }
         let (key, look) = (name_key(&name), look_key(&name));
         if let Some((code, message)) = self.name_refusal(&name, &key, &look) {

@@ -558,13 +558,8 @@ impl Room {
             Ok(name) => name,
             Err(err) => return self.refuse(conn, ErrorCode::NameInvalid, err.to_string()),
         };
-        let now_ms = self.wall_ms();
-        if let Some(minutes) = self
-            .ban_on(conn, Some(&name))
-            .map(|b| b.minutes_left(now_ms))
-        {
-            let wire = self.conns.get(&conn).map_or(Wire::Line, |c| c.wire);
-            return self.turn_away_banned(conn, wire, minutes);
+        if self.turned_away_if_banned(conn, &name) {
+            return;
         }
         let (key, look) = (name_key(&name), look_key(&name));
         if let Some((code, message)) = self.name_refusal(&name, &key, &look) {
@@ -937,6 +932,19 @@ fn taken(name: &str) -> String {
 /// The refusal of a name too like `other`'s, who is online.
 fn looks_like(name: &str, other: &str) -> String {
     format!("The name '{name}' looks too much like '{other}', who is online; choose another.")
+}
+
+/// What a user is told when the shared log could not take what it asked.
+fn busy() -> Event {
+    Event::error(ErrorCode::Busy, BUSY)
+}
+
+/// The sentence of [`busy`].
+const BUSY: &str = "Error: the server is busy; nothing was sent. Try again in a moment.";
+
+/// What a muted user is told for a public line.
+fn muted() -> Event {
+    Event::error(ErrorCode::Muted, "You are muted.")
 }
 
 fn parse_error_event(err: ParseError) -> Event {

@@ -129,8 +129,17 @@ impl Room {
             .or_else(|| self.sanctions.ban_on_address(peer, now))
     }
 
-    /// Turns `conn` away because `ban` holds: told for how long, then closed.
-    pub(super) fn turn_away_banned(&mut self, conn: ConnId, wire: Wire, minutes: u64) {
+    /// Turns `conn`, at the prompt, away if a ban holds its address or the `name` it asks
+    /// for: told for how long, then closed. Whether it was.
+    pub(super) fn turned_away_if_banned(&mut self, conn: ConnId, name: &str) -> bool {
+        let now_ms = self.wall_ms();
+        let Some(minutes) = self
+            .ban_on(conn, Some(name))
+            .map(|b| b.minutes_left(now_ms))
+        else {
+            return false;
+        };
+        let wire = self.conns.get(&conn).map_or(Wire::Line, |c| c.wire);
         self.send_to_wire(conn, wire, &Event::Banned { minutes });
         self.outputs.push_back(Output::Close {
             conn,
@@ -138,6 +147,7 @@ impl Room {
         });
         // Never joined: nobody is told, nothing is logged.
         self.remove(conn, LeaveReason::Banned);
+        true
     }
 
     /// Whether `conn` may say something in public; a muted user is told not.
@@ -145,7 +155,7 @@ impl Room {
         if self.sanctions.mute_on(name, self.wall_ms()).is_none() {
             return true;
         }
-        self.send(conn, &muted());
+        self.send(conn, &super::muted());
         false
     }
 
@@ -322,7 +332,7 @@ impl Room {
         };
         if here.is_none() && self.cluster.as_ref().is_some_and(|c| c.down) {
             // On another node, out of reach: nothing can be done to them from here now.
-            return Err((ErrorCode::Busy, super::cluster::BUSY.to_owned()));
+            return Err((ErrorCode::Busy, super::BUSY.to_owned()));
         }
         let reason = self.reason(reason)?;
         Ok((Moderation::Kick { name, by, reason }, None))
@@ -623,11 +633,6 @@ impl Room {
             self.outputs.push_back(Output::Publish(publish));
         }
     }
-}
-
-/// What a muted user is told for a public line.
-pub(super) fn muted() -> Event {
-    Event::error(ErrorCode::Muted, "You are muted.")
 }
 
 fn no_such_user(name: &str) -> Refused {

@@ -8,17 +8,15 @@
 //! `chat_core::moderation::AdminRequest`. The room decides the rest (`Room::handle_admin`) and
 //! its answer becomes the status: `done` 200, `not_found` 404, `invalid` 400.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chat_core::Timestamp;
 use chat_core::admission::AddrKey;
 use chat_core::moderation::{
-    AdminReply, AdminRequest, OP_WINDOW, OnlineUser, OpTries, Sanction, TryKey, token_matches,
+    AdminReply, AdminRequest, OP_WINDOW, OnlineUser, Sanction, TryKey, WrongTokens, token_matches,
 };
 use hyper::header::{
     ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, HOST, HeaderValue, ORIGIN, RETRY_AFTER,
@@ -41,8 +39,6 @@ pub const MAX_BODY: usize = 16 * 1024;
 const JSON: &str = "application/json";
 /// What a refused try's answers say, as `/op` does.
 const TOO_MANY_TRIES: &str = "Too many tries; wait a minute.";
-/// Addresses held off at once before those whose minute is over are forgotten.
-const HELD_OFF_TIDY: usize = 4096;
 
 /// What an admin route does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,42 +99,7 @@ pub struct Admin {
     clock: Clock,
     /// How long a request's body may take to come whole (`--handshake-timeout`).
     body_timeout: Duration,
-    tries: Mutex<Tries>,
-}
-
-/// Failed tries by address: [`OpTries`] counts them (5 a minute), and an address that has had
-/// one too many is held off, right token or not, for a minute from then: otherwise it could go
-/// on guessing, and a right guess would still be answered.
-#[derive(Default)]
-struct Tries {
-    counted: OpTries,
-    held_off: BTreeMap<TryKey, Timestamp>,
-}
-
-impl Tries {
-    /// Whether `key` is held off at `now`.
-    fn held_off(&mut self, key: TryKey, now: Timestamp) -> bool {
-        match self.held_off.get(&key) {
-            Some(&until) if now < until => true,
-            Some(_) => {
-                self.held_off.remove(&key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Counts a failed try by `key`; `false` when it was one too many, and `key` is now held off.
-    fn failed(&mut self, key: TryKey, now: Timestamp) -> bool {
-        if self.counted.charge(key, now) {
-            return true;
-        }
-        if self.held_off.len() >= HELD_OFF_TIDY {
-            self.held_off.retain(|_, until| now < *until);
-        }
-        self.held_off.insert(key, now + OP_WINDOW);
-        false
-    }
+    tries: Mutex<WrongTokens>,
 }
 
 /// What a request gets past the checks: its status, and its body as JSON text.
@@ -182,7 +143,7 @@ impl Admin {
             room,
             clock,
             body_timeout,
-            tries: Mutex::new(Tries::default()),
+            tries: Mutex::new(WrongTokens::default()),
         }
     }
 
@@ -518,24 +479,6 @@ mod tests {
             message.ends_with("this route takes \"name\", \"by\"."),
             "{message}"
         );
-    }
-
-    #[test]
-    fn an_address_past_its_tries_is_held_off_for_a_minute() {
-        let mut tries = Tries::default();
-        let key = TryKey::Addr(AddrKey::of("203.0.113.9".parse().unwrap()));
-        let other = TryKey::Addr(AddrKey::of("203.0.113.10".parse().unwrap()));
-        let t = Timestamp::from_secs(100);
-        for _ in 0..chat_core::moderation::OP_TRIES {
-            assert!(!tries.held_off(key, t));
-            assert!(tries.failed(key, t));
-        }
-        assert!(!tries.failed(key, t), "the sixth in the minute");
-        let later = t + Duration::from_secs(59);
-        assert!(tries.held_off(key, later), "even with the right token");
-        assert!(!tries.held_off(other, later));
-        assert!(!tries.held_off(key, t + OP_WINDOW));
-        assert!(tries.failed(key, t + OP_WINDOW), "a new minute");
     }
 
     #[test]
